@@ -1,0 +1,77 @@
+"""Logging set-up and progress bars: the one home for what goes to stderr.
+
+Diagnostics go through :mod:`logging`; progress bars are tqdm bars on stderr that stay silent
+when stderr is not a terminal or when the user asked for ``--quiet``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+
+_quiet = False
+
+
+def setup_logging(*, debug: bool = False, quiet: bool = False) -> None:
+    """Configure the ``pcapvision`` logger for a command-line run.
+
+    ``debug`` shows debug messages; ``quiet`` keeps only warnings and errors and turns progress
+    bars off for the rest of the process.
+    """
+    global _quiet
+    _quiet = quiet
+    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
+    root = logging.getLogger("pcapvision")
+    root.setLevel(level)
+    if not any(getattr(h, "_pcapvision", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"))
+        handler._pcapvision = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.propagate = False
+
+
+def progress_enabled(quiet: bool | None = None) -> bool:
+    """True when a progress bar should be drawn: stderr is a terminal and nobody asked for quiet."""
+    if quiet if quiet is not None else _quiet:
+        return False
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def progress(
+    iterable: Iterable[T] | None = None,
+    *,
+    total: float | None = None,
+    desc: str | None = None,
+    unit: str = "it",
+    quiet: bool | None = None,
+    **kwargs: Any,
+) -> tqdm:
+    """A tqdm bar on stderr, disabled when not a terminal or when quiet.
+
+    Use as an iterator wrapper or, with ``iterable=None``, as a manual bar (``bar.update(n)``,
+    ``bar.set_postfix(...)``); always close it (it is a context manager).
+    """
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        disable=not progress_enabled(quiet),
+        dynamic_ncols=True,
+        leave=False,
+        **kwargs,
+    )
+
+
+def iter_progress(iterable: Iterable[T], **kwargs: Any) -> Iterator[T]:
+    """Iterate ``iterable`` with a progress bar (see :func:`progress`)."""
+    with progress(iterable, **kwargs) as bar:
+        yield from bar

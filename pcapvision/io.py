@@ -1,0 +1,157 @@
+"""Atomic writes, Parquet with pcapvision schema metadata, hashing: shared by every stage.
+
+Every artifact pcapvision writes goes through :func:`atomic_path` (a temporary file in the
+destination's directory, renamed into place only when complete), so an interrupted run never
+leaves a half-written output and never clobbers a good one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pcapvision import __version__
+from pcapvision.errors import DataContractError, InputNotFoundError
+
+METADATA_KEY = b"pcapvision"
+PARQUET_COMPRESSION = "zstd"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically (numpy scalars are converted)."""
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars/arrays and paths show up in metrics and parameters everywhere.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries whose behaviour shapes our outputs."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version(), "pcapvision": __version__}
+    for dist in ("numpy", "pandas", "pyarrow", "dpkt", "scapy", "tensorflow", "keras", "scikit-learn",
+                 "adversarial-robustness-toolbox"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[dist] = metadata.version(dist)
+    return versions
+
+
+def make_metadata(stage: str, params: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """The standard pcapvision metadata record stored with every table and model."""
+    meta: dict[str, Any] = {
+        "stage": stage,
+        "pcapvision_version": __version__,
+        "params": dict(params),
+        "library_versions": library_versions(),
+    }
+    meta.update(extra)
+    return meta
+
+
+def with_metadata(table: pa.Table, metadata: Mapping[str, Any]) -> pa.Table:
+    """Return ``table`` with ``metadata`` stored as JSON under the schema key ``pcapvision``."""
+    existing = dict(table.schema.metadata or {})
+    existing[METADATA_KEY] = json.dumps(metadata, default=_json_default, sort_keys=True).encode("utf-8")
+    return table.replace_schema_metadata(existing)
+
+
+def write_parquet_atomic(
+    table: pa.Table, path: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``table`` to ``path`` (zstd) atomically, with pcapvision metadata when given."""
+    if metadata is not None:
+        table = with_metadata(table, metadata)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
+    return Path(path)
+
+
+def metadata_from_schema(schema: pa.Schema) -> dict[str, Any]:
+    """The pcapvision metadata stored in ``schema`` ({} when there is none)."""
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def parquet_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The Parquet files that make up ``path``: the file itself, or a dataset directory's parts.
+
+    Hidden and temporary files (names starting with ``.`` or ``_``) are ignored, as pyarrow does.
+    """
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(
+            f for f in p.rglob("*.parquet")
+            if not any(part.startswith((".", "_")) for part in f.relative_to(p).parts)
+        )
+        if not files:
+            raise DataContractError(f"{p}: directory holds no Parquet files")
+        return files
+    raise InputNotFoundError(f"{p}: no such file or directory")
+
+
+def read_parquet_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The pcapvision metadata of a Parquet file, or of the first part of a dataset directory."""
+    first = parquet_files(path)[0]
+    return metadata_from_schema(pq.read_schema(first))
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
