@@ -43,6 +43,248 @@ def _common_options() -> argparse.ArgumentParser:
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = []
 
 
+def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "ingest", parents=[common], formatter_class=_Formatter,
+        help="packet captures -> flows table (Parquet)",
+        description="Read pcap/pcapng captures (plain or gzip) into a table of bidirectional flows.\n"
+                    "Exit codes: 0 all inputs ok; 1 some inputs failed (the rest is written); 2 usage error.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="capture files, directories (searched recursively for *.pcap, *.pcapng, *.cap, "
+                             "optionally .gz) or glob patterns")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT",
+                        help="a *.parquet file holding all flows, or a dataset directory with one part per "
+                             "capture (<sha256[:16]>.parquet; re-runs skip captures already there)")
+    flows = parser.add_argument_group("flows")
+    flows.add_argument("--idle-timeout", type=float, default=120.0, metavar="SECONDS",
+                       help="a flow ends after this long without a packet")
+    flows.add_argument("--active-timeout", type=float, default=1800.0, metavar="SECONDS",
+                       help="a flow is split after lasting this long")
+    flows.add_argument("--max-bytes", type=int, default=4096, metavar="N",
+                       help="payload bytes kept per flow (payload and each direction)")
+    flows.add_argument("--max-packets", type=int, default=64, metavar="N",
+                       help="packets kept in the per-packet lists (packet_time_ms, ...)")
+    reading = parser.add_argument_group("reading")
+    reading.add_argument("--reader", choices=("auto", "dpkt", "scapy"), default="auto",
+                         help="capture decoder: auto (fast numpy path, dpkt fallback), dpkt, or scapy (slow "
+                              "cross-check)")
+    reading.add_argument("--chunk-packets", type=int, default=65536, metavar="N",
+                         help="packets decoded per chunk (memory holds one chunk plus the open flows)")
+    reading.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (parallel over files)")
+    reading.add_argument("--force", action="store_true",
+                         help="re-ingest captures whose part already exists in a dataset directory")
+    labels = parser.add_argument_group("labels (default: none)")
+    labels.add_argument("--label", metavar="NAME", help="label every flow NAME")
+    labels.add_argument("--family", metavar="NAME", help="with --label: family of every flow")
+    labels.add_argument("--labels", metavar="RULES.csv", help="label flows by the rules of this CSV file "
+                        "(first match wins; format in docs/contracts.md)")
+    labels.add_argument("--unlabeled", choices=("keep", "drop"), default="keep",
+                        help="with --labels: keep flows no rule matches (label null) or drop them")
+    labels.add_argument("--default-label", metavar="NAME", help="with --labels: label of flows no rule matches")
+    labels.add_argument("--default-family", metavar="NAME", help="with --default-label: their family")
+    parser.set_defaults(handler=_run_ingest)
+
+
+def _run_ingest(args: argparse.Namespace) -> int:
+    from pcapvision.ingest import IngestOptions, Labeler, ingest
+
+    options = IngestOptions(idle_timeout_s=args.idle_timeout, active_timeout_s=args.active_timeout,
+                            max_bytes=args.max_bytes, max_packets=args.max_packets, reader=args.reader,
+                            chunk_packets=args.chunk_packets)
+    if args.label is not None and args.labels is not None:
+        raise ParameterError("--label and --labels cannot be combined: label every flow, or label by rules")
+    if args.family is not None and args.label is None:
+        raise ParameterError("--family needs --label (with --labels, families come from the rules file)")
+    if args.labels is None and (args.default_label or args.default_family or args.unlabeled != "keep"):
+        raise ParameterError("--default-label, --default-family and --unlabeled need --labels")
+    labeler = None
+    if args.label is not None:
+        labeler = Labeler.from_label(args.label, family=args.family)
+    elif args.labels is not None:
+        labeler = Labeler.from_rules_csv(args.labels, unlabeled=args.unlabeled, default_label=args.default_label,
+                                         default_family=args.default_family)
+    summary = ingest(args.paths, args.output, options, labeler=labeler, jobs=args.jobs, quiet=args.quiet,
+                     force=args.force)
+    print(summary.format())
+    return EXIT_INPUT_FAILED if summary.files_failed else EXIT_OK
+
+
+_SUBCOMMANDS.append(_add_ingest)
+
+
+def _add_train(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "train", parents=[common], formatter_class=_Formatter,
+        help="train the CNN (or MLP) on an images table or on MNIST -> model directory",
+        description="Train on an images table (stratified, group-aware train/validation/test split by split_group)\n"
+                    "or, with --dataset mnist, on MNIST. Writes MODEL_DIR/model.keras, metadata.json,\n"
+                    "split_manifest.parquet (images tables) and MODEL_DIR/report/{metrics.json,report.html}.",
+    )
+    parser.add_argument("images", nargs="?", metavar="IMAGES",
+                        help="images table (Parquet file or dataset directory); omit with --dataset mnist")
+    parser.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="model directory to write")
+    parser.add_argument("--dataset", choices=("images", "mnist"), default="images",
+                        help="train on the IMAGES table, or on MNIST (the proof of concept)")
+    parser.add_argument("--mnist-file", metavar="PATH",
+                        help="with --dataset mnist: Keras mnist.npz, a directory of the four IDX files (gzip or not), or "
+                             "an .npz with x and y (split 80/20 stratified); default: keras.datasets.mnist.load_data(), "
+                             "then the MNIST sample bundled with pcapvision when offline")
+    parser.add_argument("--no-download", action="store_true",
+                        help="with --dataset mnist and no --mnist-file: do not try keras.datasets (use the bundled sample)")
+    parser.add_argument("--target", choices=("label", "family"), default="label",
+                        help="images tables: class column (label: binary malicious/normal; family: multi-class)")
+    model = parser.add_argument_group("model and training")
+    model.add_argument("--arch", choices=("cnn", "mlp"), default="cnn",
+                       help="cnn: Conv32-Pool-Conv64-Pool-Dense128, Adam; mlp: 784-128-64-n ReLU, SGD lr 0.01")
+    model.add_argument("--epochs", type=int, default=20, help="maximum epochs (early stopping on validation loss)")
+    model.add_argument("--patience", type=int, default=3, help="epochs without validation-loss improvement before stopping")
+    model.add_argument("--batch-size", type=int, default=128, help="images per training batch")
+    model.add_argument("--learning-rate", type=float, default=None,
+                       help="optimizer learning rate (default: 0.001 for cnn/Adam, 0.01 for mlp/SGD)")
+    model.add_argument("--seed", type=int, default=0, help="seed of splits, shuffling and weight initialisation")
+    split = parser.add_argument_group("split (images tables)")
+    split.add_argument("--test-fraction", type=float, default=0.2, help="approximate fraction of images held out for test")
+    split.add_argument("--validation-fraction", type=float, default=0.1,
+                       help="approximate fraction of images (of the training data for MNIST) used for early stopping")
+    split.add_argument("--threshold", type=float, default=0.5,
+                       help="binary models: operating threshold on p(malicious)")
+
+    def run(args: argparse.Namespace) -> int:
+        from pcapvision.classify.pipeline import train_images, train_mnist
+
+        common_kw = dict(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                         learning_rate=args.learning_rate, patience=args.patience,
+                         validation_fraction=args.validation_fraction)
+        if args.dataset == "mnist":
+            if args.images is not None:
+                raise ParameterError("--dataset mnist takes no IMAGES argument (use --mnist-file for a file)")
+            record = train_mnist(args.output, mnist_file=args.mnist_file, allow_download=not args.no_download, **common_kw)
+        else:
+            if args.images is None:
+                raise ParameterError("IMAGES is required (or pass --dataset mnist)")
+            if args.mnist_file is not None:
+                raise ParameterError("--mnist-file needs --dataset mnist")
+            record = train_images(args.images, args.output, target=args.target, test_fraction=args.test_fraction,
+                                  threshold=args.threshold, **common_kw)
+        test = record["test"]
+        print(f"{args.output}: test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro']['f1']:.4f} "
+              f"on {test['n_samples']} images; report {args.output}/report/report.html")
+        for warning in record["baseline_warnings"]:
+            print(f"WARNING: {warning}")
+        return EXIT_OK
+
+    parser.set_defaults(handler=run)
+
+
+_SUBCOMMANDS.append(_add_train)
+
+
+def _add_evaluate(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", parents=[common], formatter_class=_Formatter,
+        help="metrics, baselines and report of a model on data",
+        description="Evaluate MODEL_DIR on DATA: 'mnist' (the model's own MNIST test split) or an images table.\n"
+                    "On the model's training table the stored test split is used; other tables are used whole.\n"
+                    "Writes metrics.json and report.html.",
+    )
+    parser.add_argument("model", metavar="MODEL_DIR", help="model directory written by 'pcapvision train'")
+    parser.add_argument("data", metavar="DATA", help="'mnist' or an images table (Parquet file or dataset directory)")
+    parser.add_argument("-o", "--output", metavar="DIR", default=None,
+                        help="report directory (default: MODEL_DIR/evaluation-<DATA name>)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="binary models: operating threshold on p(malicious) (default: the model's)")
+
+    def run(args: argparse.Namespace) -> int:
+        from pcapvision.classify.pipeline import evaluate
+
+        record = evaluate(args.model, args.data, out_dir=args.output, threshold=args.threshold)
+        test = record["test"]
+        line = f"accuracy {test['accuracy']:.4f}, macro-F1 {test['macro']['f1']:.4f} on {test['n_samples']} images"
+        if "positive" in test:
+            pos = test["positive"]
+            line += (f"; {pos['class']}: precision {pos['precision']:.4f}, recall {pos['recall']:.4f}, "
+                     f"FPR {pos['false_positive_rate'] or 0:.4f} at p>={pos['threshold']:g}")
+        print(line)
+        for row in record["baselines"]:
+            print(f"  baseline {row['baseline']}: accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}")
+        for warning in record["baseline_warnings"]:
+            print(f"WARNING: {warning}")
+        return EXIT_OK
+
+    parser.set_defaults(handler=run)
+
+
+_SUBCOMMANDS.append(_add_evaluate)
+
+
+def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "predict", parents=[common], formatter_class=_Formatter,
+        help="captures -> per-flow verdicts of a traffic model",
+        description="Ingest and image PCAP files with the parameters stored in MODEL_DIR, then write one verdict\n"
+                    "per flow (predicted class and every class probability) to a Parquet or CSV file.",
+    )
+    parser.add_argument("model", metavar="MODEL_DIR", help="model directory trained on an images table")
+    parser.add_argument("pcaps", nargs="+", metavar="PCAP", help="capture files (pcap/pcapng, plain or gzip)")
+    parser.add_argument("-o", "--output", required=True, metavar="VERDICTS",
+                        help="output file: *.parquet or *.csv")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="binary models: operating threshold on p(malicious) (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=512, help="images per inference batch")
+
+    def run(args: argparse.Namespace) -> int:
+        from pcapvision.classify.predict import predict_pcaps
+
+        verdicts = predict_pcaps(args.model, args.pcaps, args.output, threshold=args.threshold,
+                                 batch_size=args.batch_size)
+        counts = verdicts["predicted"].value_counts().to_dict() if len(verdicts) else {}
+        print(f"{args.output}: {len(verdicts)} flows; predicted {counts}")
+        return EXIT_OK
+
+    parser.set_defaults(handler=run)
+
+
+_SUBCOMMANDS.append(_add_predict)
+
+
+def _add_synth(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "synth", parents=[common], formatter_class=_Formatter,
+        help="generate labelled encrypted traffic (real TLS) as pcaps + labels.csv",
+        description="Generate seeded, labelled normal and malicious TLS traffic: one pcap per simulated host,\n"
+                    "labels.csv (rules for 'pcapvision ingest --labels') and synth.json. Families and\n"
+                    "difficulty presets are described in docs/synth.md.",
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    parser.add_argument("--flows", type=int, default=2000, metavar="N",
+                        help="TCP connections to generate (port-scan probes included; DNS lookups come on top)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (TLS key material is not seeded)")
+    parser.add_argument("--difficulty", choices=("easy", "realistic", "hard"), default="realistic",
+                        help="how much normal and malicious traffic overlap, and how lossy the network is")
+    parser.add_argument("--mix", default="", metavar="FAMILY=WEIGHT,...",
+                        help="re-weight families (unnamed ones keep their default weight; 0 drops one), "
+                             "e.g. c2-beacon=0.3,port-scan=0")
+    parser.add_argument("--max-flow-kib", type=int, default=64, metavar="KIB",
+                        help="cap on a flow's application bytes (long flows end early, downloads shrink)")
+    parser.add_argument("--hosts-per-class", type=int, default=None, metavar="N",
+                        help="simulated hosts (pcaps) per class (default: flows/300, within [2, 50])")
+
+    def run(args: argparse.Namespace) -> int:
+        from pcapvision.synth import generate, parse_mix
+
+        summary = generate(args.output, flows=args.flows, seed=args.seed, difficulty=args.difficulty,
+                           mix=parse_mix(args.mix), max_flow_kib=args.max_flow_kib,
+                           hosts_per_class=args.hosts_per_class, quiet=args.quiet)
+        print(summary.format())
+        return EXIT_OK
+
+    parser.set_defaults(handler=run)
+
+
+_SUBCOMMANDS.append(_add_synth)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pcapvision`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(

@@ -1,0 +1,399 @@
+"""Ingest benchmark: pcapvision ingest beside a plain dpkt loop, the raw record walk and scapy.
+
+    .venv/bin/python bench/ingest.py                 # generate (cached in bench/out/) and measure
+    .venv/bin/python bench/ingest.py --pcap my.pcap  # measure a capture of your own
+
+Generates Ethernet/IPv4 captures of TCP flows (handshake, a TLS ClientHello with SNI, TLS records
+both ways, FIN close) and UDP flows, written record by record with numpy (no per-packet Python),
+at two sizes (default 0.5M and 1M packets, 40 packets per flow on average, ~100 new flows a
+second, so open-flow state is the same at both sizes). Every measurement runs in its own
+subprocess and reports that process's peak RSS (``os.wait4``; with ``--jobs 2`` the largest of
+the parent and its workers). Prints one table: packets/s, MB/s, peak RSS per method and size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import os
+import platform
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+OUT_DIR = REPO / "bench" / "out"
+PACKETS_PER_FLOW = 40
+NEW_FLOWS_PER_S = 100.0
+SYN, FIN, PSH, ACK = 0x02, 0x01, 0x08, 0x10
+SNIS = [f"{host}.{dom}" for host in ("www", "api", "cdn", "static", "mail") for dom in
+        ("example.com", "example.org", "test.net", "shop.example", "video.test")]
+
+# One pcap record header + Ethernet + IPv4 + TCP/UDP header, as written on disk.
+_PREFIX = [("ts_sec", "<u4"), ("ts_usec", "<u4"), ("incl_len", "<u4"), ("orig_len", "<u4"),
+           ("eth_dst", "u1", (6,)), ("eth_src", "u1", (6,)), ("eth_type", ">u2"),
+           ("ver_ihl", "u1"), ("tos", "u1"), ("tot_len", ">u2"), ("ip_id", ">u2"), ("frag", ">u2"),
+           ("ttl", "u1"), ("proto", "u1"), ("ip_csum", ">u2"), ("src", ">u4"), ("dst", ">u4")]
+TCP_RECORD = np.dtype(_PREFIX + [("sport", ">u2"), ("dport", ">u2"), ("seq", ">u4"), ("ack", ">u4"),
+                                 ("off", "u1"), ("flags", "u1"), ("win", ">u2"), ("tcp_csum", ">u2"),
+                                 ("urg", ">u2")])
+UDP_RECORD = np.dtype(_PREFIX + [("sport", ">u2"), ("dport", ">u2"), ("ulen", ">u2"), ("udp_csum", ">u2")])
+IP_OFFSET = 16 + 14
+
+
+def client_hello(sni: str, rng: np.random.Generator) -> bytes:
+    """A TLS 1.3-style ClientHello record carrying ``sni`` (what the TLS parser looks for)."""
+    name = sni.encode()
+    exts = b"".join([
+        struct.pack("!HHHBH", 0, len(name) + 5, len(name) + 3, 0, len(name)) + name,  # server_name
+        struct.pack("!HHH", 10, 6, 4) + struct.pack("!HH", 0x001D, 0x0017),        # supported_groups
+        struct.pack("!HHB", 11, 2, 1) + b"\x00",                                     # ec_point_formats
+        struct.pack("!HHB", 43, 5, 4) + struct.pack("!HH", 0x0304, 0x0303),          # supported_versions
+        struct.pack("!HH", 51, 38) + struct.pack("!HHH", 36, 0x001D, 32) + rng.bytes(32),  # key_share
+    ])
+    ciphers = struct.pack("!6H", 0x1301, 0x1302, 0x1303, 0xC02B, 0xC02F, 0xC030)
+    body = (b"\x03\x03" + rng.bytes(32) + b"\x20" + rng.bytes(32) + struct.pack("!H", len(ciphers)) + ciphers
+            + b"\x01\x00" + struct.pack("!H", len(exts)) + exts)
+    handshake = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(handshake)) + handshake
+
+
+def generate_capture(path: Path, packets: int, seed: int) -> dict:
+    """Write a pcap of about ``packets`` packets; returns its description (also saved beside it)."""
+    rng = np.random.default_rng(seed)
+    n_flows = max(1, packets // PACKETS_PER_FLOW)
+    is_tcp = rng.random(n_flows) < 0.8
+    n_data = np.where(is_tcp, rng.integers(1, 64, n_flows), rng.integers(2, 78, n_flows))
+    per_flow = np.where(is_tcp, n_data + 8, n_data)  # TCP: 3 handshake + 2 hellos + data + 3 close
+    flow = np.repeat(np.arange(n_flows), per_flow)
+    first = np.cumsum(per_flow) - per_flow
+    k = np.arange(flow.size) - first[flow]
+    tcp = is_tcp[flow]
+    last_k = per_flow[flow] - 1
+    n = flow.size
+
+    # Roles by position in the flow. direction 0: client -> server.
+    direction = rng.random(n) < 0.6  # data packets: 60% server -> client
+    plen = np.where(direction, np.where(rng.random(n) < 0.35, 1400, rng.integers(40, 800, n)),
+                    np.where(rng.random(n) < 0.5, 0, rng.integers(20, 300, n)))
+    flags = np.full(n, PSH | ACK, np.uint8)
+    templates = [client_hello(s, rng) for s in SNIS]
+    template = rng.integers(0, len(templates), n_flows)
+    hello_len = np.array([len(t) for t in templates])[template][flow]
+    for pos, dir_, flag, length in ((0, 0, SYN, 0), (1, 1, SYN | ACK, 0), (2, 0, ACK, 0),
+                                    (3, 0, PSH | ACK, None), (4, 1, PSH | ACK, 1400)):
+        at = tcp & (k == pos)
+        direction[at] = bool(dir_)
+        flags[at] = flag
+        plen[at] = hello_len[at] if length is None else length
+    for back, dir_, flag in ((2, 0, FIN | ACK), (1, 1, FIN | ACK), (0, 0, ACK)):
+        at = tcp & (k == last_k - back)
+        direction[at] = bool(dir_)
+        flags[at] = flag
+        plen[at] = 0
+    udp_first = ~tcp & (k == 0)
+    direction[udp_first] = False
+    flags[~tcp] = 0
+    plen[~tcp] = rng.integers(40, 1200, int((~tcp).sum()))
+    flags[tcp & (plen == 0) & (flags == PSH | ACK)] = ACK  # pure ACKs
+    direction = direction.astype(np.int64)
+
+    # Sequence numbers: per flow and direction, ISN + bytes (SYN and FIN count one) sent before.
+    isn = rng.integers(0, 2**32, (n_flows, 2), dtype=np.uint64)
+    consume = plen + ((flags & SYN) > 0) + ((flags & FIN) > 0)
+    seq = np.zeros(n, np.uint64)
+    for d in (0, 1):
+        sel = np.flatnonzero(direction == d)
+        c = consume[sel].astype(np.uint64)
+        before = np.cumsum(c) - c
+        flows_d = flow[sel]
+        starts = np.r_[0, np.flatnonzero(np.diff(flows_d)) + 1]
+        base = np.repeat(before[starts], np.diff(np.r_[starts, sel.size]))
+        seq[sel] = (isn[flows_d, d] + before - base) % 2**32
+
+    # Time: flows start at ~NEW_FLOWS_PER_S, packets 1-50 ms apart within a flow.
+    duration_s = n_flows / NEW_FLOWS_PER_S
+    start_us = (rng.random(n_flows) * duration_s * 1e6).astype(np.int64) + 1_700_000_000 * 10**6
+    gap_us = rng.integers(1_000, 50_000, n_flows)
+    ts_us = start_us[flow] + k * gap_us[flow] + rng.integers(0, 500, n)
+    order = np.argsort(ts_us, kind="stable")
+
+    client_ip = (10 << 24) + rng.integers(1, 5000, n_flows)
+    server_ip = (192 << 24 | 0 << 16 | 2 << 8) + rng.integers(1, 250, n_flows) + (rng.integers(0, 40, n_flows) << 8)
+    sport = rng.integers(1024, 65535, n_flows)
+    dport = np.where(is_tcp, 443, rng.choice([53, 443, 3478], n_flows))
+    tcp_hdr, udp_hdr = TCP_RECORD.itemsize, UDP_RECORD.itemsize
+
+    with open(path.with_suffix(".tmp"), "wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for lo in range(0, n, 65536):
+            idx = order[lo:lo + 65536]
+            f, d, t = flow[idx], direction[idx], tcp[idx]
+            hdr = np.where(t, tcp_hdr, udp_hdr)
+            rec_len = hdr + plen[idx]
+            offsets = np.cumsum(rec_len) - rec_len
+            buf = np.frombuffer(rng.bytes(int(rec_len.sum())), np.uint8).copy()  # payload: random, as TLS
+            for mask, dtype in ((t, TCP_RECORD), (~t, UDP_RECORD)):
+                m = np.flatnonzero(mask)
+                rec = np.zeros(m.size, dtype)
+                fi, di = f[m], d[m]
+                rec["ts_sec"] = ts_us[idx[m]] // 10**6
+                rec["ts_usec"] = ts_us[idx[m]] % 10**6
+                rec["incl_len"] = rec["orig_len"] = rec_len[m] - 16
+                rec["eth_dst"] = (2, 0, 0, 0, 0, 1)
+                rec["eth_src"] = (2, 0, 0, 0, 0, 2)
+                rec["eth_type"] = 0x0800
+                rec["ver_ihl"] = 0x45
+                rec["tot_len"] = rec_len[m] - IP_OFFSET
+                rec["ip_id"] = (lo + m) & 0xFFFF
+                rec["frag"] = 0x4000  # DF
+                rec["ttl"] = 64
+                rec["proto"] = 6 if dtype is TCP_RECORD else 17
+                rec["src"] = np.where(di == 0, client_ip[fi], server_ip[fi])
+                rec["dst"] = np.where(di == 0, server_ip[fi], client_ip[fi])
+                rec["sport"] = np.where(di == 0, sport[fi], dport[fi])
+                rec["dport"] = np.where(di == 0, dport[fi], sport[fi])
+                if dtype is TCP_RECORD:
+                    rec["seq"] = seq[idx[m]]
+                    rec["ack"] = np.where(flags[idx[m]] & ACK, isn[fi, 1 - di] + 1, 0) % 2**32
+                    rec["off"] = 5 << 4
+                    rec["flags"] = flags[idx[m]]
+                    rec["win"] = 64240
+                else:
+                    rec["ulen"] = plen[idx[m]] + 8
+                raw = rec.view(np.uint8).reshape(m.size, dtype.itemsize)
+                words = raw[:, IP_OFFSET:IP_OFFSET + 20].copy().view(">u2").astype(np.uint32).sum(axis=1)
+                words = (words & 0xFFFF) + (words >> 16)
+                words = (words & 0xFFFF) + (words >> 16)
+                rec["ip_csum"] = ~words.astype(np.uint16)
+                buf[offsets[m, None] + np.arange(dtype.itemsize)] = raw
+            # TLS record headers on payloads; the ClientHello templates in full.
+            p = idx
+            payload_at = offsets + hdr
+            hello = t & (k[p] == 3)
+            data = (plen[p] >= 5) & ~hello
+            lengths = plen[p][data] - 5
+            tls_hdr = np.stack([np.where(t[data] & (k[p][data] == 4), 0x16, 0x17), np.full(lengths.size, 3),
+                                np.full(lengths.size, 3), lengths >> 8, lengths & 0xFF], axis=1).astype(np.uint8)
+            buf[payload_at[data, None] + np.arange(5)] = tls_hdr
+            for ti, tmpl in enumerate(templates):
+                at = np.flatnonzero(hello & (template[f] == ti))
+                if at.size:
+                    buf[payload_at[at, None] + np.arange(len(tmpl))] = np.frombuffer(tmpl, np.uint8)
+            fh.write(buf.tobytes())
+    os.replace(path.with_suffix(".tmp"), path)
+    info = {"packets": int(n), "flows": int(n_flows), "tcp_flows": int(is_tcp.sum()), "bytes": path.stat().st_size,
+            "seed": seed}
+    path.with_suffix(".json").write_text(json.dumps(info))
+    return info
+
+
+def cached_capture(packets: int, seed: int) -> tuple[Path, dict]:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUT_DIR / f"synthetic-{packets}-seed{seed}.pcap"
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists():
+        return path, json.loads(meta.read_text())
+    started = time.perf_counter()
+    info = generate_capture(path, packets, seed)
+    print(f"generated {path.name}: {info['packets']:,} packets, {info['flows']:,} flows, "
+          f"{info['bytes'] / 1e6:.0f} MB in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return path, info
+
+
+# --- measured methods (each runs in a child process) ------------------------------------------
+def walk_records(path: str, limit: int | None = None) -> int:
+    """The floor: visit every record header of a classic pcap, decode nothing."""
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        offset, size, count, unpack = 24, len(mm), 0, struct.Struct("<I").unpack_from
+        while offset + 16 <= size:
+            offset += 16 + unpack(mm, offset + 8)[0]
+            count += 1
+    return count
+
+
+def dpkt_flows(path: str, limit: int | None = None) -> int:
+    """The baseline: dpkt.pcap.Reader, Ethernet/IP/TCP/UDP decode, a dict of bidirectional flows."""
+    import dpkt
+
+    flows: dict[tuple, list] = {}
+    count = 0
+    with open(path, "rb") as fh:
+        for ts, buf in dpkt.pcap.Reader(fh):
+            count += 1
+            eth = dpkt.ethernet.Ethernet(buf)
+            ip = eth.data
+            if not isinstance(ip, dpkt.ip.IP):
+                continue
+            l4 = ip.data
+            if not isinstance(l4, (dpkt.tcp.TCP, dpkt.udp.UDP)):
+                continue
+            a, b = (ip.src, l4.sport), (ip.dst, l4.dport)
+            key = (ip.p, *a, *b) if a <= b else (ip.p, *b, *a)
+            state = flows.get(key)
+            if state is None:
+                flows[key] = [ts, ts, 1, ip.len, bytes(l4.data[:16])]
+            else:
+                state[1] = ts
+                state[2] += 1
+                state[3] += ip.len
+    return count
+
+
+def scapy_slice(path: str, limit: int | None = None) -> int:
+    """scapy's PcapReader, full dissection, on the first ``limit`` packets."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.utils import PcapReader
+
+    count = 0
+    with PcapReader(path) as reader:
+        for pkt in reader:
+            if IP in pkt and (TCP in pkt or UDP in pkt):
+                _ = pkt[IP].src, pkt[IP].dst
+            count += 1
+            if limit and count >= limit:
+                break
+    return count
+
+
+CHILD_METHODS = {"walk": walk_records, "dpkt": dpkt_flows, "scapy": scapy_slice}
+
+
+def run_child(argv: list[str]) -> tuple[float, int, str]:
+    """Run ``argv``; return (wall seconds, peak RSS bytes of it and its workers, stdout)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode()
+        if proc.returncode not in (0,):
+            raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{stdout}\n{err.read().decode()}")
+    return seconds, usage.ru_maxrss * 1024, stdout
+
+
+def measure_method(method: str, path: Path, limit: int | None = None) -> dict:
+    argv = [sys.executable, __file__, "--child", method, "--pcap", str(path)] + (["--limit", str(limit)] if limit else [])
+    seconds, rss, stdout = run_child(argv)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return {"packets": result["packets"], "bytes": result["bytes"], "seconds": result["seconds"],
+            "wall_s": seconds, "rss": rss}
+
+
+def measure_ingest(paths: list[Path], jobs: int, packets: int, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory(dir=OUT_DIR) as tmp:
+        argv = [sys.executable, "-m", "pcapvision", "ingest", *map(str, paths), "-o", f"{tmp}/flows.parquet",
+                "--jobs", str(jobs), "--quiet", *extra]
+        seconds, rss, stdout = run_child(argv)
+    size = sum(p.stat().st_size for p in paths)
+    return {"packets": packets, "bytes": size, "seconds": seconds, "wall_s": seconds, "rss": rss, "summary": stdout}
+
+
+def child_main(method: str, path: str, limit: int | None) -> None:
+    started = time.perf_counter()
+    count = CHILD_METHODS[method](path, limit)
+    seconds = time.perf_counter() - started
+    size = os.path.getsize(path)
+    if limit and count >= limit:
+        size = _bytes_of_first(path, count)
+    print(json.dumps({"packets": count, "bytes": size, "seconds": seconds}))
+
+
+def _bytes_of_first(path: str, count: int) -> int:
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        offset = 24
+        for _ in range(count):
+            offset += 16 + struct.unpack_from("<I", mm, offset + 8)[0]
+    return offset
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, load average {load}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pcap", type=Path, help="measure this capture instead of generated ones")
+    parser.add_argument("--sizes", default="500000,1000000",
+                        help="packets of the generated captures, comma-separated (default: %(default)s)")
+    parser.add_argument("--scapy-packets", type=int, default=20_000, help="scapy slice size (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1, help="generator seed (default: %(default)s)")
+    parser.add_argument("--profile", action="store_true", help="also print a cProfile of ingest --jobs 1 on the smallest capture")
+    parser.add_argument("--child", choices=sorted(CHILD_METHODS), help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_main(args.child, str(args.pcap), args.limit)
+        return
+
+    if args.pcap:
+        captures = [(args.pcap, {"packets": walk_records(str(args.pcap)), "flows": None})]
+    else:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        captures = [cached_capture(size, args.seed) for size in sizes]
+    print(f"machine: {machine()}")
+    rows = []
+
+    def add(name: str, capture: str, r: dict) -> None:
+        rows.append((name, capture, r["packets"], r["packets"] / r["seconds"], r["bytes"] / 1e6 / r["seconds"],
+                     r["rss"] / 2**20, r["seconds"]))
+
+    for path, info in captures:
+        label = f"{path.name} ({info['packets']:,} pkts, {path.stat().st_size / 1e6:.0f} MB)"
+        add("raw record walk (floor)", label, measure_method("walk", path))
+        add("dpkt loop (baseline)", label, measure_method("dpkt", path))
+        add("pcapvision ingest --jobs 1", label, measure_ingest([path], 1, info["packets"], []))
+    if not args.pcap:
+        # --jobs parallelises over files: two captures of the smallest size, different seeds.
+        size = captures[0][1]["packets"]
+        pair = [captures[0][0], cached_capture(size, args.seed + 1)[0]]
+        total = size + json.loads(pair[1].with_suffix(".json").read_text())["packets"]
+        label = f"2 files x {size:,} pkts"
+        for jobs in (1, 2):
+            add(f"pcapvision ingest --jobs {jobs}", label, measure_ingest(pair, jobs, total, []))
+    add("scapy PcapReader (slice)", f"first {args.scapy_packets:,} pkts of {captures[0][0].name}",
+        measure_method("scapy", captures[0][0], args.scapy_packets))
+
+    header = ("method", "capture", "packets", "packets/s", "MB/s", "peak RSS MiB", "seconds")
+    print(f"| {' | '.join(header)} |")
+    print("|" + "---|" * len(header))
+    for name, capture, packets, pps, mbs, rss, seconds in rows:
+        print(f"| {name} | {capture} | {packets:,} | {pps:,.0f} | {mbs:,.1f} | {rss:,.0f} | {seconds:.1f} |")
+    dpkt_rate = {c: pps for n, c, _, pps, *_ in rows if n.startswith("dpkt")}
+    for name, capture, _, pps, *_ in rows:
+        if name == "pcapvision ingest --jobs 1" and capture in dpkt_rate:
+            print(f"ingest --jobs 1 / dpkt loop on {capture.split(' ')[0]}: {pps / dpkt_rate[capture]:.1f}x")
+
+    if args.profile:
+        import cProfile
+        import pstats
+
+        from pcapvision.ingest import IngestOptions, read_flows
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        read_flows(captures[0][0], IngestOptions())
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()

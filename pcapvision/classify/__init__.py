@@ -1,0 +1,32 @@
+"""Classify stage: the CNN (and MLP baseline), its training, evaluation, baselines and predictions.
+
+Public API::
+
+    build_cnn(input_shape=(28, 28, 1), n_classes=10) -> keras.Model        # compiled, Adam
+    build_mlp(input_shape=(28, 28, 1), n_classes=10) -> keras.Model        # compiled, SGD lr 0.01
+    train_model(x_train, y_train, x_val, y_val, *, arch="cnn", epochs, batch_size, seed, ...)
+        -> (model, history)                                                # the ONE training function
+    load_mnist(mnist_file=None, seed=0) -> (x_train, y_train, x_test, y_test, info)
+    mnist_test_split(metadata) -> (x_test, y_test)
+    save_model(model, model_dir, metadata) / load_model(model_dir) -> (model, metadata)
+    train_mnist(...), train_images(...), evaluate(...), predict_pcaps(...)
+"""
+
+from __future__ import annotations
+
+from pcapvision.classify.artifact import load_model, read_metadata, save_model
+from pcapvision.classify.datasets import (
+    ImagesDataset,
+    load_images_dataset,
+    load_mnist,
+    mnist_test_split,
+    split_indices,
+)
+from pcapvision.classify.model import build_cnn, build_mlp, build_model
+from pcapvision.classify.train import make_dataset, train_model
+
+__all__ = [
+    "ImagesDataset", "build_cnn", "build_mlp", "build_model", "load_images_dataset", "load_mnist",
+    "load_model", "make_dataset", "mnist_test_split", "read_metadata", "save_model", "split_indices",
+    "train_model",
+]

@@ -1,0 +1,391 @@
+"""End-to-end classify runs: train on MNIST or an images table, evaluate, write the model report.
+
+These are what the CLI calls. Each returns the ``metrics.json`` record it wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pcapvision.classify import plots
+from pcapvision.classify.artifact import load_model, save_model
+from pcapvision.classify.datasets import (
+    ImagesDataset,
+    _stratified_holdout,
+    load_images_dataset,
+    load_mnist,
+    reload_mnist,
+    split_indices,
+)
+from pcapvision.classify.evaluate import (
+    classification_metrics,
+    compare_with_baselines,
+    curves,
+    positive_class_index,
+    run_baselines,
+)
+from pcapvision.classify.model import DEFAULT_LEARNING_RATE
+from pcapvision.classify.train import train_model
+from pcapvision.errors import DataContractError, ModelFormatError
+from pcapvision.io import make_metadata, sha256_file, write_json_atomic, write_parquet_atomic
+from pcapvision.report import HtmlReport
+from pcapvision.validation import check_int, check_number, check_positive_int
+
+log = logging.getLogger(__name__)
+
+SPLIT_MANIFEST_FILE = "split_manifest.parquet"
+REPORT_DIR = "report"
+PREDICT_BATCH_SIZE = 512
+
+
+def predict_proba(model: Any, x: np.ndarray, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+    """Class probabilities (N, n_classes) as float64."""
+    if len(x) == 0:
+        return np.zeros((0, model.output_shape[-1]))
+    return np.asarray(model.predict(np.asarray(x, dtype=np.float32), batch_size=batch_size, verbose=0), dtype=np.float64)
+
+
+def _training_params(arch: str, epochs: int, batch_size: int, seed: int, learning_rate: float | None,
+                     patience: int, validation_fraction: float, threshold: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "arch": arch, "epochs": check_positive_int("epochs", epochs), "batch_size": check_positive_int("batch_size", batch_size),
+        "seed": check_int("seed", seed, min_value=0),
+        "learning_rate": DEFAULT_LEARNING_RATE.get(arch) if learning_rate is None else learning_rate,
+        "optimizer": "adam" if arch == "cnn" else "sgd", "patience": check_int("patience", patience, min_value=0),
+        "validation_fraction": check_number("validation_fraction", validation_fraction, min_value=0, max_value=0.5, min_inclusive=False),
+        "threshold": check_number("threshold", threshold, min_value=0, max_value=1), **extra,
+    }
+
+
+# --- MNIST ---------------------------------------------------------------------------------------
+
+
+def train_mnist(
+    model_dir: str | os.PathLike[str],
+    *,
+    mnist_file: str | os.PathLike[str] | None = None,
+    arch: str = "cnn",
+    epochs: int = 20,
+    batch_size: int = 128,
+    seed: int = 0,
+    learning_rate: float | None = None,
+    patience: int = 3,
+    validation_fraction: float = 0.1,
+    allow_download: bool = True,
+) -> dict[str, Any]:
+    """Train ``arch`` on MNIST (see :func:`load_mnist` for sources), evaluate on its test split,
+    save the model directory with its report; return the metrics record."""
+    params = _training_params(arch, epochs, batch_size, seed, learning_rate, patience, validation_fraction, 0.5)
+    x_train, y_train, x_test, y_test, info = load_mnist(mnist_file, seed=seed, allow_download=allow_download)
+    fit_idx, val_idx = _stratified_holdout(y_train, validation_fraction, seed)
+    class_names = [str(d) for d in range(10)]
+    model, history = train_model(
+        x_train[fit_idx], y_train[fit_idx], x_train[val_idx], y_train[val_idx], arch=arch, epochs=epochs,
+        batch_size=batch_size, seed=seed, learning_rate=learning_rate, patience=patience, n_classes=10,
+    )
+    split = {
+        "rule": f"test: {info['split']}; validation: stratified {validation_fraction:.0%} of train (seed {seed})",
+        "n_train": len(fit_idx), "n_validation": len(val_idx), "n_test": len(y_test),
+    }
+    notes = []
+    if info["is_sample"]:
+        notes.append(
+            f"Trained and tested on a {info['n_train'] + info['n_test']}-digit MNIST sample ({info['split']}), not "
+            "full MNIST: accuracy here is not comparable with published full-MNIST results."
+        )
+    return _finish(
+        model_dir, model, history, params, class_names=class_names, target="digit", dataset=info,
+        split=split, x_train=x_train[fit_idx], y_train=y_train[fit_idx], x_test=x_test, y_test=y_test,
+        payload_train=None, payload_test=None, representation=None, representation_params=None,
+        images_schema=None, notes=notes, title=f"pcapvision model report: {arch.upper()} on MNIST",
+    )
+
+
+# --- images tables -------------------------------------------------------------------------------
+
+
+def train_images(
+    images_path: str | os.PathLike[str],
+    model_dir: str | os.PathLike[str],
+    *,
+    target: str = "label",
+    arch: str = "cnn",
+    epochs: int = 20,
+    batch_size: int = 128,
+    seed: int = 0,
+    learning_rate: float | None = None,
+    patience: int = 3,
+    test_fraction: float = 0.2,
+    validation_fraction: float = 0.1,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Train on an images table with a stratified, group-aware train/validation/test split, save
+    the model directory (with the split manifest) and its report; return the metrics record."""
+    params = _training_params(arch, epochs, batch_size, seed, learning_rate, patience, validation_fraction,
+                              threshold, test_fraction=test_fraction, target=target)
+    data = load_images_dataset(images_path, target=target)
+    class_names = sorted(set(data.labels.tolist()))
+    if len(class_names) < 2:
+        raise DataContractError(f"{images_path}: only one {target} value ({class_names}); a classifier needs at least two")
+    y = np.searchsorted(np.asarray(class_names), data.labels)
+    split = split_indices(y, data.split_group, seed=seed, test_fraction=test_fraction, validation_fraction=validation_fraction)
+    tr, va, te = split["train"], split["validation"], split["test"]
+    model, history = train_model(
+        data.x[tr], y[tr], data.x[va], y[va], arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
+        learning_rate=learning_rate, patience=patience, n_classes=len(class_names),
+    )
+    manifest = _write_split_manifest(model_dir, data, split)
+    groups = {name: sorted(set(data.split_group[idx].tolist())) for name, idx in split.items()}
+    split_record = {
+        "rule": f"StratifiedGroupKFold on split_group (seed {seed}); test ~{test_fraction:.0%}, validation ~{validation_fraction:.0%}",
+        **{f"n_{name}": int(len(idx)) for name, idx in split.items()},
+        "groups": groups, "manifest_file": SPLIT_MANIFEST_FILE, "manifest_sha256": sha256_file(manifest),
+        "duplicates_dropped": data.n_duplicates_dropped, "conflicting_duplicates_dropped": data.n_conflicts_dropped,
+    }
+    dataset = {"name": "images", "path": str(images_path), "target": target, "data_sha256": data.data_sha256,
+               "n_images": len(data), "class_counts": {c: int((data.labels == c).sum()) for c in class_names}}
+    return _finish(
+        model_dir, model, history, params, class_names=class_names, target=target, dataset=dataset, split=split_record,
+        x_train=data.x[tr], y_train=y[tr], x_test=data.x[te], y_test=y[te],
+        payload_train=None if data.payload_length is None else data.payload_length[tr],
+        payload_test=None if data.payload_length is None else data.payload_length[te],
+        representation=data.representation, representation_params=data.params, images_schema=data.schema,
+        notes=[], title=f"pcapvision model report: {arch.upper()} on {Path(images_path).name} ({target})",
+    )
+
+
+def _write_split_manifest(model_dir: str | os.PathLike[str], data: ImagesDataset, split: Mapping[str, np.ndarray]) -> Path:
+    names = np.empty(len(data), dtype=object)
+    for name, idx in split.items():
+        names[idx] = name
+    used = names != None  # noqa: E711 - elementwise comparison on an object array
+    table = pa.table({
+        "flow_id": data.flow_id[used], "split_group": data.split_group[used], "image_sha256": data.image_sha256[used],
+        "label": data.labels[used], "split": names[used].astype(str),
+    })
+    return write_parquet_atomic(table, Path(model_dir) / SPLIT_MANIFEST_FILE,
+                                make_metadata("classify", {"what": "split manifest"}))
+
+
+# --- shared tail: metrics, baselines, artifact, report -------------------------------------------
+
+
+def _finish(model_dir, model, history, params, *, class_names, target, dataset, split, x_train, y_train, x_test,
+            y_test, payload_train, payload_test, representation, representation_params, images_schema, notes, title):
+    proba = predict_proba(model, x_test)
+    metrics = classification_metrics(y_test, proba, class_names, threshold=params["threshold"])
+    baselines = run_baselines(x_train, y_train, x_test, y_test, class_names, payload_length_train=payload_train,
+                              payload_length_test=payload_test, seed=params["seed"])
+    warnings = compare_with_baselines(metrics, baselines)
+    for w in warnings:
+        log.warning("%s", w)
+    metadata = make_metadata(
+        "classify", params, class_names=list(class_names), target=target,
+        positive_class=class_names[positive_class_index(class_names)] if positive_class_index(class_names) is not None else None,
+        input_shape=list(x_train.shape[1:]), representation=representation, representation_params=representation_params,
+        images_schema=images_schema, dataset=dataset, data_sha256=dataset["data_sha256"], split=split,
+        history=history, metrics={"test": _headline(metrics)}, baselines=baselines,
+    )
+    save_model(model, model_dir, metadata)
+    record = {"model_dir": str(model_dir), "data": dataset, "split": {k: v for k, v in split.items() if k != "groups"},
+              "test": metrics, "baselines": baselines, "baseline_warnings": warnings, "notes": notes, "history": history}
+    write_model_report(Path(model_dir) / REPORT_DIR, record, title=title, x_test=x_test, y_test=y_test, proba=proba,
+                       class_names=class_names)
+    return record
+
+
+def _headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    head = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro"]["f1"], "macro_roc_auc": metrics["macro"]["roc_auc"],
+            "macro_pr_auc": metrics["macro"]["pr_auc"], "n_samples": metrics["n_samples"]}
+    if "positive" in metrics:
+        head["positive"] = {k: metrics["positive"][k] for k in ("class", "precision", "recall", "f1", "false_positive_rate", "threshold")}
+    return head
+
+
+def write_model_report(out_dir: str | os.PathLike[str], record: Mapping[str, Any], *, title: str, x_test: np.ndarray,
+                       y_test: np.ndarray, proba: np.ndarray, class_names: Sequence[str]) -> Path:
+    """Write ``out_dir/metrics.json`` and the self-contained ``out_dir/report.html``; return the HTML path."""
+    out = Path(out_dir)
+    write_json_atomic(out / "metrics.json", record)
+    m = record["test"]
+    rep = HtmlReport(title)
+    for note in record.get("notes", []):
+        rep.note(note)
+    for warning in record.get("baseline_warnings", []):
+        rep.warning(warning)
+
+    rep.heading("Data and split")
+    data = record.get("data", {})
+    rep.table([{"item": k, "value": v if not isinstance(v, (dict, list)) else str(v)} for k, v in data.items()])
+    split = record.get("split", {})
+    rep.table([{"item": k, "value": v if not isinstance(v, (dict, list)) else str(v)} for k, v in split.items()])
+
+    rep.heading("Test metrics")
+    summary = {"samples": m["n_samples"], "accuracy": m["accuracy"], "macro precision": m["macro"]["precision"],
+               "macro recall": m["macro"]["recall"], "macro F1": m["macro"]["f1"],
+               "macro ROC-AUC": m["macro"]["roc_auc"] if m["macro"]["roc_auc"] is not None else "n/a",
+               "macro PR-AUC": m["macro"]["pr_auc"] if m["macro"]["pr_auc"] is not None else "n/a"}
+    rep.table([summary])
+    if "positive" in m:
+        pos = m["positive"]
+        rep.paragraph(
+            f"Positive class '{pos['class']}' at operating threshold p >= {pos['threshold']:g}: precision {pos['precision']:.4f}, "
+            f"recall {pos['recall']:.4f}, F1 {pos['f1']:.4f}, false-positive rate {pos['false_positive_rate'] or 0:.4f}."
+        )
+    rep.table([{"class": name, **{k: ("n/a" if v is None else v) for k, v in stats.items()}} for name, stats in m["per_class"].items()],
+              caption="Per class (FPR: one vs rest at the operating point; most confused with: the commonest wrong prediction)")
+
+    if record.get("baselines"):
+        rep.heading("Trivial baselines (same split)")
+        model_row = {"baseline": "THIS MODEL", "accuracy": m["accuracy"], "macro_f1": m["macro"]["f1"],
+                     "macro_roc_auc": m["macro"]["roc_auc"]}
+        if "positive" in m:
+            model_row[f"{m['positive']['class']}_f1"] = m["positive"]["f1"]
+        rows = [model_row] + [dict(r) for r in record["baselines"]]
+        rep.table([{k: ("n/a" if v is None else v) for k, v in r.items()} for r in rows])
+        if not record.get("baseline_warnings"):
+            rep.paragraph(f"Every baseline is more than {3:g} points below the model in both accuracy and macro-F1.")
+
+    history = record.get("history") or {}
+    if history.get("loss"):
+        rep.heading("Training curves")
+        rep.figure(plots.training_curves(history), caption=(
+            f"{history['epochs_run']} epochs run; weights restored from epoch {history['best_epoch']} (lowest validation loss)"))
+    rep.heading("Confusion matrix (test)")
+    rep.figure(plots.confusion_matrix(m["confusion_matrix"], class_names), caption="rows: true class; columns: predicted class")
+    pts = curves(y_test, proba, class_names)
+    if pts:
+        rep.heading("ROC and precision-recall curves (test)")
+        rep.figure(plots.roc_pr_curves(pts, m))
+    rep.heading("Sample inputs per class (test)")
+    rep.figure(plots.samples_per_class(x_test, y_test, class_names), caption="random test inputs, one row per class")
+    fig, rows = plots.worst_misclassified(x_test, y_test, proba, class_names)
+    rep.heading("Worst misclassified (test)")
+    if fig is None:
+        rep.paragraph("No test example is misclassified.")
+    else:
+        rep.figure(fig, caption="the wrong predictions made with the highest confidence: true→predicted, p(predicted)")
+        rep.table(rows)
+    path = rep.save(out / "report.html")
+    log.info("wrote %s", path)
+    return path
+
+
+# --- evaluate ------------------------------------------------------------------------------------
+
+
+def check_representation(metadata: Mapping[str, Any], representation: str | None, params: Mapping[str, Any] | None,
+                         source: str) -> None:
+    """Raise :class:`ModelFormatError` when images were made differently from the model's training images."""
+    expected = metadata.get("representation")
+    expected_params = metadata.get("representation_params") or {}
+    if expected is None:
+        raise ModelFormatError(f"{source}: the model was trained on MNIST, not on traffic images")
+    if representation != expected or dict(params or {}) != dict(expected_params):
+        raise ModelFormatError(
+            f"{source}: images made with representation {representation!r} {dict(params or {})}, but the model "
+            f"expects {expected!r} {dict(expected_params)}; re-render them with the model's parameters"
+        )
+
+
+def evaluate(
+    model_dir: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    threshold: float | None = None,
+) -> dict[str, Any]:
+    """Evaluate a saved model on ``data`` and write ``metrics.json`` + ``report.html`` to ``out_dir``.
+
+    ``data`` is ``mnist`` (the model's own MNIST test split), or an images table. When the table
+    is the one the model was trained on (same content hash), the stored test split is used and
+    the baselines are refitted on the stored training split; otherwise every row is test data and
+    the baselines are fitted on the training table if it is still at its recorded path.
+    Default ``out_dir``: ``MODEL_DIR/evaluation-<data name>``.
+    """
+    model, metadata = load_model(model_dir)
+    class_names = list(metadata["class_names"])
+    thr = float(metadata.get("params", {}).get("threshold", 0.5)) if threshold is None else check_number("threshold", threshold, min_value=0, max_value=1)
+    name = "mnist" if str(data) == "mnist" else Path(data).name.split(".")[0]
+    out = Path(out_dir) if out_dir is not None else Path(model_dir) / f"evaluation-{name}"
+    notes: list[str] = []
+    payload_train = payload_test = None
+    if str(data) == "mnist":
+        info = metadata.get("dataset") or {}
+        if info.get("name") != "mnist":
+            raise ModelFormatError(f"{model_dir}: the model was not trained on MNIST; give an images table")
+        x_train, y_train, x_test, y_test = reload_mnist(info)
+        fit_idx, _ = _stratified_holdout(y_train, float(metadata["params"]["validation_fraction"]), int(info["seed"]))
+        x_train, y_train = x_train[fit_idx], y_train[fit_idx]
+        dataset, split = dict(info), {"rule": metadata.get("split", {}).get("rule"), "n_test": len(y_test)}
+    else:
+        target = metadata.get("target", "label")
+        images = load_images_dataset(data, target=target)
+        check_representation(metadata, images.representation, images.params, str(data))
+        known = np.isin(images.labels, class_names)
+        if not known.all():
+            unknown = sorted(set(images.labels[~known].tolist()))
+            notes.append(f"{int((~known).sum())} images with {target} values unknown to the model ({unknown}) were left out.")
+            images = images.subset(np.flatnonzero(known))
+        y_all = np.asarray([class_names.index(v) for v in images.labels], dtype=np.int64)
+        train_data = None
+        if images.data_sha256 == metadata.get("data_sha256"):
+            split_ids = pd.read_parquet(Path(model_dir if Path(model_dir).is_dir() else Path(model_dir).parent) / SPLIT_MANIFEST_FILE)
+            test_ids = set(split_ids.loc[split_ids["split"] == "test", "flow_id"])
+            train_ids = set(split_ids.loc[split_ids["split"] == "train", "flow_id"])
+            te = np.flatnonzero(np.isin(images.flow_id, list(test_ids)))
+            tr = np.flatnonzero(np.isin(images.flow_id, list(train_ids)))
+            train_data = (images.subset(tr), y_all[tr])
+            images, y_test = images.subset(te), y_all[te]
+            split = {"rule": "the model's stored test split (same data as training)", "n_test": len(te)}
+        else:
+            y_test = y_all
+            split = {"rule": "all rows (data differs from the training data)", "n_test": len(y_all)}
+            train_path = (metadata.get("dataset") or {}).get("path")
+            if train_path and Path(train_path).exists():
+                try:
+                    train_full = load_images_dataset(train_path, target=target)
+                except Exception as exc:  # the baselines are optional here; say why they are missing
+                    notes.append(f"Baselines skipped: training table {train_path} unreadable ({exc}).")
+                    train_full = None
+                if train_full is not None and train_full.data_sha256 == metadata.get("data_sha256"):
+                    split_ids = pd.read_parquet(Path(model_dir) / SPLIT_MANIFEST_FILE)
+                    train_ids = set(split_ids.loc[split_ids["split"] == "train", "flow_id"])
+                    tr = np.flatnonzero(np.isin(train_full.flow_id, list(train_ids)))
+                    sub = train_full.subset(tr)
+                    train_data = (sub, np.asarray([class_names.index(v) for v in sub.labels], dtype=np.int64))
+            if train_data is None and not any(n.startswith("Baselines skipped") for n in notes):
+                notes.append("Baselines skipped: the training table is not available unchanged at its recorded path.")
+        x_test = images.x
+        payload_test = images.payload_length
+        if train_data is not None:
+            x_train, y_train = train_data[0].x, train_data[1]
+            payload_train = train_data[0].payload_length
+        else:
+            x_train = y_train = None
+        dataset = {"name": "images", "path": str(data), "target": target, "data_sha256": images.data_sha256}
+    if len(y_test) == 0:
+        raise DataContractError(f"{data}: no test images to evaluate")
+    proba = predict_proba(model, x_test)
+    metrics = classification_metrics(y_test, proba, class_names, threshold=thr)
+    baselines: list[dict[str, Any]] = []
+    if x_train is not None and len(np.unique(y_train)) >= 1:
+        baselines = run_baselines(x_train, y_train, x_test, y_test, class_names, payload_length_train=payload_train,
+                                  payload_length_test=payload_test if payload_train is not None else None,
+                                  seed=int(metadata.get("params", {}).get("seed", 0)))
+    warnings = compare_with_baselines(metrics, baselines)
+    for w in warnings:
+        log.warning("%s", w)
+    record = {"model_dir": str(model_dir), "data": dataset, "split": split, "test": metrics, "baselines": baselines,
+              "baseline_warnings": warnings, "notes": notes, "history": metadata.get("history")}
+    write_model_report(out, record, title=f"pcapvision evaluation: {Path(model_dir).name} on {name}", x_test=x_test,
+                       y_test=y_test, proba=proba, class_names=class_names)
+    return record

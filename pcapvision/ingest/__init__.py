@@ -1,0 +1,42 @@
+"""Ingest: packet captures (pcap/pcapng, plain or gzip) -> a flows table (Parquet).
+
+    >>> from pcapvision.ingest import IngestOptions, Labeler, ingest, read_flows
+    >>> table = read_flows("capture.pcap")                                 # one capture, in memory
+    >>> summary = ingest(["captures/"], "out/flows", labeler=Labeler.from_label("normal"), jobs=2)
+
+The flows table's columns are described in ``docs/contracts.md``; usage in ``docs/ingest.md``.
+Modules: :mod:`.readers` (capture -> packet batches), :mod:`.flows` (packet batches -> flows),
+:mod:`.labels` (flows -> labels), :mod:`.pipeline` (files -> Parquet).
+"""
+
+from pcapvision.ingest.flows import FlowAssembler, FlowOptions, assemble_flows
+from pcapvision.ingest.labels import Labeler, LabelRulesError
+from pcapvision.ingest.packets import Packet, PacketBatch
+from pcapvision.ingest.pipeline import (
+    FLOWS_SCHEMA,
+    IngestOptions,
+    IngestSummary,
+    discover_captures,
+    ingest,
+    iter_flow_tables,
+    read_flows,
+)
+from pcapvision.ingest.readers import read_packets
+
+__all__ = [
+    "FLOWS_SCHEMA",
+    "FlowAssembler",
+    "FlowOptions",
+    "IngestOptions",
+    "IngestSummary",
+    "LabelRulesError",
+    "Labeler",
+    "Packet",
+    "PacketBatch",
+    "assemble_flows",
+    "discover_captures",
+    "ingest",
+    "iter_flow_tables",
+    "read_flows",
+    "read_packets",
+]

@@ -1,0 +1,744 @@
+"""Capture containers: pcap and pcapng, plain or gzip-compressed, walked into chunks of records.
+
+A :class:`RecordChunk` says where each captured frame lies in a byte buffer, with its capture
+timestamp (ns since the epoch), link type and record number; decoding the frames is the job of
+:mod:`pcapvision.ingest.fastpath` and :mod:`pcapvision.ingest.readers`.
+
+Uncompressed files are memory-mapped and the chunks' buffers are views of the map (zero copy);
+gzip files (detected by magic bytes) are decompressed as a stream, a few MiB at a time.
+
+Walking plain pcap record headers in a Python loop costs ~600 ns a record, more than decoding
+them. :func:`_walk_pcap_fast` instead guesses every record start in a span at once (positions
+where the high 16 bits of the timestamp's seconds match those of the record at hand, found with
+a vectorised scan), computes where each guess says the next record starts, and keeps the prefix
+of guesses that chain from the known record: each kept record is the true successor of the one
+before, so the result is exact; where the chain breaks (timestamps crossing a 2**16 s boundary,
+corrupt records, the end of the data) a plain loop takes over for the next few records.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import mmap
+import os
+import struct
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pcapvision.errors import CaptureFormatError, InputNotFoundError
+
+log = logging.getLogger(__name__)
+
+# Link types (https://www.tcpdump.org/linktypes.html) that the decoders understand.
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW_12 = 12  # DLT_RAW on most BSDs, seen in some pcap files
+LINKTYPE_RAW_14 = 14  # DLT_RAW on OpenBSD
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+RAW_LINKTYPES = frozenset({LINKTYPE_RAW_12, LINKTYPE_RAW_14, LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6})
+SUPPORTED_LINKTYPES = frozenset(
+    {LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_LOOP, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2} | RAW_LINKTYPES
+)
+
+PCAP_MAGIC_USEC = 0xA1B2C3D4
+PCAP_MAGIC_NSEC = 0xA1B23C4D
+PCAP_MAGIC_MODIFIED = 0xA1B2CD34
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_BOM = 0x1A2B3C4D
+GZIP_MAGIC = b"\x1f\x8b"
+
+# pcapng block types
+BLOCK_IDB, BLOCK_PB, BLOCK_SPB, BLOCK_EPB = 1, 2, 3, 6
+
+# libpcap's largest snapshot length; a record claiming more than this (or than a file's larger
+# snaplen) is corrupt.
+MAX_SNAPLEN = 262144
+# Records longer than any snaplen could allow mean a corrupt header, not a jumbo frame.
+ABSURD_CAPLEN = 1 << 24
+
+GZIP_BLOCK_BYTES = 8 << 20  # decompressed bytes read from a gzip stream at a time
+
+# Walk status
+_OK, _END, _NEED_MORE, _TRUNCATED, _CORRUPT = "ok", "end", "need_more", "truncated", "corrupt"
+
+
+@dataclass
+class RecordChunk:
+    """Captured frames of up to ``chunk_records`` consecutive records, located in ``buf``."""
+
+    buf: np.ndarray  # uint8 buffer holding the frames
+    offset: np.ndarray  # int64, start of each frame in ``buf``
+    caplen: np.ndarray  # int64, captured bytes of each frame
+    ts_ns: np.ndarray  # int64, capture time in ns since the epoch
+    linktype: np.ndarray  # int32, link type of each frame
+    frame_index: np.ndarray  # int64, 0-based record number in the file
+    skipped: Counter[str] = field(default_factory=Counter)  # records not returned, by reason
+
+    def __len__(self) -> int:
+        return int(self.offset.shape[0])
+
+    def frame(self, i: int) -> bytes:
+        start = int(self.offset[i])
+        return self.buf[start : start + int(self.caplen[i])].tobytes()
+
+
+# --- opening and format detection ------------------------------------------------------------
+
+
+class _Source:
+    """The decompressed bytes of a capture: one mapped buffer, or a gzip stream read in blocks."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.compressed = False
+        self._gz: gzip.GzipFile | None = None
+        self._fh = open(path, "rb")  # noqa: SIM115 - closed in close()
+        head = self._fh.read(2)
+        if head == GZIP_MAGIC:
+            self.compressed = True
+            self._fh.seek(0)
+            self._gz = gzip.GzipFile(fileobj=self._fh, mode="rb")
+            self.mapped = None
+        else:
+            size = os.fstat(self._fh.fileno()).st_size
+            if size == 0:
+                self._fh.close()
+                raise CaptureFormatError(f"{path}: empty file, not a capture")
+            self.mapped = np.frombuffer(mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
+            # The map keeps its own handle; batches keep the map alive as long as they need it.
+            self._fh.close()
+
+    def read(self, n: int) -> tuple[bytes, bool]:
+        """Next ``n`` decompressed bytes (fewer at the end) and whether the stream ended cleanly."""
+        assert self._gz is not None
+        try:
+            data = self._gz.read(n)
+        except (EOFError, OSError, zlib.error) as exc:  # truncated or corrupt gzip stream
+            log.warning("%s: gzip stream is corrupt or truncated (%s); keeping what was read", self.path, exc)
+            return b"", False
+        return data, True
+
+    def close(self) -> None:
+        if self._gz is not None:
+            self._gz.close()
+            self._fh.close()
+
+
+def _check_path(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError(f"{p}: no such file")
+    if not p.is_file():
+        raise CaptureFormatError(f"{p}: not a regular file")
+    return p
+
+
+@dataclass
+class _PcapHeader:
+    big_endian: bool
+    nanosecond: bool
+    snaplen: int
+    linktype: int
+    version: tuple[int, int]
+
+    @property
+    def caplen_limit(self) -> int:
+        return min(max(self.snaplen, MAX_SNAPLEN), ABSURD_CAPLEN)
+
+
+def _parse_pcap_header(path: Path, head: bytes) -> _PcapHeader:
+    if len(head) < 24:
+        raise CaptureFormatError(f"{path}: truncated pcap file header ({len(head)} of 24 bytes)")
+    for endian, big in (("<", False), (">", True)):
+        magic, vmaj, vmin, _zone, _sigfigs, snaplen, network = struct.unpack(endian + "IHHiIII", head[:24])
+        if magic in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC):
+            if vmaj != 2:
+                raise CaptureFormatError(f"{path}: unsupported pcap version {vmaj}.{vmin}")
+            linktype = network & 0xFFFF  # the upper bits carry FCS information
+            if linktype not in SUPPORTED_LINKTYPES:
+                raise CaptureFormatError(f"{path}: unsupported link type {linktype}")
+            return _PcapHeader(big, magic == PCAP_MAGIC_NSEC, snaplen, linktype, (vmaj, vmin))
+        if magic == PCAP_MAGIC_MODIFIED:
+            raise CaptureFormatError(f"{path}: modified (Kuznetzov) pcap format is not supported")
+    raise CaptureFormatError(f"{path}: bad pcap magic")  # pragma: no cover - caller checked the magic
+
+
+def _detect(path: Path, head: bytes) -> str:
+    """'pcap' or 'pcapng' from the first bytes, else CaptureFormatError."""
+    if not head:
+        raise CaptureFormatError(f"{path}: empty file, not a capture")
+    if len(head) >= 4:
+        le, be = struct.unpack("<I", head[:4])[0], struct.unpack(">I", head[:4])[0]
+        if PCAP_MAGIC_USEC in (le, be) or PCAP_MAGIC_NSEC in (le, be) or PCAP_MAGIC_MODIFIED in (le, be):
+            return "pcap"
+        if le == PCAPNG_SHB:
+            return "pcapng"
+    raise CaptureFormatError(
+        f"{path}: not a pcap or pcapng capture (starts with bytes {head[:4].hex() or 'none'})"
+    )
+
+
+# --- pcap record walking ---------------------------------------------------------------------
+
+
+class _PcapWalker:
+    """Finds record boundaries of a pcap body held in a uint8 buffer."""
+
+    # Guessed spans below this many bytes are walked by the plain loop instead.
+    MIN_SPECULATION_BYTES = 1 << 16
+    SCAN_PIECE = 1 << 20
+
+    def __init__(self, header: _PcapHeader):
+        self.header = header
+        self.limit = header.caplen_limit
+        e = ">" if header.big_endian else "<"
+        self._u32 = struct.Struct(e + "I")
+        self._dtype = np.dtype(e + "u4")
+        self.avg_record_bytes = 512.0
+        # Offset of the two high bytes of ts_sec inside a record header.
+        self._hi_at = 0 if header.big_endian else 2
+
+    def walk(self, buf: np.ndarray, pos: int, final: bool, max_records: int) -> tuple[np.ndarray, int, str]:
+        """Record starts from ``pos``: at most ``max_records``, then the next position and status."""
+        end = buf.shape[0]
+        pieces: list[np.ndarray] = []
+        count = 0
+        status = _OK
+        while count < max_records:
+            want = max_records - count
+            span = int(want * self.avg_record_bytes * 1.2) + 4096
+            if end - pos >= self.MIN_SPECULATION_BYTES and span >= self.MIN_SPECULATION_BYTES:
+                starts, pos = self._speculate(buf, pos, min(end, pos + span), want)
+                if starts.shape[0]:
+                    pieces.append(starts)
+                    count += starts.shape[0]
+                    if starts.shape[0] >= 64:
+                        continue
+            # The loop takes over where guessing broke down (or for the tail).
+            starts_list, pos, status = self._loop(buf, pos, end, final, min(max_records - count, 256))
+            if starts_list:
+                pieces.append(np.array(starts_list, np.int64))
+                count += len(starts_list)
+            if status != _OK:
+                break
+        starts = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+        if status == _OK and pos == end:
+            status = _END
+        return starts, pos, status
+
+    def _loop(self, buf: np.ndarray, pos: int, end: int, final: bool, max_records: int) -> tuple[list[int], int, str]:
+        unpack = self._u32.unpack_from
+        limit = self.limit
+        starts: list[int] = []
+        while len(starts) < max_records:
+            if pos == end:
+                return starts, pos, _END
+            if pos + 16 > end:
+                return starts, pos, (_TRUNCATED if final else _NEED_MORE)
+            (caplen,) = unpack(buf, pos + 8)
+            if caplen > limit:
+                return starts, pos, _CORRUPT
+            nxt = pos + 16 + caplen
+            if nxt > end:
+                return starts, pos, (_TRUNCATED if final else _NEED_MORE)
+            starts.append(pos)
+            pos = nxt
+        return starts, pos, _OK
+
+    def _speculate(self, buf: np.ndarray, pos: int, stop: int, max_records: int) -> tuple[np.ndarray, int]:
+        """Exact record starts in [pos, stop) found by guessing and verifying (see module doc)."""
+        end = buf.shape[0]
+        hi = self._hi_at
+        pattern = buf[pos + hi : pos + hi + 2].view(np.uint16)[0]
+        found = []
+        for s in range(pos + hi, min(stop, end - 16) + hi, self.SCAN_PIECE):
+            e = min(s + self.SCAN_PIECE, min(stop, end - 16) + hi + 1)
+            for a in (0, 1):
+                m = (e - s - a) // 2
+                if m <= 0:
+                    continue
+                h = np.flatnonzero(buf[s + a : s + a + 2 * m].view(np.uint16) == pattern)
+                if h.shape[0]:
+                    h *= 2
+                    h += s + a - hi
+                    found.append(h)
+        if not found:
+            return np.zeros(0, np.int64), pos
+        cand = np.sort(np.concatenate(found))
+        cand = cand[(cand >= pos) & (cand <= end - 16)]
+        if cand.shape[0] == 0 or cand[0] != pos:
+            return np.zeros(0, np.int64), pos
+        view = np.ndarray((end - 3,), self._dtype, buffer=buf, strides=(1,))
+        caplen = view[cand + 8].astype(np.int64)
+        nxt = cand + 16 + caplen
+        m = cand.shape[0]
+        idx = np.searchsorted(cand, nxt)
+        hit = idx < m
+        hit[hit] = cand[idx[hit]] == nxt[hit]
+        # Guesses in payloads are almost never pointed to by another guess; two rounds drop them.
+        kept = np.zeros(m, bool)
+        kept[0] = True
+        kept[idx[hit]] = True
+        kept2 = np.zeros(m, bool)
+        kept2[0] = True
+        kept2[idx[hit & kept]] = True
+        starts, nxt, caplen = cand[kept2], nxt[kept2], caplen[kept2]
+        # Keep the prefix in which each start is its predecessor's successor.
+        good = nxt[:-1] == starts[1:]
+        n_ok = starts.shape[0] if good.all() else int(np.argmin(good)) + 1
+        # ...whose records are sane and complete; the loop judges the first one that is not.
+        bad = (caplen[:n_ok] > self.limit) | (nxt[:n_ok] > end)
+        if bad.any():
+            n_ok = int(np.argmax(bad))
+        n_ok = min(n_ok, max_records)
+        if n_ok == 0:
+            return np.zeros(0, np.int64), pos
+        starts = starts[:n_ok]
+        new_pos = int(nxt[n_ok - 1])
+        self.avg_record_bytes = max(32.0, (new_pos - pos) / n_ok)
+        return starts, new_pos
+
+    def chunk(self, buf: np.ndarray, starts: np.ndarray, first_index: int) -> RecordChunk:
+        """A RecordChunk for pcap records starting at ``starts`` in ``buf``."""
+        n = starts.shape[0]
+        if n:
+            view = np.ndarray((buf.shape[0] - 3,), self._dtype, buffer=buf, strides=(1,))
+            sec = view[starts].astype(np.int64)
+            frac = view[starts + 4].astype(np.int64)
+            caplen = view[starts + 8].astype(np.int64)
+        else:
+            sec = frac = caplen = np.zeros(0, np.int64)
+        ts_ns = sec * 1_000_000_000 + (frac if self.header.nanosecond else frac * 1000)
+        return RecordChunk(
+            buf=buf,
+            offset=starts + 16,
+            caplen=caplen,
+            ts_ns=ts_ns,
+            linktype=np.full(n, self.header.linktype, np.int32),
+            frame_index=np.arange(first_index, first_index + n, dtype=np.int64),
+        )
+
+
+def _warn_stop(path: Path, status: str, index: int, skipped: Counter[str]) -> None:
+    if status == _TRUNCATED:
+        skipped["truncated_record"] += 1
+        log.warning("%s: record %d is truncated at the end of the file; kept the %d records before it",
+                    path, index, index)
+    elif status == _CORRUPT:
+        skipped["corrupt_record"] += 1
+        log.warning("%s: record %d has an impossible captured length; stopped reading, kept %d records",
+                    path, index, index)
+
+
+def _iter_pcap(path: Path, source: _Source, head: bytes, chunk_records: int) -> Iterator[RecordChunk]:
+    header = _parse_pcap_header(path, head)
+    walker = _PcapWalker(header)
+    index = 0
+    if source.mapped is not None:
+        buf = source.mapped
+        pos = 24
+        while True:
+            starts, pos, status = walker.walk(buf, pos, True, chunk_records)
+            chunk = walker.chunk(buf, starts, index)
+            index += len(chunk)
+            if status in (_TRUNCATED, _CORRUPT):
+                _warn_stop(path, status, index, chunk.skipped)
+            if len(chunk) or chunk.skipped:
+                yield chunk
+            if status != _OK:
+                return
+        return
+    # gzip: walk windows of decompressed bytes; a chunk may gather records of several windows.
+    leftover = head[24:]
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+    pending_count = 0
+    final = False
+    while not final:
+        block, _clean = source.read(GZIP_BLOCK_BYTES)
+        final = not block
+        window = np.frombuffer(leftover + block, np.uint8)
+        pos = 0
+        while True:
+            starts, pos, status = walker.walk(window, pos, final, chunk_records - pending_count)
+            if starts.shape[0]:
+                pending.append((window, starts))
+                pending_count += starts.shape[0]
+            if pending_count == chunk_records or status in (_TRUNCATED, _CORRUPT) or (final and pending):
+                chunk = _merge_pcap_pieces(walker, pending, index)
+                index += len(chunk)
+                pending, pending_count = [], 0
+                if status in (_TRUNCATED, _CORRUPT):
+                    _warn_stop(path, status, index, chunk.skipped)
+                    yield chunk
+                    return
+                yield chunk
+                if status == _OK:
+                    continue
+            break
+        leftover = window[pos:].tobytes()
+
+
+def _merge_pcap_pieces(walker: _PcapWalker, pieces: list[tuple[np.ndarray, np.ndarray]], index: int) -> RecordChunk:
+    if not pieces:
+        return walker.chunk(np.zeros(0, np.uint8), np.zeros(0, np.int64), index)
+    windows: list[np.ndarray] = []
+    base: dict[int, int] = {}
+    total = 0
+    for window, _ in pieces:
+        if id(window) not in base:
+            base[id(window)] = total
+            windows.append(window)
+            total += window.shape[0]
+    buf = windows[0] if len(windows) == 1 else np.concatenate(windows)
+    starts = np.concatenate([s + base[id(w)] for w, s in pieces])
+    return walker.chunk(buf, starts, index)
+
+
+# --- pcapng --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Interface:
+    linktype: int
+    snaplen: int
+    tsresol: int = 6  # if_tsresol byte: 10**-v, or 2**-(v & 0x7f) when the high bit is set
+    tsoffset_s: int = 0
+
+    def ts_ns(self, ticks: int) -> int:
+        v = self.tsresol
+        if v & 0x80:
+            ns = (ticks * 1_000_000_000) >> (v & 0x7F)
+        elif v <= 9:
+            ns = ticks * 10 ** (9 - v)
+        else:
+            ns = ticks // 10 ** (v - 9)
+        return ns + self.tsoffset_s * 1_000_000_000
+
+
+def _parse_idb(body: bytes, e: str) -> _Interface:
+    if len(body) < 8:
+        raise ValueError("interface description block too short")
+    linktype, _reserved, snaplen = struct.unpack_from(e + "HHI", body, 0)
+    iface = _Interface(linktype, snaplen)
+    for code, value in _options(body, 8, e):
+        if code == 9 and len(value) >= 1:
+            iface.tsresol = value[0]
+        elif code == 14 and len(value) >= 8:
+            (iface.tsoffset_s,) = struct.unpack_from(e + "q", value, 0)
+    return iface
+
+
+def _options(body: bytes, pos: int, e: str) -> Iterator[tuple[int, bytes]]:
+    """(code, value) of pcapng options starting at ``pos``; stops quietly at malformed ones."""
+    n = len(body)
+    while pos + 4 <= n:
+        code, length = struct.unpack_from(e + "HH", body, pos)
+        if code == 0:
+            return
+        value = body[pos + 4 : pos + 4 + length]
+        if len(value) < length:
+            return
+        yield code, value
+        pos += 4 + ((length + 3) & ~3)
+
+
+class _PcapngWalker:
+    """Walks pcapng blocks; keeps interfaces and byte order across calls (per section)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.e = "<"
+        self.interfaces: list[_Interface] = []
+        self.last_ts_ns = 0
+        self.section_seen = False
+
+    def _section(self, buf, pos: int, block_len: int) -> None:
+        bom_le = struct.unpack_from("<I", buf, pos + 8)[0]
+        if bom_le == PCAPNG_BOM:
+            self.e = "<"
+        elif struct.unpack_from(">I", buf, pos + 8)[0] == PCAPNG_BOM:
+            self.e = ">"
+        else:
+            raise CaptureFormatError(f"{self.path}: pcapng section header has a bad byte-order magic")
+        self.interfaces = []
+        self.section_seen = True
+
+    def walk(self, buf, pos: int, final: bool, max_records: int, index: int):
+        """Records from ``pos``: (offsets, caplens, ts_ns, linktypes, frame indices, pos, status, skipped)."""
+        end = len(buf)
+        offs: list[int] = []
+        caps: list[int] = []
+        tss: list[int] = []
+        lts: list[int] = []
+        idxs: list[int] = []
+        skipped: Counter[str] = Counter()
+        unpack_from = struct.unpack_from
+        status = _OK
+        while len(offs) < max_records:
+            if pos == end:
+                status = _END
+                break
+            if pos + 12 > end:
+                status = _TRUNCATED if final else _NEED_MORE
+                break
+            # The section header's own byte order decides how to read its length.
+            btype_le = unpack_from("<I", buf, pos)[0]
+            if btype_le == PCAPNG_SHB:
+                bom = unpack_from("<I", buf, pos + 8)[0]
+                e = "<" if bom == PCAPNG_BOM else ">"
+            else:
+                e = self.e
+            btype, blen = unpack_from(e + "II", buf, pos)
+            if blen < 12 or blen % 4:
+                status = _CORRUPT
+                break
+            if pos + blen > end:
+                status = _TRUNCATED if final else _NEED_MORE
+                break
+            if unpack_from(e + "I", buf, pos + blen - 4)[0] != blen:
+                status = _CORRUPT
+                break
+            body_at, body_end = pos + 8, pos + blen - 4
+            if btype == PCAPNG_SHB:
+                if blen < 28:
+                    status = _CORRUPT
+                    break
+                self._section(buf, pos, blen)
+            elif btype == BLOCK_IDB:
+                try:
+                    self.interfaces.append(_parse_idb(bytes(buf[body_at:body_end]), self.e))
+                except ValueError:
+                    status = _CORRUPT
+                    break
+            elif btype in (BLOCK_EPB, BLOCK_PB, BLOCK_SPB):
+                record = self._packet(buf, btype, body_at, body_end)
+                if isinstance(record, str):
+                    skipped[record] += 1
+                    if record == "corrupt_record":
+                        log.warning("%s: skipped corrupt packet block %d", self.path, index)
+                else:
+                    data_at, caplen, ts_ns, linktype = record
+                    offs.append(data_at)
+                    caps.append(caplen)
+                    tss.append(ts_ns)
+                    lts.append(linktype)
+                    idxs.append(index)
+                index += 1
+            # Other block types (name resolution, statistics, decryption secrets...) are skipped.
+            pos += blen
+        return offs, caps, tss, lts, idxs, pos, status, skipped, index
+
+    def _packet(self, buf, btype: int, body_at: int, body_end: int):
+        e = self.e
+        body_len = body_end - body_at
+        if btype == BLOCK_EPB:
+            if body_len < 20:
+                return "corrupt_record"
+            iface_id, ts_hi, ts_lo, caplen, _origlen = struct.unpack_from(e + "IIIII", buf, body_at)
+            data_at = body_at + 20
+        elif btype == BLOCK_PB:
+            if body_len < 20:
+                return "corrupt_record"
+            iface_id, _drops, ts_hi, ts_lo, caplen, _origlen = struct.unpack_from(e + "HHIIII", buf, body_at)
+            data_at = body_at + 20
+        else:  # SPB: interface 0, no timestamp, caplen from the block and snaplen
+            if body_len < 4:
+                return "corrupt_record"
+            (origlen,) = struct.unpack_from(e + "I", buf, body_at)
+            iface_id = 0
+            data_at = body_at + 4
+            if not self.interfaces:
+                return "corrupt_record"
+            snap = self.interfaces[0].snaplen
+            caplen = min(origlen, body_end - data_at, snap if snap else origlen)
+            ts_hi = ts_lo = None
+        if iface_id >= len(self.interfaces):
+            return "corrupt_record"
+        iface = self.interfaces[iface_id]
+        if caplen > body_end - data_at or caplen > ABSURD_CAPLEN or (iface.snaplen and caplen > max(iface.snaplen, MAX_SNAPLEN)):
+            return "corrupt_record"
+        if iface.linktype not in SUPPORTED_LINKTYPES:
+            if not any(i.linktype in SUPPORTED_LINKTYPES for i in self.interfaces):
+                raise CaptureFormatError(f"{self.path}: unsupported link type {iface.linktype}")
+            return "unsupported_link_type"
+        if ts_hi is None:
+            ts_ns = self.last_ts_ns  # an SPB has no timestamp: it takes the previous packet's
+        else:
+            ts_ns = iface.ts_ns((ts_hi << 32) | ts_lo)
+        self.last_ts_ns = ts_ns
+        return data_at, caplen, ts_ns, iface.linktype
+
+
+def _pcapng_chunk(buf: np.ndarray, offs, caps, tss, lts, idxs, skipped) -> RecordChunk:
+    return RecordChunk(
+        buf=buf,
+        offset=np.array(offs, np.int64),
+        caplen=np.array(caps, np.int64),
+        ts_ns=np.array(tss, np.int64),
+        linktype=np.array(lts, np.int32),
+        frame_index=np.array(idxs, np.int64),
+        skipped=skipped,
+    )
+
+
+def _check_shb(path: Path, head: bytes) -> None:
+    if len(head) < 28:
+        raise CaptureFormatError(f"{path}: truncated pcapng section header")
+    for e in ("<", ">"):
+        if struct.unpack_from(e + "I", head, 8)[0] == PCAPNG_BOM:
+            blen = struct.unpack_from(e + "I", head, 4)[0]
+            if blen < 28 or blen % 4:
+                raise CaptureFormatError(f"{path}: pcapng section header has a bad block length {blen}")
+            return
+    raise CaptureFormatError(f"{path}: pcapng section header has a bad byte-order magic")
+
+
+def _iter_pcapng(path: Path, source: _Source, head: bytes, chunk_records: int) -> Iterator[RecordChunk]:
+    _check_shb(path, head)
+    walker = _PcapngWalker(path)
+    index = 0
+    if source.mapped is not None:
+        buf = source.mapped
+        pos = 0
+        while True:
+            offs, caps, tss, lts, idxs, pos, status, skipped, index = walker.walk(buf, pos, True, chunk_records, index)
+            chunk = _pcapng_chunk(buf, offs, caps, tss, lts, idxs, skipped)
+            if status in (_TRUNCATED, _CORRUPT):
+                _warn_stop(path, status, index, chunk.skipped)
+            if len(chunk) or chunk.skipped:
+                yield chunk
+            if status != _OK:
+                return
+    window_bytes = head
+    final = False
+    acc: list = [[], [], [], [], [], Counter()]
+    pieces: list[tuple[np.ndarray, list[int]]] = []
+    while True:
+        if not final:
+            block, _clean = source.read(GZIP_BLOCK_BYTES)
+            final = not block
+            window_bytes += block
+        window = np.frombuffer(window_bytes, np.uint8)
+        pos = 0
+        while True:
+            want = chunk_records - len(acc[0])
+            offs, caps, tss, lts, idxs, pos, status, skipped, index = walker.walk(window, pos, final, want, index)
+            if offs:
+                pieces.append((window, offs))
+            for column, values in zip(acc[:5], (offs, caps, tss, lts, idxs)):
+                column.extend(values)
+            acc[5].update(skipped)
+            full = len(acc[0]) == chunk_records
+            stop = status in (_TRUNCATED, _CORRUPT) or (final and status != _OK)
+            if full or stop:
+                chunk = _merge_pcapng_pieces(pieces, acc)
+                if status in (_TRUNCATED, _CORRUPT):
+                    _warn_stop(path, status, index, chunk.skipped)
+                if len(chunk) or chunk.skipped:
+                    yield chunk
+                acc = [[], [], [], [], [], Counter()]
+                pieces = []
+                if stop:
+                    return
+                if status == _OK:
+                    continue
+            break
+        # Pending records keep their window alive in ``pieces``; the rest starts a new window.
+        window_bytes = window_bytes[pos:]
+
+
+def _merge_pcapng_pieces(pieces: list[tuple[np.ndarray, list[int]]], acc: list) -> RecordChunk:
+    offs, caps, tss, lts, idxs, skipped = acc
+    windows: list[np.ndarray] = []
+    base: dict[int, int] = {}
+    total = 0
+    for window, _ in pieces:
+        if id(window) not in base:
+            base[id(window)] = total
+            windows.append(window)
+            total += window.shape[0]
+    if not windows:
+        buf = np.zeros(0, np.uint8)
+    else:
+        buf = windows[0] if len(windows) == 1 else np.concatenate(windows)
+    rebased = [o + base[id(w)] for w, os_ in pieces for o in os_]
+    return _pcapng_chunk(buf, rebased, caps, tss, lts, idxs, skipped)
+
+
+# --- public entry points ---------------------------------------------------------------------
+
+
+def iter_records(path: str | os.PathLike[str], chunk_records: int = 65536) -> Iterator[RecordChunk]:
+    """Chunks of at most ``chunk_records`` records of the capture at ``path``, in file order.
+
+    Raises :class:`CaptureFormatError` when the file is not a readable capture; truncated or
+    corrupt records later in the file end the walk with a warning and a count in ``skipped``.
+    """
+    p = _check_path(path)
+    source = _Source(p)
+    try:
+        if source.mapped is not None:
+            head = source.mapped[:64].tobytes()
+        else:
+            head, _clean = source.read(64)
+            if not head:
+                raise CaptureFormatError(f"{p}: empty or corrupt gzip stream, not a capture")
+        fmt = _detect(p, head)
+        if fmt == "pcap":
+            yield from _iter_pcap(p, source, head, chunk_records)
+        else:
+            yield from _iter_pcapng(p, source, head, chunk_records)
+    finally:
+        source.close()
+
+
+def capture_info(path: str | os.PathLike[str]) -> dict:
+    """Format, compression, link types, snaplen and timestamp resolution of a capture.
+
+    For pcapng, the interfaces are those described before the first packet block.
+    """
+    p = _check_path(path)
+    source = _Source(p)
+    try:
+        if source.mapped is not None:
+            head = source.mapped[: 1 << 20].tobytes()
+        else:
+            head, _clean = source.read(1 << 20)
+        fmt = _detect(p, head)
+        info: dict = {"path": str(p), "format": fmt, "compressed": "gzip" if source.compressed else None}
+        if fmt == "pcap":
+            h = _parse_pcap_header(p, head)
+            info.update(
+                byte_order="big" if h.big_endian else "little",
+                version=f"{h.version[0]}.{h.version[1]}",
+                link_types=[h.linktype],
+                snaplen=h.snaplen,
+                ts_resolution_ns=1 if h.nanosecond else 1000,
+            )
+            return info
+        _check_shb(p, head)
+        walker = _PcapngWalker(p)
+        buf = np.frombuffer(head, np.uint8)
+        walker.walk(buf, 0, True, 1, 0)
+        info.update(
+            byte_order="big" if walker.e == ">" else "little",
+            link_types=[i.linktype for i in walker.interfaces],
+            snaplen=[i.snaplen for i in walker.interfaces],
+            ts_resolution=[
+                f"2^-{i.tsresol & 0x7F} s" if i.tsresol & 0x80 else f"1e-{i.tsresol} s" for i in walker.interfaces
+            ],
+        )
+        return info
+    finally:
+        source.close()

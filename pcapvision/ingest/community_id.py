@@ -1,0 +1,92 @@
+"""Community ID v1 flow hashes (https://github.com/corelight/community-id-spec).
+
+``1:`` + base64(SHA-1(seed, addresses, protocol, ports)), with the endpoints ordered so that both
+directions of a flow give the same ID. Supported: TCP, UDP and SCTP (with ports) and other
+IP-borne protocols without ports. ICMP/ICMPv6 need the spec's type/code mapping and are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import struct
+
+from pcapvision.errors import ParameterError
+from pcapvision.validation import check_int
+
+__all__ = ["community_id", "community_id_packed"]
+
+_PORT_PROTOCOLS = frozenset({6, 17, 132})  # TCP, UDP, SCTP
+_ICMP_PROTOCOLS = frozenset({1, 58})
+_IPV4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+
+
+def community_id_packed(
+    addr_a: bytes, addr_b: bytes, port_a: int, port_b: int, protocol: int, seed: int = 0
+) -> str:
+    """Community ID of a flow given packed addresses (4 bytes IPv4, 16 bytes IPv6).
+
+    16-byte IPv4-mapped addresses (``::ffff:a.b.c.d``, the form of :mod:`pcapvision.ingest.packets`)
+    are hashed as IPv4, as the spec requires. The order of the two endpoints does not matter.
+    No validation: this is the per-flow hot path of the flow assembler.
+    """
+    if len(addr_a) == 16 and addr_a[:12] == _IPV4_MAPPED_PREFIX and addr_b[:12] == _IPV4_MAPPED_PREFIX:
+        addr_a, addr_b = addr_a[12:], addr_b[12:]
+    if protocol in _PORT_PROTOCOLS:
+        if (addr_b, port_b) < (addr_a, port_a):
+            addr_a, addr_b, port_a, port_b = addr_b, addr_a, port_b, port_a
+        tail = struct.pack("!BxHH", protocol, port_a, port_b)
+    else:
+        if addr_b < addr_a:
+            addr_a, addr_b = addr_b, addr_a
+        tail = struct.pack("!Bx", protocol)
+    digest = hashlib.sha1(struct.pack("!H", seed) + addr_a + addr_b + tail).digest()
+    return "1:" + base64.b64encode(digest).decode("ascii")
+
+
+def community_id(
+    src_ip: str | bytes,
+    dst_ip: str | bytes,
+    src_port: int | None,
+    dst_port: int | None,
+    protocol: int,
+    seed: int = 0,
+) -> str:
+    """Community ID v1 of a flow, e.g. ``community_id("1.2.3.4", "5.6.7.8", 1122, 3344, 6)``.
+
+    Addresses are text or packed bytes (4 or 16 bytes); both must be of the same family. Ports are
+    required for TCP/UDP/SCTP and ignored for other protocols. Raises
+    :class:`~pcapvision.errors.ParameterError` on invalid input.
+    """
+    protocol = check_int("protocol", protocol, min_value=0, max_value=255)
+    seed = check_int("seed", seed, min_value=0, max_value=0xFFFF)
+    if protocol in _ICMP_PROTOCOLS:
+        raise ParameterError(f"The 'protocol' parameter must not be ICMP (1 or 58): Community ID of ICMP "
+                             f"needs type/code mapping, which is not implemented. Got {protocol!r} instead.")
+    a = _packed(src_ip, "src_ip")
+    b = _packed(dst_ip, "dst_ip")
+    if len(a) != len(b):
+        raise ParameterError(f"The 'dst_ip' parameter must be of the same IP version as 'src_ip'. "
+                             f"Got {dst_ip!r} instead.")
+    if protocol in _PORT_PROTOCOLS:
+        src_port = check_int("src_port", src_port, min_value=0, max_value=0xFFFF)
+        dst_port = check_int("dst_port", dst_port, min_value=0, max_value=0xFFFF)
+    else:
+        src_port = dst_port = 0
+    return community_id_packed(a, b, src_port, dst_port, protocol, seed)
+
+
+def _packed(address: str | bytes, name: str) -> bytes:
+    if isinstance(address, bytes):
+        if len(address) not in (4, 16):
+            raise ParameterError(f"The '{name}' parameter must be 4 or 16 packed bytes. Got {address!r} instead.")
+        packed = address
+    else:
+        try:
+            packed = ipaddress.ip_address(address).packed
+        except ValueError:
+            raise ParameterError(f"The '{name}' parameter must be an IP address. Got {address!r} instead.") from None
+    if len(packed) == 16 and packed[:12] == _IPV4_MAPPED_PREFIX:
+        return packed[12:]
+    return packed

@@ -1,0 +1,730 @@
+"""Flow assembly: a stream of :class:`~pcapvision.ingest.packets.PacketBatch` -> finished flows.
+
+Packets are grouped into bidirectional flows by their canonical 5-tuple, split by timeouts and TCP
+closure, counted per direction, and their payload is kept (TCP reassembled by sequence number).
+The work is vectorised per chunk: packets are grouped by key with one sort, counters are updated
+with ``bincount``, and Python touches individual packets only while a flow still fills its
+``packet_*`` lists (first ``max_packets``) or its payload (first ``max_bytes`` per direction).
+The semantics (also in ``docs/ingest-flows.md``):
+
+* **Key and directions.** Flows are keyed by (IP version, protocol, the two (address, port)
+  endpoints in canonical order). The initiator (``src_*``) is the sender of the first SYN without
+  ACK when one is seen, else the sender of the first packet.
+* **Splits.** A packet starts a new flow on its tuple when it arrives more than ``idle_timeout_s``
+  after the previous packet of the flow (``idle_timeout``), more than ``active_timeout_s`` after
+  the flow's first packet (``active_timeout``), or when it is a SYN without ACK and the flow is
+  closed. A TCP flow is closed by an RST, or once FINs were seen from both sides; other packets
+  after closure (final ACKs, retransmitted FINs) stay in the closed flow. ``end_reason`` of a
+  closed flow is ``rst`` or ``fin`` (whichever closed it), whatever ended it afterwards.
+* **Expiry.** After each batch, every flow whose last packet lies more than ``idle_timeout_s``
+  before the capture clock (the largest timestamp seen so far) ends (``idle_timeout``), so memory
+  is bounded by the flows active within the idle timeout. :meth:`FlowAssembler.flush` ends the
+  rest (``end_of_capture``).
+* **Time.** Timestamps may go backwards: ``first_seen_ns`` is the first packet's timestamp,
+  ``last_seen_ns`` the largest, ``packet_time_ms`` is relative to ``first_seen_ns`` as measured
+  (may be negative), idle gaps are measured from the previous packet in capture order.
+* **Payload.** Each TCP direction is reassembled from its initial sequence number (SYN seq + 1,
+  else the seq of the first segment carrying data) modulo 2**32: first-seen bytes win, so
+  retransmitted and overlapping bytes never appear twice; out-of-order segments land in place;
+  bytes before the initial sequence number are dropped. A direction keeps its contiguous prefix
+  only: bytes after a hole that is never filled are dropped. UDP datagrams are concatenated in
+  arrival order. ``payload`` is the delivery order of both directions: whenever a packet extends
+  a direction's contiguous prefix, the newly contiguous bytes are appended. All three are capped
+  at ``max_bytes``.
+* **Order.** :meth:`FlowAssembler.add` returns the flows that ended during the batch and
+  :meth:`FlowAssembler.flush` the rest, each list sorted by (``first_seen_ns``, frame index of the
+  first packet, tuple).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pcapvision.ingest.community_id import community_id_packed
+from pcapvision.ingest.packets import ACK, FIN, PROTO_TCP, RST, SYN, PacketBatch, format_address
+from pcapvision.ingest.tls import parse_client_hello
+from pcapvision.validation import check_int, check_positive_number
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FLOW_COLUMNS", "FLOW_SCHEMA_FIELDS", "END_REASONS", "FlowOptions", "FlowAssembler", "assemble_flows"]
+
+FLOW_SCHEMA_FIELDS: list[pa.Field] = [
+    pa.field("community_id", pa.string(), nullable=False),
+    pa.field("src_ip", pa.string(), nullable=False),
+    pa.field("dst_ip", pa.string(), nullable=False),
+    pa.field("src_port", pa.uint16(), nullable=False),
+    pa.field("dst_port", pa.uint16(), nullable=False),
+    pa.field("protocol", pa.uint8(), nullable=False),
+    pa.field("ip_version", pa.uint8(), nullable=False),
+    pa.field("first_seen_ns", pa.int64(), nullable=False),
+    pa.field("last_seen_ns", pa.int64(), nullable=False),
+    pa.field("duration_ms", pa.float64(), nullable=False),
+    pa.field("src2dst_packets", pa.int64(), nullable=False),
+    pa.field("dst2src_packets", pa.int64(), nullable=False),
+    pa.field("bidirectional_packets", pa.int64(), nullable=False),
+    pa.field("src2dst_bytes", pa.int64(), nullable=False),
+    pa.field("dst2src_bytes", pa.int64(), nullable=False),
+    pa.field("bidirectional_bytes", pa.int64(), nullable=False),
+    pa.field("src2dst_payload_bytes", pa.int64(), nullable=False),
+    pa.field("dst2src_payload_bytes", pa.int64(), nullable=False),
+    pa.field("payload", pa.binary(), nullable=False),
+    pa.field("src2dst_payload", pa.binary(), nullable=False),
+    pa.field("dst2src_payload", pa.binary(), nullable=False),
+    pa.field("packet_time_ms", pa.list_(pa.float64()), nullable=False),
+    pa.field("packet_direction", pa.list_(pa.uint8()), nullable=False),
+    pa.field("packet_payload_bytes", pa.list_(pa.int32()), nullable=False),
+    pa.field("packet_ip_bytes", pa.list_(pa.int32()), nullable=False),
+    pa.field("packet_tcp_flags", pa.list_(pa.uint8()), nullable=False),
+    pa.field("tls_sni", pa.string(), nullable=True),
+    pa.field("tls_version", pa.string(), nullable=True),
+    pa.field("tls_ja3", pa.string(), nullable=True),
+    pa.field("tls_ja3_hash", pa.string(), nullable=True),
+    pa.field("end_reason", pa.string(), nullable=False),
+]
+FLOW_COLUMNS: list[str] = [f.name for f in FLOW_SCHEMA_FIELDS]
+
+# end_reason codes; the closure codes double as the TCP closure state of an open flow.
+_OPEN, _FIN, _RST, _IDLE, _ACTIVE, _EOC = 0, 1, 2, 3, 4, 5
+END_REASONS = ("", "fin", "rst", "idle_timeout", "active_timeout", "end_of_capture")
+
+_INT64_MAX = np.iinfo(np.int64).max
+_NEVER = _INT64_MAX  # position sentinel for "no such packet in the segment"
+_SWAP_DIRECTION = bytes([1, 0]) + bytes(254)  # bytes.translate table: 0 <-> 1
+_MAX_BYTES_LIMIT = 1 << 30  # offsets are computed modulo 2**32 with a sign bit: keep far below
+
+
+@dataclass(frozen=True)
+class FlowOptions:
+    """How flows are cut and how much of each is kept."""
+
+    idle_timeout_s: float = 120.0
+    active_timeout_s: float = 1800.0
+    max_bytes: int = 4096  # payload bytes kept per flow (payload, src2dst_payload, dst2src_payload each)
+    max_packets: int = 64  # packets kept in the per-packet lists
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "idle_timeout_s", check_positive_number("idle_timeout_s", self.idle_timeout_s))
+        object.__setattr__(self, "active_timeout_s",
+                           check_positive_number("active_timeout_s", self.active_timeout_s))
+        object.__setattr__(self, "max_bytes",
+                           check_int("max_bytes", self.max_bytes, min_value=0, max_value=_MAX_BYTES_LIMIT))
+        object.__setattr__(self, "max_packets", check_int("max_packets", self.max_packets, min_value=0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _TcpStream:
+    """One TCP direction being reassembled: bytes [0, max_bytes) relative to the initial seq."""
+
+    __slots__ = ("base", "buf", "have", "end")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.base: int | None = None
+        self.buf = bytearray(max_bytes)
+        self.have = bytearray(max_bytes)  # 1 where buf holds a received byte
+        self.end = 0  # length of the contiguous prefix
+
+
+class _FlowBuffers:
+    """Python-side per-flow storage: the packet lists and payload being collected."""
+
+    __slots__ = ("times", "dirs", "plens", "ipbytes", "flags", "streams", "payload")
+
+    def __init__(self, tcp: bool, max_bytes: int) -> None:
+        self.times: list[float] = []
+        self.dirs = bytearray()  # canonical directions; mapped to src/dst at emission
+        self.plens: list[int] = []
+        self.ipbytes: list[int] = []
+        self.flags = bytearray()
+        self.streams: list[Any] = (
+            [_TcpStream(max_bytes), _TcpStream(max_bytes)] if tcp else [bytearray(), bytearray()]
+        )
+        self.payload = bytearray()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _address_text(packed: bytes, ip_version: int) -> str:
+    return format_address(packed, ip_version)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser (uint64 arithmetic wraps, as intended)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _segment_reduce(values: np.ndarray, starts: np.ndarray, ufunc: np.ufunc) -> np.ndarray:
+    return ufunc.reduceat(values, starts) if len(values) else values[:0]
+
+
+class FlowAssembler:
+    """Incremental flow assembler: feed batches with :meth:`add`, then call :meth:`flush`.
+
+    ``stats`` counts ``packets``, ``flows``, and, within the collected payload prefix of TCP
+    directions, ``retransmitted_segments`` (no new byte), ``overlapping_segments`` (some new
+    bytes, some already there), ``out_of_order_segments`` (starting beyond the contiguous prefix),
+    ``flows_with_payload_hole`` (a direction ended with bytes stranded after a hole), and
+    ``hash_collision_batches`` (batches regrouped exactly after a 64-bit key hash collision).
+    """
+
+    def __init__(self, options: FlowOptions = FlowOptions()) -> None:
+        if not isinstance(options, FlowOptions):
+            raise TypeError(f"options must be a FlowOptions, not {type(options).__name__}")
+        self.options = options
+        self.stats: Counter[str] = Counter()
+        self._idle_ns = int(round(options.idle_timeout_s * 1e9))
+        self._active_ns = int(round(options.active_timeout_s * 1e9))
+        self._max_bytes = options.max_bytes
+        self._max_packets = options.max_packets
+        self._clock: int | None = None
+        self._open: dict[bytes, int] = {}  # exact key -> slot of the open flow
+        self._free: list[int] = []
+        self._capacity = 0
+        self._keys: list[bytes | None] = []
+        self._bufs: list[_FlowBuffers | None] = []
+        self._grow(1024)
+
+    # --- slot storage -------------------------------------------------------------------------
+
+    def _grow(self, capacity: int) -> None:
+        old = self._capacity
+
+        def extend(name: str, shape_tail: tuple[int, ...], dtype: Any, fill: Any) -> None:
+            arr = np.full((capacity, *shape_tail), fill, dtype)
+            if old:
+                arr[:old] = getattr(self, name)
+            setattr(self, name, arr)
+
+        extend("_first_ts", (), np.int64, 0)
+        extend("_max_ts", (), np.int64, 0)
+        extend("_prev_ts", (), np.int64, _INT64_MAX)  # INT64_MAX marks a free slot (never expires)
+        extend("_first_frame", (), np.int64, 0)
+        extend("_pkts", (2,), np.int64, 0)
+        extend("_bytes", (2,), np.int64, 0)
+        extend("_pbytes", (2,), np.int64, 0)
+        extend("_code", (), np.int8, 0)
+        extend("_fin", (2,), np.bool_, False)
+        extend("_syn_dir", (), np.int8, -1)
+        extend("_first_dir", (), np.int8, 0)
+        extend("_listed", (), np.int64, 0)
+        extend("_done", (2,), np.bool_, False)
+        extend("_words", (5,), np.uint64, 0)
+        self._keys.extend([None] * (capacity - old))
+        self._bufs.extend([None] * (capacity - old))
+        self._free.extend(range(capacity - 1, old - 1, -1))
+        self._capacity = capacity
+
+    def _alloc(self, count: int) -> np.ndarray:
+        if count > len(self._free):
+            self._grow(max(2 * self._capacity, self._capacity + count - len(self._free)))
+        taken = self._free[-count:] if count else []
+        del self._free[len(self._free) - count:]
+        slots = np.array(taken[::-1], np.int64)
+        self._pkts[slots] = 0
+        self._bytes[slots] = 0
+        self._pbytes[slots] = 0
+        self._code[slots] = _OPEN
+        self._fin[slots] = False
+        self._syn_dir[slots] = -1
+        self._listed[slots] = 0
+        self._done[slots] = self._max_bytes == 0
+        return slots
+
+    # --- public API ---------------------------------------------------------------------------
+
+    def add(self, batch: PacketBatch) -> list[dict[str, Any]]:
+        """Assemble one batch; return the flows that ended during it."""
+        n = len(batch)
+        if n == 0:
+            return []
+        self.stats["packets"] += n
+        ended_slots, ended_codes = self._assemble(batch)
+        batch_max = int(batch.ts_ns.max())
+        self._clock = batch_max if self._clock is None else max(self._clock, batch_max)
+        # Expire flows idle for longer than the timeout on the capture clock.
+        expired = np.flatnonzero(self._prev_ts < self._clock - self._idle_ns)
+        if len(expired):
+            for slot in expired.tolist():
+                key = self._keys[slot]
+                if self._open.get(key) == slot:
+                    del self._open[key]
+            ended_slots = np.concatenate([ended_slots, expired])
+            ended_codes = np.concatenate([ended_codes, np.full(len(expired), _IDLE, np.int8)])
+        return self._emit(ended_slots, ended_codes)
+
+    def flush(self) -> list[dict[str, Any]]:
+        """End every open flow (``end_of_capture`` unless closed by FIN/RST) and return them."""
+        slots = np.array(sorted(self._open.values()), np.int64)
+        self._open.clear()
+        return self._emit(slots, np.full(len(slots), _EOC, np.int8))
+
+    # --- per-batch assembly -------------------------------------------------------------------
+
+    def _group(self, batch: PacketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Canonical keys: (order grouping packets by key, stable; group starts in that order;
+        canonical direction per packet; key words (n, 5) uint64)."""
+        src = np.ascontiguousarray(batch.src_addr).view(">u8").astype(np.uint64)
+        dst = np.ascontiguousarray(batch.dst_addr).view(">u8").astype(np.uint64)
+        sport = batch.src_port.astype(np.uint64)
+        dport = batch.dst_port.astype(np.uint64)
+        s_hi, s_lo, d_hi, d_lo = src[:, 0], src[:, 1], dst[:, 0], dst[:, 1]
+        src_first = (s_hi < d_hi) | ((s_hi == d_hi) & ((s_lo < d_lo) | ((s_lo == d_lo) & (sport <= dport))))
+        direction = (~src_first).view(np.uint8)
+        words = np.empty((len(batch), 5), np.uint64)
+        words[:, 0] = np.where(src_first, s_hi, d_hi)
+        words[:, 1] = np.where(src_first, s_lo, d_lo)
+        words[:, 2] = np.where(src_first, d_hi, s_hi)
+        words[:, 3] = np.where(src_first, d_lo, s_lo)
+        port_a = np.where(src_first, sport, dport)
+        port_b = np.where(src_first, dport, sport)
+        words[:, 4] = ((batch.ip_version.astype(np.uint64) << np.uint64(40))
+                       | (batch.protocol.astype(np.uint64) << np.uint64(32))
+                       | (port_a << np.uint64(16)) | port_b)
+        h = _mix64(words[:, 0])
+        for k in range(1, 5):
+            h = _mix64(h ^ words[:, k])
+        order = np.argsort(h, kind="stable")
+        hs = h[order]
+        same = hs[1:] == hs[:-1]
+        sorted_words = words[order]
+        collided = same & np.any(sorted_words[1:] != sorted_words[:-1], axis=1)
+        if collided.any():
+            self.stats["hash_collision_batches"] += 1
+            order = np.lexsort(tuple(words[:, k] for k in range(4, -1, -1)))
+            sorted_words = words[order]
+            same = np.all(sorted_words[1:] == sorted_words[:-1], axis=1)
+        starts = np.flatnonzero(np.concatenate([[True], ~same]))
+        return order, starts, direction[order], sorted_words
+
+    def _assemble(self, batch: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
+        idle, active = self._idle_ns, self._active_ns
+        order, gstart, dc, sorted_words = self._group(batch)
+        n = len(order)
+        G = len(gstart)
+        ts = batch.ts_ns[order].astype(np.int64, copy=False)
+        fl = batch.tcp_flags[order]
+        plen = batch.payload_len[order].astype(np.int64)
+
+        rep_words = np.ascontiguousarray(sorted_words[gstart])
+        keys = rep_words.view(np.dtype((np.void, 40))).ravel().tolist()
+        slot_in = np.fromiter(map(self._open.get, keys, repeat(-1)), np.int64, G)
+
+        syn = (fl & (SYN | ACK)) == SYN
+        gid = np.zeros(n, np.int64)
+        gid[gstart[1:]] = 1
+        gid = np.cumsum(gid)
+        gend = np.append(gstart[1:], n)
+
+        # Group starts on an open flow: does the first packet continue it?
+        cont = slot_in >= 0
+        ended_at_start = np.zeros(G, bool)
+        start_idle = np.zeros(G, bool)
+        if cont.any():
+            ci = np.flatnonzero(cont)
+            cs = slot_in[ci]
+            t0 = ts[gstart[ci]]
+            gap_idle = t0 - self._prev_ts[cs] > idle
+            split = gap_idle | (syn[gstart[ci]] & (self._code[cs] != _OPEN)) | (t0 - self._first_ts[cs] > active)
+            ended_at_start[ci[split]] = True
+            start_idle[ci[split & gap_idle]] = True
+            cont[ci[split]] = False
+
+        # Boundaries: group starts and idle gaps within groups (unconditional).
+        bnd = np.zeros(n, bool)
+        bnd[gstart] = True
+        gap = np.zeros(n, np.int64)
+        gap[1:] = ts[1:] - ts[:-1]
+        idle_gap = gap > idle
+        idle_gap[gstart] = False
+        bnd |= idle_gap
+
+        # Carried-in state of each group's first segment (fresh for new flows).
+        carry_slot = np.where(cont, slot_in, -1)
+        cont_idx = np.flatnonzero(cont)
+        g_closed = np.zeros(G, bool)
+        g_f0 = np.zeros(G, bool)
+        g_f1 = np.zeros(G, bool)
+        g_first = ts[gstart].copy()
+        if len(cont_idx):
+            cs = slot_in[cont_idx]
+            g_closed[cont_idx] = self._code[cs] != _OPEN
+            g_f0[cont_idx] = self._fin[cs, 0]
+            g_f1[cont_idx] = self._fin[cs, 1]
+            g_first[cont_idx] = self._first_ts[cs]
+
+        # Closure (SYN after close) and active-timeout splits: find segments that have one
+        # vectorised, then scan only those segments packet by packet (they are rare).
+        is_rst = (fl & RST) != 0
+        is_fin = (fl & FIN) != 0
+        fin0 = is_fin & (dc == 0)
+        fin1 = is_fin & (dc == 1)
+        seg_start = np.flatnonzero(bnd)
+        seg_id = np.cumsum(bnd) - 1
+        first_of_group = np.zeros(len(seg_start), bool)
+        seg_gid = gid[seg_start]
+        first_of_group[np.searchsorted(seg_start, gstart)] = True
+        s_closed = np.where(first_of_group, g_closed[seg_gid], False)
+        s_f0 = np.where(first_of_group, g_f0[seg_gid], False)
+        s_f1 = np.where(first_of_group, g_f1[seg_gid], False)
+        s_first = np.where(first_of_group, g_first[seg_gid], ts[seg_start])
+
+        def before(x: np.ndarray) -> np.ndarray:
+            """Per position: does any earlier packet of its segment have ``x``?"""
+            c = np.cumsum(x) - x
+            return (c - c[seg_start][seg_id]) > 0
+
+        closed_before = (s_closed[seg_id] | before(is_rst)
+                         | ((s_f0[seg_id] | before(fin0)) & (s_f1[seg_id] | before(fin1))))
+        cand = ((syn & closed_before) | (ts - s_first[seg_id] > active)) & ~bnd
+        cause_active = np.zeros(n, bool)  # boundary caused by the active timeout
+        if cand.any():
+            segs = np.unique(seg_id[cand])
+            seg_end_all = np.append(seg_start[1:], n)
+            new_b, new_active = self._scan_splits(
+                segs, seg_start, seg_end_all, ts, fl, dc, syn, s_closed, s_f0, s_f1, s_first)
+            bnd[new_b] = True
+            cause_active[new_active] = True
+            seg_start = np.flatnonzero(bnd)
+            seg_id = np.cumsum(bnd) - 1
+            seg_gid = gid[seg_start]
+            first_of_group = np.zeros(len(seg_start), bool)
+            first_of_group[np.searchsorted(seg_start, gstart)] = True
+
+        S = len(seg_start)
+        seg_end = np.append(seg_start[1:], n)
+        last_of_group = np.zeros(S, bool)
+        last_of_group[np.searchsorted(seg_start, gend) - 1] = True
+        seg_cont = first_of_group & cont[seg_gid]
+
+        # Slots: continued flows keep theirs; every other segment is a new flow.
+        slots = np.where(seg_cont, slot_in[seg_gid], -1)
+        new_seg = np.flatnonzero(~seg_cont)
+        new_slots = self._alloc(len(new_seg))
+        slots[new_seg] = new_slots
+        self.stats["flows"] += len(new_seg)
+        first_pos = seg_start[new_seg]
+        self._first_ts[new_slots] = ts[first_pos]
+        self._max_ts[new_slots] = ts[first_pos]
+        self._first_frame[new_slots] = batch.frame_index[order[first_pos]]
+        self._first_dir[new_slots] = dc[first_pos]
+        self._words[new_slots] = sorted_words[first_pos]
+        for seg, slot in zip(new_seg.tolist(), new_slots.tolist()):
+            self._keys[slot] = keys[seg_gid[seg]]
+        tcp_new = (sorted_words[first_pos, 4] >> np.uint64(32)) & np.uint64(0xFF) == PROTO_TCP
+        max_bytes = self._max_bytes
+        bufs = self._bufs
+        for slot, tcp in zip(new_slots.tolist(), tcp_new.tolist()):
+            bufs[slot] = _FlowBuffers(tcp, max_bytes)
+
+        # Counters, times, TCP state.
+        key2 = seg_id * 2 + dc
+        ipb = batch.ip_bytes[order].astype(np.int64)
+        self._pkts[slots] += np.bincount(key2, minlength=2 * S).reshape(S, 2)
+        self._bytes[slots] += np.bincount(key2, weights=ipb, minlength=2 * S).astype(np.int64).reshape(S, 2)
+        self._pbytes[slots] += np.bincount(key2, weights=plen, minlength=2 * S).astype(np.int64).reshape(S, 2)
+        self._max_ts[slots] = np.maximum(self._max_ts[slots], _segment_reduce(ts, seg_start, np.maximum))
+        self._prev_ts[slots] = ts[seg_end - 1]
+        pos = np.arange(n, dtype=np.int64)
+        first_syn = _segment_reduce(np.where(syn, pos, _NEVER), seg_start, np.minimum)
+        has_syn = (first_syn != _NEVER) & (self._syn_dir[slots] < 0)
+        self._syn_dir[slots[has_syn]] = dc[first_syn[has_syn]]
+        # Closure: whichever of "an RST" or "FINs from both sides" came first.
+        code = self._code[slots]
+        f_rst = _segment_reduce(np.where(is_rst, pos, _NEVER), seg_start, np.minimum)
+        f0 = np.where(self._fin[slots, 0], -1, _segment_reduce(np.where(fin0, pos, _NEVER), seg_start, np.minimum))
+        f1 = np.where(self._fin[slots, 1], -1, _segment_reduce(np.where(fin1, pos, _NEVER), seg_start, np.minimum))
+        f_both = np.maximum(f0, f1)
+        newly = (code == _OPEN) & ((f_rst != _NEVER) | (f_both != _NEVER))
+        code[newly] = np.where(f_rst[newly] <= f_both[newly], _RST, _FIN)
+        self._code[slots] = code
+        self._fin[slots, 0] |= f0 != _NEVER
+        self._fin[slots, 1] |= f1 != _NEVER
+
+        if self._max_packets:
+            self._collect_lists(batch, order, slots, seg_start, seg_id, ts, dc, fl, plen, ipb)
+        if max_bytes:
+            self._collect_payload(batch, order, slots, seg_id, dc, (fl & SYN) != 0, plen, sorted_words[seg_start, 4])
+
+        # Open flows: the last segment of each group.
+        for g, slot in zip(seg_gid[last_of_group].tolist(), slots[last_of_group].tolist()):
+            self._open[keys[g]] = slot
+
+        # Ended flows: carried flows split at their group's start, and segments followed by
+        # another one of the same tuple; the reason is closure, else what caused the split.
+        old = np.flatnonzero(ended_at_start)
+        old_slots = slot_in[old]
+        old_codes = np.where(start_idle[old], _IDLE, _ACTIVE).astype(np.int8)
+        mid = np.flatnonzero(~last_of_group)
+        nxt = seg_start[mid + 1]
+        mid_codes = np.where(cause_active[nxt], _ACTIVE, _IDLE).astype(np.int8)
+        ended = np.concatenate([old_slots, slots[mid]])
+        self._prev_ts[ended] = _INT64_MAX  # ended here: keep them out of this batch's expiry
+        return ended, np.concatenate([old_codes, mid_codes])
+
+    def _scan_splits(
+        self, segs: np.ndarray, seg_start: np.ndarray, seg_end: np.ndarray, ts: np.ndarray, fl: np.ndarray,
+        dc: np.ndarray, syn: np.ndarray, s_closed: np.ndarray, s_f0: np.ndarray, s_f1: np.ndarray,
+        s_first: np.ndarray,
+    ) -> tuple[list[int], list[int]]:
+        """Walk the segments ``segs`` packet by packet; return the positions where a new flow
+        starts (SYN on a closed flow, or active timeout) and those caused by the active timeout."""
+        active = self._active_ns
+        boundaries: list[int] = []
+        by_active: list[int] = []
+        for s in segs.tolist():
+            a, e = int(seg_start[s]), int(seg_end[s])
+            closed, f0, f1, first = bool(s_closed[s]), bool(s_f0[s]), bool(s_f1[s]), int(s_first[s])
+            for j, (t, f, d, is_syn) in enumerate(zip(ts[a:e].tolist(), fl[a:e].tolist(), dc[a:e].tolist(),
+                                                     syn[a:e].tolist())):
+                if j:
+                    timed_out = t - first > active
+                    if (is_syn and closed) or timed_out:
+                        boundaries.append(a + j)
+                        if timed_out and not closed:
+                            by_active.append(a + j)
+                        closed = f0 = f1 = False
+                        first = t
+                if f & RST:
+                    closed = True
+                if f & FIN:
+                    if d:
+                        f1 = True
+                    else:
+                        f0 = True
+                    if f0 and f1:
+                        closed = True
+        return boundaries, by_active
+
+    def _collect_lists(self, batch, order, slots, seg_start, seg_id, ts, dc, fl, plen, ipb) -> None:
+        room = self._max_packets - self._listed[slots]
+        seg_len = np.diff(np.append(seg_start, len(ts)))
+        take = np.minimum(seg_len, np.maximum(room, 0))
+        segs = np.flatnonzero(take > 0)
+        if not len(segs):
+            return
+        rank = np.arange(len(ts)) - seg_start[seg_id]
+        need = rank < take[seg_id]
+        times_ms = ((ts[need] - self._first_ts[slots[seg_id[need]]]) / 1e6).tolist()
+        d = dc[need].tobytes()
+        f = fl[need].tobytes()
+        p = plen[need].tolist()
+        b = ipb[need].tolist()
+        self._listed[slots] += take
+        ends = np.cumsum(take[segs]).tolist()
+        bufs = self._bufs
+        lo = 0
+        for slot, hi in zip(slots[segs].tolist(), ends):
+            buf = bufs[slot]
+            buf.times += times_ms[lo:hi]
+            buf.dirs += d[lo:hi]
+            buf.plens += p[lo:hi]
+            buf.ipbytes += b[lo:hi]
+            buf.flags += f[lo:hi]
+            lo = hi
+
+    def _collect_payload(self, batch, order, slots, seg_id, dc, syn_flag, plen, seg_word4) -> None:
+        # Any SYN (SYN-ACK too) fixes its direction's initial sequence number.
+        seg_slot = slots[seg_id]
+        need = ((plen > 0) | syn_flag) & ~self._done[seg_slot, dc]
+        idx = np.flatnonzero(need)
+        if not len(idx):
+            return
+        packet = order[idx]
+        n_slot = seg_slot[idx].tolist()
+        n_tcp = (((seg_word4[seg_id[idx]] >> np.uint64(32)) & np.uint64(0xFF)) == PROTO_TCP).tolist()
+        n_dir = dc[idx].tolist()
+        n_syn = syn_flag[idx].tolist()
+        n_seq = batch.tcp_seq[packet].tolist()
+        n_off = batch.payload_offset[packet].tolist()
+        n_len = plen[idx].tolist()
+        data = memoryview(batch.data)
+        max_bytes = self._max_bytes
+        bufs = self._bufs
+        stats = self.stats
+        done: list[tuple[int, int]] = []
+        for slot, tcp, d, is_syn, seq, off, length in zip(n_slot, n_tcp, n_dir, n_syn, n_seq, n_off, n_len):
+            buf = bufs[slot]
+            stream = buf.streams[d]
+            if not tcp:
+                room = max_bytes - len(stream)
+                if room <= 0:
+                    continue
+                chunk = data[off : off + min(length, room)]
+                stream += chunk
+                if len(buf.payload) < max_bytes:
+                    buf.payload += chunk[: max_bytes - len(buf.payload)]
+                if len(stream) >= max_bytes:
+                    done.append((slot, d))
+                continue
+            if stream.end >= max_bytes:
+                continue
+            if is_syn:
+                seq = (seq + 1) & 0xFFFFFFFF  # a SYN's data starts after the SYN's sequence number
+                if stream.base is None:
+                    stream.base = seq
+            if not length:
+                continue
+            if stream.base is None:
+                stream.base = seq
+            rel = (seq - stream.base) & 0xFFFFFFFF
+            if rel >= 0x80000000:
+                rel -= 0x100000000
+            lo = rel if rel > 0 else 0
+            hi = rel + length
+            if hi > max_bytes:
+                hi = max_bytes
+            end = stream.end
+            have = stream.have
+            if lo >= hi:
+                if rel + length <= end:
+                    stats["retransmitted_segments"] += 1
+                continue
+            if lo > end:
+                stats["out_of_order_segments"] += 1
+            first_have = have.find(1, lo, hi)
+            if first_have == -1:
+                stream.buf[lo:hi] = data[off + lo - rel : off + hi - rel]
+                have[lo:hi] = b"\x01" * (hi - lo)
+            else:
+                new_bytes = False
+                i = lo
+                while i < hi:
+                    z = have.find(0, i, hi)
+                    if z == -1:
+                        break
+                    o = have.find(1, z, hi)
+                    if o == -1:
+                        o = hi
+                    stream.buf[z:o] = data[off + z - rel : off + o - rel]
+                    have[z:o] = b"\x01" * (o - z)
+                    new_bytes = True
+                    i = o
+                stats["overlapping_segments" if new_bytes else "retransmitted_segments"] += 1
+            if lo <= end:
+                new_end = have.find(0, end)
+                if new_end == -1:
+                    new_end = max_bytes
+                stream.end = new_end
+                if len(buf.payload) < max_bytes:
+                    buf.payload += stream.buf[end : min(new_end, end + max_bytes - len(buf.payload))]
+                if new_end >= max_bytes:
+                    done.append((slot, d))
+        if done:
+            arr = np.array(done, np.int64)
+            self._done[arr[:, 0], arr[:, 1]] = True
+
+    # --- emission -----------------------------------------------------------------------------
+
+    def _emit(self, slots: np.ndarray, codes: np.ndarray) -> list[dict[str, Any]]:
+        """Flow records of ``slots`` (sorted), then free the slots."""
+        if not len(slots):
+            return []
+        slots = slots.astype(np.int64)
+        closure = self._code[slots]
+        codes = np.where(closure != _OPEN, closure, codes)
+        words = self._words[slots]
+        order = np.lexsort((words[:, 4], words[:, 3], words[:, 2], words[:, 1], words[:, 0],
+                           self._first_frame[slots], self._first_ts[slots]))
+        slots, codes, words = slots[order], codes[order], words[order]
+        init = np.where(self._syn_dir[slots] >= 0, self._syn_dir[slots], self._first_dir[slots]).astype(np.int64)
+        init_list = init.tolist()
+        codes = codes.tolist()
+        # Per-flow columns, mapped from canonical (A, B) to (src, dst) by the initiator's side.
+        rows = np.arange(len(slots))
+        pk, by, pb = self._pkts[slots], self._bytes[slots], self._pbytes[slots]
+        src_pk, dst_pk = pk[rows, init].tolist(), pk[rows, 1 - init].tolist()
+        src_by, dst_by = by[rows, init].tolist(), by[rows, 1 - init].tolist()
+        src_pb, dst_pb = pb[rows, init].tolist(), pb[rows, 1 - init].tolist()
+        addr_a = np.ascontiguousarray(words[:, 0:2].astype(">u8")).view(np.dtype((np.void, 16))).ravel().tolist()
+        addr_b = np.ascontiguousarray(words[:, 2:4].astype(">u8")).view(np.dtype((np.void, 16))).ravel().tolist()
+        w4 = words[:, 4]
+        ipver = ((w4 >> np.uint64(40)) & np.uint64(0xFF)).astype(np.int64).tolist()
+        proto = ((w4 >> np.uint64(32)) & np.uint64(0xFF)).astype(np.int64).tolist()
+        port_a = ((w4 >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.int64).tolist()
+        port_b = (w4 & np.uint64(0xFFFF)).astype(np.int64).tolist()
+        first = self._first_ts[slots].tolist()
+        last = self._max_ts[slots].tolist()
+        max_bytes = self._max_bytes
+        flows: list[dict[str, Any]] = []
+        for i, slot in enumerate(slots.tolist()):
+            buf = self._bufs[slot]
+            a, b = bytes(addr_a[i]), bytes(addr_b[i])
+            swap = init_list[i] == 1
+            src, dst = (b, a) if swap else (a, b)
+            sport, dport = (port_b[i], port_a[i]) if swap else (port_a[i], port_b[i])
+            streams = [self._stream_bytes(s) for s in buf.streams]
+            if proto[i] == PROTO_TCP:
+                for s in buf.streams:
+                    if s.end < max_bytes and s.have.find(1, s.end) != -1:
+                        self.stats["flows_with_payload_hole"] += 1
+                        break
+            s2d, d2s = (streams[1], streams[0]) if swap else (streams[0], streams[1])
+            hello = parse_client_hello(s2d) if proto[i] == PROTO_TCP and s2d[:1] == b"\x16" else None
+            dirs = buf.dirs.translate(_SWAP_DIRECTION) if swap else buf.dirs
+            flows.append({
+                "community_id": community_id_packed(a, b, port_a[i], port_b[i], proto[i]),
+                "src_ip": _address_text(src, ipver[i]),
+                "dst_ip": _address_text(dst, ipver[i]),
+                "src_port": sport,
+                "dst_port": dport,
+                "protocol": proto[i],
+                "ip_version": ipver[i],
+                "first_seen_ns": first[i],
+                "last_seen_ns": last[i],
+                "duration_ms": (last[i] - first[i]) / 1e6,
+                "src2dst_packets": src_pk[i],
+                "dst2src_packets": dst_pk[i],
+                "bidirectional_packets": src_pk[i] + dst_pk[i],
+                "src2dst_bytes": src_by[i],
+                "dst2src_bytes": dst_by[i],
+                "bidirectional_bytes": src_by[i] + dst_by[i],
+                "src2dst_payload_bytes": src_pb[i],
+                "dst2src_payload_bytes": dst_pb[i],
+                "payload": bytes(buf.payload),
+                "src2dst_payload": s2d,
+                "dst2src_payload": d2s,
+                "packet_time_ms": buf.times,
+                "packet_direction": list(dirs),
+                "packet_payload_bytes": buf.plens,
+                "packet_ip_bytes": buf.ipbytes,
+                "packet_tcp_flags": list(buf.flags),
+                "tls_sni": hello.sni if hello else None,
+                "tls_version": hello.version if hello else None,
+                "tls_ja3": hello.ja3 if hello else None,
+                "tls_ja3_hash": hello.ja3_hash if hello else None,
+                "end_reason": END_REASONS[codes[i]],
+            })
+            self._bufs[slot] = None
+            self._keys[slot] = None
+        self._prev_ts[slots] = _INT64_MAX
+        self._free.extend(slots.tolist())
+        return flows
+
+    @staticmethod
+    def _stream_bytes(stream: Any) -> bytes:
+        if isinstance(stream, _TcpStream):
+            return bytes(stream.buf[: stream.end])
+        return bytes(stream)
+
+
+def assemble_flows(batches: Iterable[PacketBatch], options: FlowOptions = FlowOptions()) -> Iterator[dict[str, Any]]:
+    """Flow records of a stream of packet batches, yielded as flows end (see :class:`FlowAssembler`)."""
+    assembler = FlowAssembler(options)
+    for batch in batches:
+        yield from assembler.add(batch)
+    yield from assembler.flush()
+    log.debug("flow assembly: %s", dict(assembler.stats))

@@ -1,0 +1,544 @@
+"""The ingest pipeline: capture files -> flows table (Parquet), streamed, labelled, in parallel.
+
+One capture flows through ``read_packets`` (chunks of decoded packets) -> ``assemble_flows`` (flow
+records as they end) -> record batches of at most :data:`OUTPUT_BATCH_FLOWS` flows, stamped with
+``flow_id``/``source_*`` and labels. Memory is bounded by the open flows plus one chunk, never a
+whole capture. :func:`ingest` runs that over many files (worker processes with ``jobs > 1``) into
+one Parquet file or a dataset directory of one part per capture.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import glob
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pcapvision.console import progress
+from pcapvision.errors import InputNotFoundError, ParameterError, PcapvisionError
+from pcapvision.ingest.flows import FlowOptions, assemble_flows
+from pcapvision.ingest.labels import Labeler
+from pcapvision.ingest.packets import PacketBatch, pack_address
+from pcapvision.ingest.readers import read_packets
+from pcapvision.io import (
+    PARQUET_COMPRESSION,
+    atomic_path,
+    make_metadata,
+    metadata_from_schema,
+    sha256_file,
+    with_metadata,
+)
+from pcapvision.validation import check_choice, check_positive_int
+
+log = logging.getLogger(__name__)
+
+STAGE = "ingest"
+READERS = ("auto", "dpkt", "scapy")
+# Suffixes picked up when a directory is given (explicitly named files are read whatever their name).
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz")
+OUTPUT_BATCH_FLOWS = 4096  # flows per record batch / Parquet row group slice
+_GLOB_CHARS = frozenset("*?[")
+
+FLOWS_SCHEMA = pa.schema([
+    ("flow_id", pa.string()),
+    ("community_id", pa.string()),
+    ("src_ip", pa.string()),
+    ("dst_ip", pa.string()),
+    ("src_port", pa.uint16()),
+    ("dst_port", pa.uint16()),
+    ("protocol", pa.uint8()),
+    ("ip_version", pa.uint8()),
+    ("first_seen_ns", pa.int64()),
+    ("last_seen_ns", pa.int64()),
+    ("duration_ms", pa.float64()),
+    ("src2dst_packets", pa.int64()),
+    ("dst2src_packets", pa.int64()),
+    ("bidirectional_packets", pa.int64()),
+    ("src2dst_bytes", pa.int64()),
+    ("dst2src_bytes", pa.int64()),
+    ("bidirectional_bytes", pa.int64()),
+    ("src2dst_payload_bytes", pa.int64()),
+    ("dst2src_payload_bytes", pa.int64()),
+    ("payload", pa.binary()),
+    ("src2dst_payload", pa.binary()),
+    ("dst2src_payload", pa.binary()),
+    ("packet_time_ms", pa.list_(pa.float64())),
+    ("packet_direction", pa.list_(pa.uint8())),
+    ("packet_payload_bytes", pa.list_(pa.int32())),
+    ("packet_ip_bytes", pa.list_(pa.int32())),
+    ("packet_tcp_flags", pa.list_(pa.uint8())),
+    ("tls_sni", pa.string()),
+    ("tls_version", pa.string()),
+    ("tls_ja3", pa.string()),
+    ("tls_ja3_hash", pa.string()),
+    ("end_reason", pa.string()),
+    ("source_file", pa.string()),
+    ("source_sha256", pa.string()),
+    ("label", pa.string()),
+    ("family", pa.string()),
+    ("label_source", pa.string()),
+])
+"""The flows table's columns and exact types (``docs/contracts.md``)."""
+
+
+# --- options and summary ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class IngestOptions:
+    """Flow assembly parameters plus how captures are read; validated on construction."""
+
+    idle_timeout_s: float = 120.0
+    active_timeout_s: float = 1800.0
+    max_bytes: int = 4096
+    max_packets: int = 64
+    reader: str = "auto"
+    chunk_packets: int = 65536
+
+    def __post_init__(self) -> None:
+        # FlowOptions validates (and normalises) the flow parameters with the same messages.
+        flow = FlowOptions(idle_timeout_s=self.idle_timeout_s, active_timeout_s=self.active_timeout_s,
+                           max_bytes=self.max_bytes, max_packets=self.max_packets)
+        for name, value in flow.to_dict().items():
+            object.__setattr__(self, name, value)
+        check_choice("reader", self.reader, READERS)
+        object.__setattr__(self, "chunk_packets", check_positive_int("chunk_packets", self.chunk_packets))
+
+    def flow_options(self) -> FlowOptions:
+        return FlowOptions(idle_timeout_s=self.idle_timeout_s, active_timeout_s=self.active_timeout_s,
+                           max_bytes=self.max_bytes, max_packets=self.max_packets)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CaptureStats:
+    """What reading one capture produced."""
+
+    source_file: str
+    source_sha256: str
+    bytes_read: int = 0
+    packets: int = 0
+    flows: int = 0
+    packets_skipped: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["packets_skipped"] = dict(sorted(self.packets_skipped.items()))
+        return out
+
+
+@dataclass
+class IngestSummary:
+    """The outcome of :func:`ingest`."""
+
+    output: str = ""
+    files_ok: int = 0
+    files_failed: list[tuple[str, str]] = field(default_factory=list)
+    files_skipped_already_ingested: int = 0
+    packets: int = 0
+    flows: int = 0
+    packets_skipped: Counter[str] = field(default_factory=Counter)
+    bytes_read: int = 0
+    seconds: float = 0.0
+
+    def add(self, stats: CaptureStats) -> None:
+        self.files_ok += 1
+        self.packets += stats.packets
+        self.flows += stats.flows
+        self.packets_skipped.update(stats.packets_skipped)
+        self.bytes_read += stats.bytes_read
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["files_failed"] = [list(f) for f in self.files_failed]
+        out["packets_skipped"] = dict(sorted(self.packets_skipped.items()))
+        return out
+
+    def format(self) -> str:
+        """A human-readable summary, one fact per line, failures one line each."""
+        rate = self.packets / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            f"output: {self.output}",
+            f"files: {self.files_ok} ok, {len(self.files_failed)} failed, "
+            f"{self.files_skipped_already_ingested} skipped (already ingested)",
+            f"packets: {self.packets:,} in {self.bytes_read / 1e6:,.1f} MB, {self.seconds:.1f} s "
+            f"({rate:,.0f} packets/s)",
+            f"flows: {self.flows:,}",
+        ]
+        skipped = sum(self.packets_skipped.values())
+        if skipped:
+            reasons = ", ".join(f"{reason} {count:,}" for reason, count in self.packets_skipped.most_common())
+            lines.append(f"packets skipped: {skipped:,} ({reasons})")
+        else:
+            lines.append("packets skipped: 0")
+        lines.extend(f"failed: {path}: {reason}" for path, reason in self.files_failed)
+        return "\n".join(lines)
+
+
+# --- input discovery -------------------------------------------------------------------------
+def is_capture_name(path: str | Path) -> bool:
+    """True when ``path`` has a capture suffix (what directory discovery picks up)."""
+    return str(path).lower().endswith(CAPTURE_SUFFIXES)
+
+
+def discover_captures(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files, directories (recursively, capture suffixes only) and globs, in order.
+
+    Raises :class:`InputNotFoundError` for a path or pattern that matches nothing, so a typo is
+    never silently an empty run. Each file appears once, at its first mention.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        text = os.fspath(raw)
+        path = Path(text)
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(_captures_under(path))
+        elif _GLOB_CHARS & set(text):
+            # Shells that do not expand globs (Windows, quoted arguments) pass them through.
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise InputNotFoundError(f"{text}: no file matches this pattern")
+            for match in matches:
+                m = Path(match)
+                if m.is_dir():
+                    found.extend(_captures_under(m, required=False))
+                elif m.is_file():
+                    found.append(m)
+        else:
+            raise InputNotFoundError(f"{text}: no such file or directory")
+    seen: set[Path] = set()
+    unique = []
+    for path in found:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    if not unique:
+        raise InputNotFoundError(f"{', '.join(map(os.fspath, paths))}: no capture files found")
+    return unique
+
+
+def _captures_under(directory: Path, *, required: bool = True) -> list[Path]:
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and is_capture_name(p))
+    if not files and required:
+        raise InputNotFoundError(
+            f"{directory}: directory holds no capture files ({', '.join('*' + s for s in CAPTURE_SUFFIXES)})")
+    return files
+
+
+# --- one capture -> record batches -----------------------------------------------------------
+@functools.lru_cache(maxsize=65536)
+def _packed(ip: str) -> bytes:
+    return pack_address(ip)
+
+
+def flow_id(source_sha256: str, src_ip: str, src_port: int, dst_ip: str, dst_port: int, protocol: int,
+            first_seen_ns: int) -> str:
+    """First 16 hex digits of SHA-256 over ``source_sha256``, the canonical 5-tuple, ``first_seen_ns``.
+
+    The canonical 5-tuple orders the two endpoints by (16-byte address, port), as Community ID
+    does, so the id does not depend on which end is the initiator. The hashed text is
+    ``"{sha256}|{protocol}|{ip_a}|{port_a}|{ip_b}|{port_b}|{first_seen_ns}"``.
+    """
+    a, b = (_packed(src_ip), src_port, src_ip), (_packed(dst_ip), dst_port, dst_ip)
+    if b[:2] < a[:2]:
+        a, b = b, a
+    text = f"{source_sha256}|{protocol}|{a[2]}|{a[1]}|{b[2]}|{b[1]}|{first_seen_ns}"
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
+
+
+def _flows_to_batch(rows: list[dict[str, Any]], source_file: str, source_sha256: str,
+                    labeler: Labeler | None) -> pa.RecordBatch:
+    for row in rows:
+        row["flow_id"] = flow_id(source_sha256, row["src_ip"], row["src_port"], row["dst_ip"], row["dst_port"],
+                                 row["protocol"], row["first_seen_ns"])
+        row["source_file"] = source_file
+        row["source_sha256"] = source_sha256
+    batch = pa.RecordBatch.from_pylist(rows, schema=FLOWS_SCHEMA)
+    if labeler is not None:
+        batch = labeler.apply(batch, source_file)
+    return batch
+
+
+def iter_flow_tables(
+    path: str | os.PathLike[str],
+    options: IngestOptions | None = None,
+    labeler: Labeler | None = None,
+    *,
+    source_file: str | None = None,
+    source_sha256: str | None = None,
+    stats: CaptureStats | None = None,
+    on_chunk: Callable[[PacketBatch], None] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream the flows of one capture as record batches of :data:`FLOWS_SCHEMA` (no metadata).
+
+    ``source_file`` defaults to ``path`` as given; ``stats``, when given, is filled in as the
+    capture is read; ``on_chunk`` sees every packet chunk (progress bars).
+    """
+    options = options or IngestOptions()
+    source_file = os.fspath(path) if source_file is None else source_file
+    source_sha256 = source_sha256 or sha256_file(path)
+    if stats is None:
+        stats = CaptureStats(source_file, source_sha256)
+    stats.bytes_read = os.path.getsize(path)
+
+    def counted(batches: Iterable[PacketBatch]) -> Iterator[PacketBatch]:
+        for batch in batches:
+            stats.packets += len(batch)
+            stats.packets_skipped.update(batch.skipped)
+            if on_chunk is not None:
+                on_chunk(batch)
+            yield batch
+
+    pending: list[dict[str, Any]] = []
+    packets = read_packets(path, reader=options.reader, chunk_packets=options.chunk_packets)
+    for flow in assemble_flows(counted(packets), options.flow_options()):
+        pending.append(flow)
+        if len(pending) >= OUTPUT_BATCH_FLOWS:
+            batch = _flows_to_batch(pending, source_file, source_sha256, labeler)
+            stats.flows += batch.num_rows
+            pending = []
+            yield batch
+    if pending:
+        batch = _flows_to_batch(pending, source_file, source_sha256, labeler)
+        stats.flows += batch.num_rows
+        yield batch
+
+
+def ingest_params(options: IngestOptions, labeler: Labeler | None) -> dict[str, Any]:
+    """The parameters recorded in schema metadata (and compared to decide a part is up to date)."""
+    return {**options.to_dict(), "labels": labeler.to_dict() if labeler is not None else None}
+
+
+def read_flows(
+    path: str | os.PathLike[str], options: IngestOptions | None = None, *, labeler: Labeler | None = None
+) -> pa.Table:
+    """One capture -> its flows table in memory, with pcapvision schema metadata."""
+    options = options or IngestOptions()
+    sha = sha256_file(path)
+    stats = CaptureStats(os.fspath(path), sha)
+    batches = list(iter_flow_tables(path, options, labeler, source_sha256=sha, stats=stats))
+    table = pa.Table.from_batches(batches, schema=FLOWS_SCHEMA)
+    return with_metadata(table, make_metadata(STAGE, ingest_params(options, labeler), sources=[stats.to_dict()]))
+
+
+# --- many captures -> Parquet ----------------------------------------------------------------
+@dataclass
+class _Task:
+    path: str
+    source_sha256: str
+    part_path: str
+    compression: str
+    metadata: dict[str, Any] | None  # None: a temporary part merged later
+
+
+@dataclass
+class _Result:
+    stats: CaptureStats
+    error: str | None = None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join((str(exc) or type(exc).__name__).split())
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+        text = f"{exc.filename}: {exc.strerror or text}"
+    return text
+
+
+def _write_capture(task: _Task, options: IngestOptions, labeler: Labeler | None,
+                   on_chunk: Callable[[PacketBatch], None] | None = None) -> _Result:
+    """Ingest one capture into its own Parquet part, atomically. Never raises for bad input."""
+    stats = CaptureStats(task.path, task.source_sha256)
+    schema = FLOWS_SCHEMA if task.metadata is None else with_metadata(FLOWS_SCHEMA.empty_table(), task.metadata).schema
+    try:
+        with atomic_path(task.part_path) as tmp:
+            with pq.ParquetWriter(tmp, schema, compression=task.compression) as writer:
+                for batch in iter_flow_tables(task.path, options, labeler, source_sha256=task.source_sha256,
+                                              stats=stats, on_chunk=on_chunk):
+                    writer.write_batch(batch)
+        return _Result(stats)
+    except (PcapvisionError, OSError, EOFError) as exc:
+        log.debug("%s failed", task.path, exc_info=True)
+        return _Result(stats, _reason(exc, task.path))
+    except Exception as exc:  # a bug must not lose the other captures' output
+        log.debug("%s failed", task.path, exc_info=True)
+        return _Result(stats, f"internal error ({type(exc).__name__}: {_reason(exc, task.path)})")
+
+
+def _reason(exc: BaseException, path: str) -> str:
+    """The one-line message of ``exc`` without a leading ``path: `` (the summary adds it)."""
+    text = _one_line(exc)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _is_dataset_output(output: Path) -> bool:
+    return output.is_dir() or output.suffix.lower() != ".parquet"
+
+
+def ingest(
+    paths: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    options: IngestOptions | None = None,
+    *,
+    labeler: Labeler | None = None,
+    jobs: int = 1,
+    quiet: bool = False,
+    force: bool = False,
+) -> IngestSummary:
+    """Ingest captures into ``output``: one ``*.parquet`` file, or a dataset directory.
+
+    A dataset directory holds one part per capture, ``<sha256[:16]>.parquet``; captures whose part
+    exists are skipped (unless ``force``), so re-running over a growing folder adds only new
+    captures. A capture that fails is reported in the summary and never costs the others their
+    output. ``jobs`` worker processes read captures in parallel.
+    """
+    options = options or IngestOptions()
+    jobs = check_positive_int("jobs", jobs)
+    started = time.perf_counter()
+    output = Path(output)
+    dataset = _is_dataset_output(output)
+    if output.exists() and not dataset and not output.is_file():
+        raise ParameterError(f"{output}: output exists and is not a file")
+    if dataset and output.exists() and not output.is_dir():
+        raise ParameterError(f"{output}: output is neither a directory nor a *.parquet file")
+    captures = discover_captures(paths)
+    summary = IngestSummary(output=str(output))
+    params = ingest_params(options, labeler)
+
+    # Hash first: the content hash names dataset parts, finds duplicates and seeds flow ids.
+    tasks: list[_Task] = []
+    seen: dict[str, str] = {}
+    parts_dir = output if dataset else Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".parts",
+                                                             dir=_mkdir(output.parent)))
+    try:
+        for capture in captures:
+            source = os.fspath(capture)
+            try:
+                sha = sha256_file(capture)
+            except OSError as exc:
+                summary.files_failed.append((source, _one_line(exc)))
+                log.error("%s: %s", source, _one_line(exc))
+                continue
+            if sha in seen:
+                log.info("%s: same content as %s, skipped", source, seen[sha])
+                summary.files_skipped_already_ingested += 1
+                continue
+            seen[sha] = source
+            part = parts_dir / f"{sha[:16]}.parquet"
+            if dataset and part.exists() and not force:
+                _note_existing_part(part, source, params)
+                summary.files_skipped_already_ingested += 1
+                continue
+            metadata = make_metadata(STAGE, params, source_file=source, source_sha256=sha) if dataset else None
+            tasks.append(_Task(source, sha, str(part), PARQUET_COMPRESSION if dataset else "none", metadata))
+
+        results = _run_tasks(tasks, options, labeler, jobs, quiet)
+        ok_tasks = []
+        for task, result in zip(tasks, results):
+            if result.error is None:
+                summary.add(result.stats)
+                ok_tasks.append((task, result))
+            else:
+                summary.files_failed.append((task.path, result.error))
+        if not dataset and ok_tasks:
+            sources = [r.stats.to_dict() for _, r in ok_tasks]
+            _merge_parts([Path(t.part_path) for t, _ in ok_tasks], output,
+                         make_metadata(STAGE, params, sources=sources))
+    finally:
+        if not dataset:
+            shutil.rmtree(parts_dir, ignore_errors=True)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _note_existing_part(part: Path, source: str, params: dict[str, Any]) -> None:
+    try:
+        recorded = metadata_from_schema(pq.read_schema(part)).get("params")
+    except (OSError, pa.ArrowException, ValueError):
+        log.warning("%s: part %s exists but is unreadable; use --force to re-ingest", source, part)
+        return
+    if recorded != params:
+        log.warning("%s: already ingested in %s with other parameters; kept (use --force to re-ingest)",
+                    source, part.name)
+    else:
+        log.info("%s: already ingested (%s), skipped", source, part.name)
+
+
+def _run_tasks(tasks: list[_Task], options: IngestOptions, labeler: Labeler | None, jobs: int,
+               quiet: bool) -> list[_Result]:
+    """Run the tasks in order (``jobs == 1``) or in worker processes; results in task order."""
+    total_bytes = sum(os.path.getsize(t.path) for t in tasks)
+    results: list[_Result | None] = [None] * len(tasks)
+    packets = 0
+    with progress(total=total_bytes, desc="ingest", unit="B", unit_scale=True, unit_divisor=1_000_000,
+                  quiet=quiet) as bar:
+        def report(done_files: int) -> None:
+            bar.set_postfix(files=f"{done_files}/{len(tasks)}", packets=f"{packets:,}", refresh=False)
+
+        if jobs == 1 or len(tasks) <= 1:
+            for i, task in enumerate(tasks):
+                size = os.path.getsize(task.path)
+                shown = 0
+
+                def on_chunk(batch: PacketBatch) -> None:
+                    nonlocal packets, shown
+                    packets += len(batch)
+                    # Bytes per chunk are not reported by readers: estimate from IP lengths.
+                    step = min(size - shown, int(batch.ip_bytes.sum()) + 30 * len(batch))
+                    shown += step
+                    bar.update(step)
+                    report(i)
+
+                results[i] = _write_capture(task, options, labeler, on_chunk)
+                bar.update(size - shown)
+                report(i + 1)
+        else:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
+                futures = {pool.submit(_write_capture, task, options, labeler): i for i, task in enumerate(tasks)}
+                try:
+                    for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+                        i = futures[future]
+                        results[i] = future.result()
+                        packets += results[i].stats.packets
+                        bar.update(os.path.getsize(tasks[i].path))
+                        report(done)
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+    for task, result in zip(tasks, results):
+        assert result is not None
+        if result.error is not None:
+            log.error("%s: %s", task.path, result.error)
+        else:
+            log.debug("%s: %d packets, %d flows", task.path, result.stats.packets, result.stats.flows)
+    return [r for r in results if r is not None]
+
+
+def _merge_parts(parts: list[Path], output: Path, metadata: dict[str, Any]) -> None:
+    """Stream the temporary parts, in order, into one zstd Parquet file written atomically."""
+    schema = with_metadata(FLOWS_SCHEMA.empty_table(), metadata).schema
+    with atomic_path(output) as tmp, pq.ParquetWriter(tmp, schema, compression=PARQUET_COMPRESSION) as writer:
+        for part in parts:
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=OUTPUT_BATCH_FLOWS):
+                writer.write_batch(batch)
