@@ -18,6 +18,7 @@ import json
 import mmap
 import os
 import platform
+import re
 import struct
 import subprocess
 import sys
@@ -195,16 +196,18 @@ def generate_capture(path: Path, packets: int, seed: int) -> dict:
 
 
 def cached_capture(packets: int, seed: int) -> tuple[Path, dict]:
+    """The generated capture for (packets, seed), made in a child process so this one stays small."""
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     path = OUT_DIR / f"synthetic-{packets}-seed{seed}.pcap"
     meta = path.with_suffix(".json")
-    if path.exists() and meta.exists():
-        return path, json.loads(meta.read_text())
-    started = time.perf_counter()
-    info = generate_capture(path, packets, seed)
-    print(f"generated {path.name}: {info['packets']:,} packets, {info['flows']:,} flows, "
-          f"{info['bytes'] / 1e6:.0f} MB in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    return path, info
+    if not (path.exists() and meta.exists()):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--generate", str(path), "--packets", str(packets),
+                        "--seed", str(seed)], check=True)
+        info = json.loads(meta.read_text())
+        print(f"generated {path.name}: {info['packets']:,} packets, {info['flows']:,} flows, "
+              f"{info['bytes'] / 1e6:.0f} MB in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return path, json.loads(meta.read_text())
 
 
 # --- measured methods (each runs in a child process) ------------------------------------------
@@ -265,37 +268,70 @@ def scapy_slice(path: str, limit: int | None = None) -> int:
 CHILD_METHODS = {"walk": walk_records, "dpkt": dpkt_flows, "scapy": scapy_slice}
 
 
-def run_child(argv: list[str]) -> tuple[float, int, str]:
-    """Run ``argv``; return (wall seconds, peak RSS bytes of it and its workers, stdout)."""
+def _tree_memory(root: int) -> tuple[int, int]:
+    """(VmRSS, RssAnon) in bytes summed over ``root`` and its descendants (0, 0 once it is gone)."""
+    rss = anon = 0
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) * 1024
+                elif line.startswith("RssAnon:"):
+                    anon += int(line.split()[1]) * 1024
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return rss, anon
+
+
+def run_child(argv: list[str]) -> tuple[float, int, int, str]:
+    """Run ``argv``; return (wall seconds, peak RSS, peak anonymous RSS, stdout).
+
+    Memory is sampled every 20 ms over the process and its workers, summed: RSS counts the pages
+    of memory-mapped captures (page cache, reclaimable) while anonymous RSS is the memory the
+    process really allocates, the figure that must not grow with the capture.
+    """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)
+        peak_rss = peak_anon = 0
+        while True:
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            rss, anon = _tree_memory(proc.pid)
+            peak_rss, peak_anon = max(peak_rss, rss), max(peak_anon, anon)
+            time.sleep(0.02)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode()
-        if proc.returncode not in (0,):
+        if proc.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{stdout}\n{err.read().decode()}")
-    return seconds, usage.ru_maxrss * 1024, stdout
+    return seconds, peak_rss, peak_anon, stdout
 
 
 def measure_method(method: str, path: Path, limit: int | None = None) -> dict:
     argv = [sys.executable, __file__, "--child", method, "--pcap", str(path)] + (["--limit", str(limit)] if limit else [])
-    seconds, rss, stdout = run_child(argv)
+    seconds, rss, anon, stdout = run_child(argv)
     result = json.loads(stdout.strip().splitlines()[-1])
     return {"packets": result["packets"], "bytes": result["bytes"], "seconds": result["seconds"],
-            "wall_s": seconds, "rss": rss}
+            "wall_s": seconds, "rss": rss, "anon": anon}
 
 
-def measure_ingest(paths: list[Path], jobs: int, packets: int, extra: list[str]) -> dict:
+def measure_ingest(paths: list[Path], jobs: int, packets: int) -> dict:
     with tempfile.TemporaryDirectory(dir=OUT_DIR) as tmp:
         argv = [sys.executable, "-m", "pcapvision", "ingest", *map(str, paths), "-o", f"{tmp}/flows.parquet",
-                "--jobs", str(jobs), "--quiet", *extra]
-        seconds, rss, stdout = run_child(argv)
+                "--jobs", str(jobs), "--quiet"]
+        seconds, rss, anon, stdout = run_child(argv)
     size = sum(p.stat().st_size for p in paths)
-    return {"packets": packets, "bytes": size, "seconds": seconds, "wall_s": seconds, "rss": rss, "summary": stdout}
+    # The summary's own time excludes interpreter start-up and imports, like the other methods'.
+    inside = float(re.search(r"MB, ([0-9.]+) s", stdout).group(1))
+    return {"packets": packets, "bytes": size, "seconds": inside, "wall_s": seconds, "rss": rss, "anon": anon}
 
 
 def child_main(method: str, path: str, limit: int | None) -> None:
@@ -336,12 +372,21 @@ def main() -> None:
                         help="packets of the generated captures, comma-separated (default: %(default)s)")
     parser.add_argument("--scapy-packets", type=int, default=20_000, help="scapy slice size (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="generator seed (default: %(default)s)")
-    parser.add_argument("--profile", action="store_true", help="also print a cProfile of ingest --jobs 1 on the smallest capture")
+    parser.add_argument("--profile", type=int, metavar="PACKETS", default=0,
+                        help="instead, print a cProfile of ingest on a generated capture of PACKETS packets")
     parser.add_argument("--child", choices=sorted(CHILD_METHODS), help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--packets", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child_main(args.child, str(args.pcap), args.limit)
+        return
+    if args.generate:
+        generate_capture(args.generate, args.packets, args.seed)
+        return
+    if args.profile:
+        profile(cached_capture(args.profile, args.seed)[0])
         return
 
     if args.pcap:
@@ -349,50 +394,60 @@ def main() -> None:
     else:
         sizes = [int(s) for s in args.sizes.split(",")]
         captures = [cached_capture(size, args.seed) for size in sizes]
+        # --jobs parallelises over files: the smallest size again with another seed makes a pair.
+        pair = [captures[0][0], cached_capture(sizes[0], args.seed + 1)[0]]
     print(f"machine: {machine()}")
     rows = []
 
     def add(name: str, capture: str, r: dict) -> None:
         rows.append((name, capture, r["packets"], r["packets"] / r["seconds"], r["bytes"] / 1e6 / r["seconds"],
-                     r["rss"] / 2**20, r["seconds"]))
+                     r["rss"] / 2**20, r["anon"] / 2**20, r["seconds"], r["wall_s"]))
 
     for path, info in captures:
         label = f"{path.name} ({info['packets']:,} pkts, {path.stat().st_size / 1e6:.0f} MB)"
         add("raw record walk (floor)", label, measure_method("walk", path))
         add("dpkt loop (baseline)", label, measure_method("dpkt", path))
-        add("pcapvision ingest --jobs 1", label, measure_ingest([path], 1, info["packets"], []))
+        add("pcapvision ingest --jobs 1", label, measure_ingest([path], 1, info["packets"]))
     if not args.pcap:
-        # --jobs parallelises over files: two captures of the smallest size, different seeds.
-        size = captures[0][1]["packets"]
-        pair = [captures[0][0], cached_capture(size, args.seed + 1)[0]]
-        total = size + json.loads(pair[1].with_suffix(".json").read_text())["packets"]
-        label = f"2 files x {size:,} pkts"
+        total = sum(json.loads(p.with_suffix(".json").read_text())["packets"] for p in pair)
+        label = f"2 files, {total:,} pkts"
         for jobs in (1, 2):
-            add(f"pcapvision ingest --jobs {jobs}", label, measure_ingest(pair, jobs, total, []))
+            add(f"pcapvision ingest --jobs {jobs}", label, measure_ingest(pair, jobs, total))
     add("scapy PcapReader (slice)", f"first {args.scapy_packets:,} pkts of {captures[0][0].name}",
         measure_method("scapy", captures[0][0], args.scapy_packets))
 
-    header = ("method", "capture", "packets", "packets/s", "MB/s", "peak RSS MiB", "seconds")
+    header = ("method", "capture", "packets", "packets/s", "MB/s", "peak RSS MiB", "peak anon MiB", "seconds",
+              "wall s")
     print(f"| {' | '.join(header)} |")
     print("|" + "---|" * len(header))
-    for name, capture, packets, pps, mbs, rss, seconds in rows:
-        print(f"| {name} | {capture} | {packets:,} | {pps:,.0f} | {mbs:,.1f} | {rss:,.0f} | {seconds:.1f} |")
+    for name, capture, packets, pps, mbs, rss, anon, seconds, wall in rows:
+        print(f"| {name} | {capture} | {packets:,} | {pps:,.0f} | {mbs:,.1f} | {rss:,.0f} | {anon:,.0f} | "
+              f"{seconds:.1f} | {wall:.1f} |")
     dpkt_rate = {c: pps for n, c, _, pps, *_ in rows if n.startswith("dpkt")}
     for name, capture, _, pps, *_ in rows:
         if name == "pcapvision ingest --jobs 1" and capture in dpkt_rate:
             print(f"ingest --jobs 1 / dpkt loop on {capture.split(' ')[0]}: {pps / dpkt_rate[capture]:.1f}x")
+    print("seconds: inside the process (ingest: the summary's time, without interpreter start and imports); "
+          "wall s: the whole process")
 
-    if args.profile:
-        import cProfile
-        import pstats
 
-        from pcapvision.ingest import IngestOptions, read_flows
+def profile(path: Path) -> None:
+    """cProfile of one ingest of ``path`` into a single Parquet file, by own time."""
+    import cProfile
+    import pstats
 
+    import pyarrow as pa
+
+    from pcapvision.ingest import ingest
+
+    pa.array([0])  # pyarrow imports pandas on its first array: keep that out of the profile
+    with tempfile.TemporaryDirectory(dir=OUT_DIR) as tmp:
         profiler = cProfile.Profile()
         profiler.enable()
-        read_flows(captures[0][0], IngestOptions())
+        summary = ingest([path], Path(tmp) / "flows.parquet", quiet=True)
         profiler.disable()
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+    print(summary.format())
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 
 
 if __name__ == "__main__":

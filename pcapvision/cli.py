@@ -113,6 +113,59 @@ def _run_ingest(args: argparse.Namespace) -> int:
 _SUBCOMMANDS.append(_add_ingest)
 
 
+def _add_image(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from pcapvision.imaging.representations import REPRESENTATIONS
+
+    param_help = "\n".join(
+        f"  {name}: {cls.summary}\n" + "".join(f"    {p.name} (default {p.default!r}): {p.help}\n" for p in cls.param_specs)
+        for name, cls in REPRESENTATIONS.items()
+    )
+    parser = subparsers.add_parser(
+        "image", parents=[common], formatter_class=_Formatter,
+        help="flows table -> images table (28x28 uint8 per flow)",
+        description="Render each flow of a flows table as a 28x28 image; write an images table (Parquet) and\n"
+                    "IMAGES.summary.json (rows in/out, skipped by reason, duplicates, label conflicts, classes).\n\n"
+                    f"Representations and their --param options:\n{param_help}\n"
+                    "Details in docs/imaging.md. Exit codes: 0 ok; 1 bad input; 2 usage error.",
+    )
+    parser.add_argument("flows", metavar="FLOWS", help="flows table: Parquet file or dataset directory")
+    parser.add_argument("-o", "--output", required=True, metavar="IMAGES", help="images table to write (*.parquet)")
+    parser.add_argument("--repr", dest="representation", choices=tuple(REPRESENTATIONS), default="payload",
+                        help="what a pixel means (see above)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a representation parameter (repeatable), e.g. --param max_bytes=1500")
+    parser.add_argument("--dedup", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep one row per distinct image; drop every row of an image that occurs with "
+                             "more than one (label, family)")
+    parser.add_argument("--mask-tls-sni", action="store_true",
+                        help="zero TLS SNI and certificate-name bytes in the payload before rendering")
+    parser.add_argument("--group-by", choices=("capture", "server"), default="capture",
+                        help="split_group column: source capture (source_sha256) or server address (dst_ip)")
+    parser.add_argument("--preview", metavar="PNG", default=None, help="also draw sample images per label into PNG")
+    parser.add_argument("--preview-per-class", type=int, default=8, metavar="N", help="images per label in --preview")
+
+    def run(args: argparse.Namespace) -> int:
+        from pcapvision.imaging import image_flows
+
+        pairs: dict[str, str] = {}
+        for item in args.param:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ParameterError(f"The 'param' option must be KEY=VALUE. Got {item!r} instead.")
+            pairs[key.strip()] = value.strip()
+        params = REPRESENTATIONS[args.representation].parse_params(pairs)
+        summary = image_flows(args.flows, args.output, args.representation, params, dedup=args.dedup,
+                              mask_tls_sni=args.mask_tls_sni, group_by=args.group_by, preview=args.preview,
+                              preview_per_class=args.preview_per_class, quiet=args.quiet)
+        print(summary.format())
+        return EXIT_OK
+
+    parser.set_defaults(handler=run)
+
+
+_SUBCOMMANDS.append(_add_image)
+
+
 def _add_train(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "train", parents=[common], formatter_class=_Formatter,
@@ -268,7 +321,7 @@ def _add_synth(subparsers: argparse._SubParsersAction, common: argparse.Argument
     parser.add_argument("--max-flow-kib", type=int, default=64, metavar="KIB",
                         help="cap on a flow's application bytes (long flows end early, downloads shrink)")
     parser.add_argument("--hosts-per-class", type=int, default=None, metavar="N",
-                        help="simulated hosts (pcaps) per class (default: flows/300, within [2, 50])")
+                        help="simulated hosts (pcaps) per class; None: flows/300 within [2, 50]")
 
     def run(args: argparse.Namespace) -> int:
         from pcapvision.synth import generate, parse_mix

@@ -22,13 +22,24 @@ IMBALANCE_RATIO = 1.5
 def make_dataset(
     x: np.ndarray, y: np.ndarray | None, batch_size: int, *, shuffle: bool = False, seed: int = 0
 ) -> Any:
-    """A batched, prefetched ``tf.data.Dataset`` over in-memory arrays (shuffled with ``seed``)."""
+    """A batched, prefetched ``tf.data.Dataset`` over in-memory arrays (shuffled with ``seed``).
+
+    Batches are gathered from the arrays by shuffled index, as Keras does for NumPy input: shuffling
+    whole images through a ``shuffle`` buffer copies every image each epoch and was ~25% slower.
+    """
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
+    images = tf.convert_to_tensor(np.asarray(x, dtype=np.float32))
+    labels = None if y is None else tf.convert_to_tensor(np.asarray(y))
+    index = tf.data.Dataset.range(len(x))
     if shuffle:
-        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        index = index.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    index = index.batch(batch_size)
+    if labels is None:
+        data = index.map(lambda i: tf.gather(images, i), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        data = index.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE)
 
 
 def balanced_class_weight(y: np.ndarray, n_classes: int) -> dict[int, float] | None:

@@ -93,7 +93,8 @@ class Representation(ABC):
             try:
                 out[key] = specs[key].parse(text)
             except ValueError:
-                raise ParameterError(f"The {key!r} parameter must be {specs[key].parse.__name__}. Got {text!r} instead.") from None
+                kind = {"int": "an int", "float": "a number"}.get(specs[key].parse.__name__, "a string")
+                raise ParameterError(f"The {key!r} parameter must be {kind}. Got {text!r} instead.") from None
         return out
 
     @abstractmethod
@@ -384,7 +385,7 @@ class FlowPicImage(Representation):
     param_specs = (
         Param("max_packets", 64, "first packets of the flow drawn", _int_param(1), int),
         Param("size", "ip", "packet size: ip (IP total length) or payload (L4 payload length)", _choice_param("ip", "payload")),
-        Param("size_max", 1500, "size (bytes) at which the last size bucket starts to fill", _int_param(14), int),
+        Param("size_max", 1500, "bytes spanned by the 14 size buckets (larger packets count in the last)", _int_param(14), int),
         Param("time_window_ms", 10000.0, "time span drawn, ms after the first packet",
               lambda n, v: check_positive_number(n, v), float),
         Param("time_axis", "log", "time axis: log (ln(1 + t)) or linear", _choice_param("log", "linear")),

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -125,15 +126,33 @@ class FlowOptions:
 
 
 class _TcpStream:
-    """One TCP direction being reassembled: bytes [0, max_bytes) relative to the initial seq."""
+    """The bytes of one TCP direction being reassembled (offsets relative to the initial seq).
 
-    __slots__ = ("base", "buf", "have", "end")
+    Its initial sequence number and contiguous length live in the assembler's ``_base``/``_end``
+    arrays. In-order mode (``have is None``): ``buf`` is exactly the contiguous prefix. The first
+    segment that starts beyond the prefix switches to hole mode: ``buf`` becomes a ``max_bytes``
+    buffer and ``have`` marks the bytes received.
+    """
 
-    def __init__(self, max_bytes: int) -> None:
-        self.base: int | None = None
-        self.buf = bytearray(max_bytes)
-        self.have = bytearray(max_bytes)  # 1 where buf holds a received byte
-        self.end = 0  # length of the contiguous prefix
+    __slots__ = ("buf", "have")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.have: bytearray | None = None
+
+    def to_hole_mode(self, max_bytes: int, end: int) -> None:
+        buf = bytearray(max_bytes)
+        buf[:end] = self.buf
+        have = bytearray(max_bytes)
+        have[:end] = b"\x01" * end
+        self.buf, self.have = buf, have
+
+    def contiguous(self, end: int) -> bytes:
+        return bytes(self.buf) if self.have is None else bytes(self.buf[:end])
+
+    def stranded(self, end: int) -> bool:
+        """True when bytes after a hole were received but never became contiguous."""
+        return self.have is not None and self.have.find(1, end) != -1
 
 
 class _FlowBuffers:
@@ -141,21 +160,27 @@ class _FlowBuffers:
 
     __slots__ = ("times", "dirs", "plens", "ipbytes", "flags", "streams", "payload")
 
-    def __init__(self, tcp: bool, max_bytes: int) -> None:
+    def __init__(self, tcp: bool) -> None:
         self.times: list[float] = []
         self.dirs = bytearray()  # canonical directions; mapped to src/dst at emission
         self.plens: list[int] = []
         self.ipbytes: list[int] = []
         self.flags = bytearray()
         self.streams: list[Any] = (
-            [_TcpStream(max_bytes), _TcpStream(max_bytes)] if tcp else [bytearray(), bytearray()]
+            [_TcpStream(), _TcpStream()] if tcp else [bytearray(), bytearray()]
         )
         self.payload = bytearray()
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _address_text(packed: bytes, ip_version: int) -> str:
-    return format_address(packed, ip_version)
+    if ip_version == 4:  # inet_ntop prints IPv4 exactly as format_address does, only faster
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return _ipv6_text(packed)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _ipv6_text(packed: bytes) -> str:
+    return format_address(packed, 6)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -165,6 +190,20 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     x = x ^ (x >> np.uint64(27))
     x = x * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
+
+
+def _gather(data: memoryview, starts: np.ndarray, lengths: np.ndarray, groups: np.ndarray,
+            n_groups: int) -> tuple[memoryview, np.ndarray]:
+    """Concatenate the byte ranges ``data[start:start+length]`` in order (one join; pieces are
+    whole packet payloads, so slicing beats a per-byte fancy index); also return the total length
+    per group (``groups`` sorted)."""
+    totals = np.bincount(groups, weights=lengths, minlength=n_groups).astype(np.int64)
+    nonzero = lengths > 0
+    if not nonzero.any():
+        return memoryview(b""), totals
+    starts = starts[nonzero]
+    ends = (starts + lengths[nonzero]).tolist()
+    return memoryview(b"".join([data[a:b] for a, b in zip(starts.tolist(), ends)])), totals
 
 
 def _segment_reduce(values: np.ndarray, starts: np.ndarray, ufunc: np.ufunc) -> np.ndarray:
@@ -221,7 +260,11 @@ class FlowAssembler:
         extend("_syn_dir", (), np.int8, -1)
         extend("_first_dir", (), np.int8, 0)
         extend("_listed", (), np.int64, 0)
-        extend("_done", (2,), np.bool_, False)
+        extend("_done", (2,), np.bool_, False)  # direction holds max_bytes contiguous bytes
+        extend("_base", (2,), np.int64, -1)  # TCP initial sequence number per direction (-1: unknown)
+        extend("_end", (2,), np.int64, 0)  # contiguous bytes collected per direction
+        extend("_hole", (2,), np.bool_, False)  # TCP direction in hole mode (see _TcpStream)
+        extend("_paylen", (), np.int64, 0)  # length of the interleaved payload
         extend("_words", (5,), np.uint64, 0)
         self._keys.extend([None] * (capacity - old))
         self._bufs.extend([None] * (capacity - old))
@@ -242,6 +285,10 @@ class FlowAssembler:
         self._syn_dir[slots] = -1
         self._listed[slots] = 0
         self._done[slots] = self._max_bytes == 0
+        self._base[slots] = -1
+        self._end[slots] = 0
+        self._hole[slots] = False
+        self._paylen[slots] = 0
         return slots
 
     # --- public API ---------------------------------------------------------------------------
@@ -294,9 +341,13 @@ class FlowAssembler:
         words[:, 4] = ((batch.ip_version.astype(np.uint64) << np.uint64(40))
                        | (batch.protocol.astype(np.uint64) << np.uint64(32))
                        | (port_a << np.uint64(16)) | port_b)
-        h = _mix64(words[:, 0])
-        for k in range(1, 5):
-            h = _mix64(h ^ words[:, k])
+        # Multiply-add of the words with odd constants, then one finaliser: collisions are
+        # checked exactly below, so the hash only needs to spread keys well.
+        h = words[:, 0] * np.uint64(0x9E3779B97F4A7C15)
+        for k, multiplier in enumerate((0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+                                        0xFF51AFD7ED558CCD), start=1):
+            h += words[:, k] * np.uint64(multiplier)
+        h = _mix64(h)
         order = np.argsort(h, kind="stable")
         hs = h[order]
         same = hs[1:] == hs[:-1]
@@ -422,13 +473,12 @@ class FlowAssembler:
         self._first_frame[new_slots] = batch.frame_index[order[first_pos]]
         self._first_dir[new_slots] = dc[first_pos]
         self._words[new_slots] = sorted_words[first_pos]
-        for seg, slot in zip(new_seg.tolist(), new_slots.tolist()):
-            self._keys[slot] = keys[seg_gid[seg]]
-        tcp_new = (sorted_words[first_pos, 4] >> np.uint64(32)) & np.uint64(0xFF) == PROTO_TCP
+        tcp_new = ((sorted_words[first_pos, 4] >> np.uint64(32)) & np.uint64(0xFF)) == PROTO_TCP
         max_bytes = self._max_bytes
-        bufs = self._bufs
-        for slot, tcp in zip(new_slots.tolist(), tcp_new.tolist()):
-            bufs[slot] = _FlowBuffers(tcp, max_bytes)
+        bufs, slot_keys = self._bufs, self._keys
+        for g, slot, tcp in zip(seg_gid[new_seg].tolist(), new_slots.tolist(), tcp_new.tolist()):
+            slot_keys[slot] = keys[g]
+            bufs[slot] = _FlowBuffers(tcp)
 
         # Counters, times, TCP state.
         key2 = seg_id * 2 + dc
@@ -457,7 +507,8 @@ class FlowAssembler:
         if self._max_packets:
             self._collect_lists(batch, order, slots, seg_start, seg_id, ts, dc, fl, plen, ipb)
         if max_bytes:
-            self._collect_payload(batch, order, slots, seg_id, dc, (fl & SYN) != 0, plen, sorted_words[seg_start, 4])
+            seg_tcp = ((sorted_words[seg_start, 4] >> np.uint64(32)) & np.uint64(0xFF)) == PROTO_TCP
+            self._collect_payload(batch, order, slots, seg_id, dc, (fl & SYN) != 0, plen, seg_tcp)
 
         # Open flows: the last segment of each group.
         for g, slot in zip(seg_gid[last_of_group].tolist(), slots[last_of_group].tolist()):
@@ -536,70 +587,182 @@ class FlowAssembler:
             buf.flags += f[lo:hi]
             lo = hi
 
-    def _collect_payload(self, batch, order, slots, seg_id, dc, syn_flag, plen, seg_word4) -> None:
-        # Any SYN (SYN-ACK too) fixes its direction's initial sequence number.
+    def _collect_payload(self, batch, order, slots, seg_id, dc, syn_flag, plen, seg_tcp) -> None:
+        """Extend the per-direction streams and the interleaved payload with this batch.
+
+        Vectorised for the common case: UDP, and TCP directions whose segments all start within
+        the bytes already contiguous (in order, retransmitted, overlapping). A flow segment with
+        any segment beyond its direction's contiguous end (a hole), or already in hole mode, is
+        replayed packet by packet in :meth:`_payload_by_packet`.
+        """
+        max_bytes = self._max_bytes
         seg_slot = slots[seg_id]
-        need = ((plen > 0) | syn_flag) & ~self._done[seg_slot, dc]
-        idx = np.flatnonzero(need)
-        if not len(idx):
+        # Packets that may still add bytes (or fix an initial sequence number via a SYN).
+        idx = np.flatnonzero(((plen > 0) | syn_flag) & ~self._done[seg_slot, dc])
+        m = len(idx)
+        if not m:
             return
         packet = order[idx]
-        n_slot = seg_slot[idx].tolist()
-        n_tcp = (((seg_word4[seg_id[idx]] >> np.uint64(32)) & np.uint64(0xFF)) == PROTO_TCP).tolist()
-        n_dir = dc[idx].tolist()
-        n_syn = syn_flag[idx].tolist()
-        n_seq = batch.tcp_seq[packet].tolist()
-        n_off = batch.payload_offset[packet].tolist()
-        n_len = plen[idx].tolist()
+        e_seg = seg_id[idx]
+        e_slot = seg_slot[idx]
+        e_dir = dc[idx]
+        e_len = plen[idx]
+        e_tcp = seg_tcp[e_seg]
+        e_off = batch.payload_offset[packet].astype(np.int64)
+        e_dseq = (batch.tcp_seq[packet].astype(np.int64) + syn_flag[idx]) & 0xFFFFFFFF  # data follows a SYN
+        piece_src = np.zeros(m, np.int64)
+        piece_len = np.zeros(m, np.int64)
+        replay = np.zeros(len(slots), bool)  # flow segments handled packet by packet
+        per_dir = []
+        for d in (0, 1):
+            sel = np.flatnonzero(e_dir == d)
+            if not len(sel):
+                continue
+            seg = e_seg[sel]
+            first = np.concatenate([[True], seg[1:] != seg[:-1]])
+            gstarts = np.flatnonzero(first)
+            grp = np.cumsum(first) - 1
+            gslot = e_slot[sel][gstarts]
+            gtcp = e_tcp[sel][gstarts]
+            e0 = self._end[gslot, d]
+            ln = e_len[sel]
+            off = e_off[sel]
+            # UDP: datagrams appended in arrival order up to max_bytes.
+            c = np.cumsum(ln) - ln
+            udp_prev = e0[grp] + c - c[gstarts][grp]
+            udp_len = np.clip(max_bytes - udp_prev, 0, ln)
+            # TCP: offsets from the initial sequence number (the first SYN/data seen), mod 2**32.
+            base0 = self._base[gslot, d]
+            base = np.where(base0 >= 0, base0, e_dseq[sel][gstarts])
+            rel = (e_dseq[sel] - base[grp]) & 0xFFFFFFFF
+            rel = np.where(rel >= 0x80000000, rel - 0x100000000, rel)
+            lo = np.maximum(rel, 0)
+            hi = np.minimum(rel + ln, max_bytes)
+            valid = lo < hi
+            hiv = np.where(valid, hi, 0)
+            shift = grp * (max_bytes + 1)  # keeps the running maximum inside each group
+            running = np.maximum.accumulate(hiv + shift) - shift
+            before = np.zeros(len(sel), np.int64)
+            before[1:] = running[:-1]
+            before[gstarts] = 0
+            prev_end = np.maximum(e0[grp], before)
+            beyond = np.bincount(grp, weights=valid & (lo > prev_end), minlength=len(gstarts)) > 0
+            bad = gtcp & (beyond | self._hole[gslot, d])
+            replay[seg[gstarts][bad]] = True
+            tcp_len = np.where(valid, np.maximum(hi - prev_end, 0), 0)
+            tcp = gtcp[grp]
+            piece_len[sel] = np.where(tcp, tcp_len, udp_len)
+            piece_src[sel] = np.where(tcp, off + prev_end - rel, off)
+            has_data = ln > 0
+            retrans = tcp & has_data & np.where(valid, hi <= prev_end, rel + ln <= prev_end)
+            overlap = tcp & valid & (lo < prev_end) & (hi > prev_end)
+            new_end = np.where(gtcp, np.maximum(e0, np.maximum.reduceat(hiv, gstarts)),
+                               np.minimum(e0 + np.add.reduceat(ln, gstarts), max_bytes))
+            per_dir.append((d, sel, grp, gstarts, gslot, gtcp, base, new_end, retrans, overlap))
+
+        keep = ~replay[e_seg]
+        piece_len[~keep] = 0
         data = memoryview(batch.data)
+        bufs = self._bufs
+        for d, sel, grp, gstarts, gslot, gtcp, base, new_end, retrans, overlap in per_dir:
+            ok_entry = keep[sel]
+            ok = ok_entry[gstarts]
+            self.stats["retransmitted_segments"] += int(np.count_nonzero(retrans & ok_entry))
+            self.stats["overlapping_segments"] += int(np.count_nonzero(overlap & ok_entry))
+            g_ok = np.flatnonzero(ok)
+            self._end[gslot[g_ok], d] = new_end[g_ok]
+            tcp_ok = g_ok[gtcp[g_ok]]
+            self._base[gslot[tcp_ok], d] = base[tcp_ok]
+            self._done[gslot[g_ok], d] = new_end[g_ok] >= max_bytes
+            # Stream bytes: one gather per direction, one append per (flow, direction).
+            lens = piece_len[sel]
+            gathered, totals = _gather(data, piece_src[sel], lens, grp, len(gstarts))
+            if gathered:
+                pos = 0
+                for slot, total in zip(gslot.tolist(), totals.tolist()):
+                    if total:
+                        stream = bufs[slot].streams[d]
+                        stream_buf = stream if type(stream) is bytearray else stream.buf
+                        stream_buf += gathered[pos : pos + total]
+                        pos += total
+
+        # Interleaved payload, in arrival order within each flow, capped at max_bytes.
+        first = np.concatenate([[True], e_seg[1:] != e_seg[:-1]])
+        gstarts = np.flatnonzero(first)
+        grp = np.cumsum(first) - 1
+        gslot = e_slot[gstarts]
+        room = max_bytes - self._paylen[gslot]
+        c = np.cumsum(piece_len) - piece_len
+        taken_before = c - c[gstarts][grp]
+        take = np.clip(room[grp] - taken_before, 0, piece_len)
+        gathered, totals = _gather(data, piece_src, take, grp, len(gstarts))
+        self._paylen[gslot] += totals
+        if gathered:
+            pos = 0
+            for slot, total in zip(gslot.tolist(), totals.tolist()):
+                if total:
+                    bufs[slot].payload += gathered[pos : pos + total]
+                    pos += total
+
+        if replay.any():
+            self._payload_by_packet(batch, np.flatnonzero(~keep), e_slot, e_dir, e_len, e_off, e_dseq,
+                                    syn_flag[idx])
+
+    def _payload_by_packet(self, batch, entries, e_slot, e_dir, e_len, e_off, e_dseq, e_syn) -> None:
+        """Packet-by-packet TCP reassembly (holes, out-of-order segments) of the given entries."""
         max_bytes = self._max_bytes
+        data = memoryview(batch.data)
         bufs = self._bufs
         stats = self.stats
-        done: list[tuple[int, int]] = []
-        for slot, tcp, d, is_syn, seq, off, length in zip(n_slot, n_tcp, n_dir, n_syn, n_seq, n_off, n_len):
-            buf = bufs[slot]
-            stream = buf.streams[d]
-            if not tcp:
-                room = max_bytes - len(stream)
-                if room <= 0:
+        state: dict[tuple[int, int], list[int]] = {}  # (slot, dir) -> [base, end]
+        for slot, d, length, off, seq, is_syn in zip(
+            e_slot[entries].tolist(), e_dir[entries].tolist(), e_len[entries].tolist(),
+            e_off[entries].tolist(), e_dseq[entries].tolist(), e_syn[entries].tolist(),
+        ):
+            st = state.get((slot, d))
+            if st is None:
+                st = state[(slot, d)] = [int(self._base[slot, d]), int(self._end[slot, d])]
+            base, end = st
+            if end >= max_bytes:
+                continue
+            if base < 0:
+                if not (is_syn or length):
                     continue
-                chunk = data[off : off + min(length, room)]
-                stream += chunk
-                if len(buf.payload) < max_bytes:
-                    buf.payload += chunk[: max_bytes - len(buf.payload)]
-                if len(stream) >= max_bytes:
-                    done.append((slot, d))
-                continue
-            if stream.end >= max_bytes:
-                continue
-            if is_syn:
-                seq = (seq + 1) & 0xFFFFFFFF  # a SYN's data starts after the SYN's sequence number
-                if stream.base is None:
-                    stream.base = seq
+                base = st[0] = seq
             if not length:
                 continue
-            if stream.base is None:
-                stream.base = seq
-            rel = (seq - stream.base) & 0xFFFFFFFF
+            buf = bufs[slot]
+            stream = buf.streams[d]
+            rel = (seq - base) & 0xFFFFFFFF
             if rel >= 0x80000000:
                 rel -= 0x100000000
             lo = rel if rel > 0 else 0
-            hi = rel + length
-            if hi > max_bytes:
-                hi = max_bytes
-            end = stream.end
-            have = stream.have
-            if lo >= hi:
+            hi = min(rel + length, max_bytes)
+            if lo >= hi:  # entirely before the initial seq, or beyond the kept window
                 if rel + length <= end:
                     stats["retransmitted_segments"] += 1
                 continue
+            if stream.have is None:
+                if lo <= end:  # in order: append what is new
+                    if hi <= end:
+                        stats["retransmitted_segments"] += 1
+                        continue
+                    if lo < end:
+                        stats["overlapping_segments"] += 1
+                    piece = data[off + end - rel : off + hi - rel]
+                    stream.buf += piece
+                    st[1] = hi
+                    if len(buf.payload) < max_bytes:
+                        buf.payload += piece[: max_bytes - len(buf.payload)]
+                    continue
+                stream.to_hole_mode(max_bytes, end)
+            have = stream.have
             if lo > end:
                 stats["out_of_order_segments"] += 1
-            first_have = have.find(1, lo, hi)
-            if first_have == -1:
+            if have.find(1, lo, hi) == -1:
                 stream.buf[lo:hi] = data[off + lo - rel : off + hi - rel]
                 have[lo:hi] = b"\x01" * (hi - lo)
-            else:
+            else:  # first-seen bytes win: write only the runs not received yet
                 new_bytes = False
                 i = lo
                 while i < hi:
@@ -618,14 +781,15 @@ class FlowAssembler:
                 new_end = have.find(0, end)
                 if new_end == -1:
                     new_end = max_bytes
-                stream.end = new_end
+                st[1] = new_end
                 if len(buf.payload) < max_bytes:
                     buf.payload += stream.buf[end : min(new_end, end + max_bytes - len(buf.payload))]
-                if new_end >= max_bytes:
-                    done.append((slot, d))
-        if done:
-            arr = np.array(done, np.int64)
-            self._done[arr[:, 0], arr[:, 1]] = True
+        for (slot, d), (base, end) in state.items():
+            self._base[slot, d] = base
+            self._end[slot, d] = end
+            self._done[slot, d] = end >= max_bytes
+            self._hole[slot, d] = bufs[slot].streams[d].have is not None
+            self._paylen[slot] = len(bufs[slot].payload)
 
     # --- emission -----------------------------------------------------------------------------
 
@@ -666,12 +830,13 @@ class FlowAssembler:
             swap = init_list[i] == 1
             src, dst = (b, a) if swap else (a, b)
             sport, dport = (port_b[i], port_a[i]) if swap else (port_a[i], port_b[i])
-            streams = [self._stream_bytes(s) for s in buf.streams]
             if proto[i] == PROTO_TCP:
-                for s in buf.streams:
-                    if s.end < max_bytes and s.have.find(1, s.end) != -1:
-                        self.stats["flows_with_payload_hole"] += 1
-                        break
+                ends = self._end[slot].tolist()
+                streams = [buf.streams[0].contiguous(ends[0]), buf.streams[1].contiguous(ends[1])]
+                if buf.streams[0].stranded(ends[0]) or buf.streams[1].stranded(ends[1]):
+                    self.stats["flows_with_payload_hole"] += 1
+            else:
+                streams = [bytes(s) for s in buf.streams]
             s2d, d2s = (streams[1], streams[0]) if swap else (streams[0], streams[1])
             hello = parse_client_hello(s2d) if proto[i] == PROTO_TCP and s2d[:1] == b"\x16" else None
             dirs = buf.dirs.translate(_SWAP_DIRECTION) if swap else buf.dirs
@@ -713,12 +878,6 @@ class FlowAssembler:
         self._prev_ts[slots] = _INT64_MAX
         self._free.extend(slots.tolist())
         return flows
-
-    @staticmethod
-    def _stream_bytes(stream: Any) -> bytes:
-        if isinstance(stream, _TcpStream):
-            return bytes(stream.buf[: stream.end])
-        return bytes(stream)
 
 
 def assemble_flows(batches: Iterable[PacketBatch], options: FlowOptions = FlowOptions()) -> Iterator[dict[str, Any]]:

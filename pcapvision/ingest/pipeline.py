@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -31,11 +32,10 @@ from pcapvision.console import progress
 from pcapvision.errors import InputNotFoundError, ParameterError, PcapvisionError
 from pcapvision.ingest.flows import FlowOptions, assemble_flows
 from pcapvision.ingest.labels import Labeler
-from pcapvision.ingest.packets import PacketBatch, pack_address
+from pcapvision.ingest.packets import IPV4_MAPPED_PREFIX, PacketBatch
 from pcapvision.ingest.readers import read_packets
 from pcapvision.io import (
     PARQUET_COMPRESSION,
-    atomic_path,
     make_metadata,
     metadata_from_schema,
     sha256_file,
@@ -174,7 +174,7 @@ class IngestSummary:
             f"output: {self.output}",
             f"files: {self.files_ok} ok, {len(self.files_failed)} failed, "
             f"{self.files_skipped_already_ingested} skipped (already ingested)",
-            f"packets: {self.packets:,} in {self.bytes_read / 1e6:,.1f} MB, {self.seconds:.1f} s "
+            f"packets: {self.packets:,} in {self.bytes_read / 1e6:,.1f} MB, {self.seconds:.2f} s "
             f"({rate:,.0f} packets/s)",
             f"flows: {self.flows:,}",
         ]
@@ -244,7 +244,10 @@ def _captures_under(directory: Path, *, required: bool = True) -> list[Path]:
 # --- one capture -> record batches -----------------------------------------------------------
 @functools.lru_cache(maxsize=65536)
 def _packed(ip: str) -> bytes:
-    return pack_address(ip)
+    # inet_pton is ~50x faster than ipaddress; the text comes from format_address, so it is valid.
+    if ":" in ip:
+        return socket.inet_pton(socket.AF_INET6, ip)
+    return IPV4_MAPPED_PREFIX + socket.inet_pton(socket.AF_INET, ip)
 
 
 def flow_id(source_sha256: str, src_ip: str, src_port: int, dst_ip: str, dst_port: int, protocol: int,
@@ -269,7 +272,7 @@ def _flows_to_batch(rows: list[dict[str, Any]], source_file: str, source_sha256:
                                  row["protocol"], row["first_seen_ns"])
         row["source_file"] = source_file
         row["source_sha256"] = source_sha256
-    batch = pa.RecordBatch.from_pylist(rows, schema=FLOWS_SCHEMA)
+    batch = pa.RecordBatch.from_pylist(rows, schema=FLOWS_SCHEMA)  # absent keys (labels) become null
     if labeler is not None:
         batch = labeler.apply(batch, source_file)
     return batch
@@ -338,13 +341,84 @@ def read_flows(
 
 
 # --- many captures -> Parquet ----------------------------------------------------------------
+class FlowsWriter:
+    """A flows Parquet file written through a temporary file beside it, capture by capture.
+
+    Batches go straight to the file; :meth:`commit` marks the end of a capture, :meth:`rollback`
+    drops what was written since (a capture that failed half-way), :meth:`close` stores the
+    metadata and renames the file into place, :meth:`abort` removes it. The schema is stored as
+    Parquet types only (``store_schema=False``: every FLOWS_SCHEMA type round-trips) so that the
+    metadata, which counts what was read, can be written last.
+    """
+
+    def __init__(self, path: Path, compression: str = PARQUET_COMPRESSION):
+        self.path = Path(path)
+        self.compression = compression
+        self._tmp: Path | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._committed_rows = 0
+        self._pending_rows = 0
+
+    def _open(self) -> None:
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=_mkdir(self.path.parent))
+        os.close(fd)
+        self._tmp = Path(name)
+        self._writer = pq.ParquetWriter(self._tmp, FLOWS_SCHEMA, compression=self.compression, store_schema=False)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None:
+            self._open()
+        if batch.num_rows:
+            self._writer.write_batch(batch)
+            self._pending_rows += batch.num_rows
+
+    def commit(self) -> None:
+        self._committed_rows += self._pending_rows
+        self._pending_rows = 0
+
+    def rollback(self) -> None:
+        """Forget the rows written since the last commit (rare: rewrites the committed rows)."""
+        if not self._pending_rows:
+            return
+        assert self._writer is not None and self._tmp is not None
+        self._writer.close()
+        broken = self._tmp
+        self._open()
+        left = self._committed_rows
+        for batch in pq.ParquetFile(broken).iter_batches(batch_size=OUTPUT_BATCH_FLOWS):
+            if left <= 0:
+                break
+            self._writer.write_batch(batch.slice(0, left))
+            left -= min(left, batch.num_rows)
+        broken.unlink()
+        self._pending_rows = 0
+
+    def close(self, metadata: dict[str, Any]) -> Path:
+        """Write the metadata, finish the file and rename it onto ``path``."""
+        self.commit()
+        if self._writer is None:
+            self._open()
+        encoded = with_metadata(FLOWS_SCHEMA.empty_table(), metadata).schema.metadata
+        self._writer.add_key_value_metadata(encoded)
+        self._writer.close()
+        self._writer = None
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+
+
 @dataclass
 class _Task:
     path: str
     source_sha256: str
-    part_path: str
+    part_path: str  # the dataset part, or a temporary part for a worker's share of a single file
     compression: str
-    metadata: dict[str, Any] | None  # None: a temporary part merged later
 
 
 @dataclass
@@ -360,17 +434,22 @@ def _one_line(exc: BaseException) -> str:
     return text
 
 
-def _write_capture(task: _Task, options: IngestOptions, labeler: Labeler | None,
-                   on_chunk: Callable[[PacketBatch], None] | None = None) -> _Result:
-    """Ingest one capture into its own Parquet part, atomically. Never raises for bad input."""
+def _reason(exc: BaseException, path: str) -> str:
+    """The one-line message of ``exc`` without a leading ``path: `` (the summary adds it)."""
+    text = _one_line(exc)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _consume_capture(task: _Task, options: IngestOptions, labeler: Labeler | None,
+                     write: Callable[[pa.RecordBatch], None],
+                     on_chunk: Callable[[PacketBatch], None] | None = None) -> _Result:
+    """Stream one capture's flows into ``write``. Never raises for a bad capture: returns why."""
     stats = CaptureStats(task.path, task.source_sha256)
-    schema = FLOWS_SCHEMA if task.metadata is None else with_metadata(FLOWS_SCHEMA.empty_table(), task.metadata).schema
     try:
-        with atomic_path(task.part_path) as tmp:
-            with pq.ParquetWriter(tmp, schema, compression=task.compression) as writer:
-                for batch in iter_flow_tables(task.path, options, labeler, source_sha256=task.source_sha256,
-                                              stats=stats, on_chunk=on_chunk):
-                    writer.write_batch(batch)
+        for batch in iter_flow_tables(task.path, options, labeler, source_sha256=task.source_sha256, stats=stats,
+                                      on_chunk=on_chunk):
+            write(batch)
         return _Result(stats)
     except (PcapvisionError, OSError, EOFError) as exc:
         log.debug("%s failed", task.path, exc_info=True)
@@ -380,11 +459,20 @@ def _write_capture(task: _Task, options: IngestOptions, labeler: Labeler | None,
         return _Result(stats, f"internal error ({type(exc).__name__}: {_reason(exc, task.path)})")
 
 
-def _reason(exc: BaseException, path: str) -> str:
-    """The one-line message of ``exc`` without a leading ``path: `` (the summary adds it)."""
-    text = _one_line(exc)
-    prefix = f"{path}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
+def _write_part(task: _Task, options: IngestOptions, labeler: Labeler | None, params: dict[str, Any],
+                on_chunk: Callable[[PacketBatch], None] | None = None) -> _Result:
+    """Ingest one capture into its own Parquet file (a dataset part), atomically."""
+    writer = FlowsWriter(Path(task.part_path), task.compression)
+    result = _consume_capture(task, options, labeler, writer.write, on_chunk)
+    if result.error is None:
+        try:
+            writer.close(make_metadata(STAGE, params, source_file=task.path, source_sha256=task.source_sha256,
+                                       sources=[result.stats.to_dict()]))
+            return result
+        except OSError as exc:
+            result.error = _reason(exc, task.path)
+    writer.abort()
+    return result
 
 
 def _is_dataset_output(output: Path) -> bool:
@@ -420,51 +508,77 @@ def ingest(
     captures = discover_captures(paths)
     summary = IngestSummary(output=str(output))
     params = ingest_params(options, labeler)
-
-    # Hash first: the content hash names dataset parts, finds duplicates and seeds flow ids.
-    tasks: list[_Task] = []
-    seen: dict[str, str] = {}
-    parts_dir = output if dataset else Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".parts",
-                                                             dir=_mkdir(output.parent)))
+    parallel = jobs > 1 and len(captures) > 1
+    # Workers' shares of a single output file: uncompressed temporary parts, merged in input order.
+    parts_dir = output if dataset else (
+        Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".parts", dir=_mkdir(output.parent)))
+        if parallel else None)
+    sink = None if dataset else FlowsWriter(output)
     try:
-        for capture in captures:
-            source = os.fspath(capture)
-            try:
-                sha = sha256_file(capture)
-            except OSError as exc:
-                summary.files_failed.append((source, _one_line(exc)))
-                log.error("%s: %s", source, _one_line(exc))
-                continue
-            if sha in seen:
-                log.info("%s: same content as %s, skipped", source, seen[sha])
-                summary.files_skipped_already_ingested += 1
-                continue
-            seen[sha] = source
-            part = parts_dir / f"{sha[:16]}.parquet"
-            if dataset and part.exists() and not force:
-                _note_existing_part(part, source, params)
-                summary.files_skipped_already_ingested += 1
-                continue
-            metadata = make_metadata(STAGE, params, source_file=source, source_sha256=sha) if dataset else None
-            tasks.append(_Task(source, sha, str(part), PARQUET_COMPRESSION if dataset else "none", metadata))
+        tasks = _plan(captures, output, dataset, parts_dir, params, force, summary)
+        if sink is not None and not parallel:
+            def run_one(task: _Task, on_chunk: Callable[[PacketBatch], None]) -> _Result:
+                result = _consume_capture(task, options, labeler, sink.write, on_chunk)
+                sink.rollback() if result.error else sink.commit()
+                return result
 
-        results = _run_tasks(tasks, options, labeler, jobs, quiet)
-        ok_tasks = []
+            results = _run_tasks(tasks, run_one, None, jobs, quiet)
+        else:
+            results = _run_tasks(tasks, lambda task, on_chunk: _write_part(task, options, labeler, params, on_chunk),
+                                 functools.partial(_write_part, options=options, labeler=labeler, params=params),
+                                 jobs, quiet)
+        ok = []
         for task, result in zip(tasks, results):
             if result.error is None:
                 summary.add(result.stats)
-                ok_tasks.append((task, result))
+                ok.append((task, result))
             else:
                 summary.files_failed.append((task.path, result.error))
-        if not dataset and ok_tasks:
-            sources = [r.stats.to_dict() for _, r in ok_tasks]
-            _merge_parts([Path(t.part_path) for t, _ in ok_tasks], output,
-                         make_metadata(STAGE, params, sources=sources))
+        if sink is not None:
+            if ok:
+                if parallel:
+                    for task, _ in ok:
+                        for batch in pq.ParquetFile(task.part_path).iter_batches(batch_size=OUTPUT_BATCH_FLOWS):
+                            sink.write(batch)
+                sink.close(make_metadata(STAGE, params, sources=[r.stats.to_dict() for _, r in ok]))
+            else:
+                sink.abort()
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
     finally:
-        if not dataset:
+        if not dataset and parts_dir is not None:
             shutil.rmtree(parts_dir, ignore_errors=True)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _plan(captures: list[Path], output: Path, dataset: bool, parts_dir: Path | None, params: dict[str, Any],
+          force: bool, summary: IngestSummary) -> list[_Task]:
+    """Hash the captures (the hash names parts, finds duplicates, seeds flow ids); the tasks left to run."""
+    tasks: list[_Task] = []
+    seen: dict[str, str] = {}
+    for capture in captures:
+        source = os.fspath(capture)
+        try:
+            sha = sha256_file(capture)
+        except OSError as exc:
+            summary.files_failed.append((source, _reason(exc, source)))
+            log.error("%s: %s", source, _reason(exc, source))
+            continue
+        if sha in seen:
+            log.info("%s: same content as %s, skipped", source, seen[sha])
+            summary.files_skipped_already_ingested += 1
+            continue
+        seen[sha] = source
+        part = (parts_dir or output.parent) / f"{sha[:16]}.parquet"
+        if dataset and part.exists() and not force:
+            _note_existing_part(part, source, params)
+            summary.files_skipped_already_ingested += 1
+            continue
+        tasks.append(_Task(source, sha, str(part), PARQUET_COMPRESSION if dataset else "none"))
+    return tasks
 
 
 def _mkdir(path: Path) -> Path:
@@ -485,9 +599,10 @@ def _note_existing_part(part: Path, source: str, params: dict[str, Any]) -> None
         log.info("%s: already ingested (%s), skipped", source, part.name)
 
 
-def _run_tasks(tasks: list[_Task], options: IngestOptions, labeler: Labeler | None, jobs: int,
-               quiet: bool) -> list[_Result]:
-    """Run the tasks in order (``jobs == 1``) or in worker processes; results in task order."""
+def _run_tasks(tasks: list[_Task], run_one: Callable[[_Task, Callable[[PacketBatch], None]], _Result],
+               worker: Callable[[_Task], _Result] | None, jobs: int, quiet: bool) -> list[_Result]:
+    """Run the tasks in this process (``run_one``) or in ``jobs`` worker processes (``worker``,
+    picklable); results in task order, failures logged one line each."""
     total_bytes = sum(os.path.getsize(t.path) for t in tasks)
     results: list[_Result | None] = [None] * len(tasks)
     packets = 0
@@ -496,7 +611,7 @@ def _run_tasks(tasks: list[_Task], options: IngestOptions, labeler: Labeler | No
         def report(done_files: int) -> None:
             bar.set_postfix(files=f"{done_files}/{len(tasks)}", packets=f"{packets:,}", refresh=False)
 
-        if jobs == 1 or len(tasks) <= 1:
+        if worker is None or jobs == 1 or len(tasks) <= 1:
             for i, task in enumerate(tasks):
                 size = os.path.getsize(task.path)
                 shown = 0
@@ -504,18 +619,18 @@ def _run_tasks(tasks: list[_Task], options: IngestOptions, labeler: Labeler | No
                 def on_chunk(batch: PacketBatch) -> None:
                     nonlocal packets, shown
                     packets += len(batch)
-                    # Bytes per chunk are not reported by readers: estimate from IP lengths.
+                    # Readers do not report bytes consumed: estimate from IP lengths.
                     step = min(size - shown, int(batch.ip_bytes.sum()) + 30 * len(batch))
                     shown += step
                     bar.update(step)
                     report(i)
 
-                results[i] = _write_capture(task, options, labeler, on_chunk)
+                results[i] = run_one(task, on_chunk)
                 bar.update(size - shown)
                 report(i + 1)
         else:
             with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
-                futures = {pool.submit(_write_capture, task, options, labeler): i for i, task in enumerate(tasks)}
+                futures = {pool.submit(worker, task): i for i, task in enumerate(tasks)}
                 try:
                     for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
                         i = futures[future]
@@ -533,12 +648,3 @@ def _run_tasks(tasks: list[_Task], options: IngestOptions, labeler: Labeler | No
         else:
             log.debug("%s: %d packets, %d flows", task.path, result.stats.packets, result.stats.flows)
     return [r for r in results if r is not None]
-
-
-def _merge_parts(parts: list[Path], output: Path, metadata: dict[str, Any]) -> None:
-    """Stream the temporary parts, in order, into one zstd Parquet file written atomically."""
-    schema = with_metadata(FLOWS_SCHEMA.empty_table(), metadata).schema
-    with atomic_path(output) as tmp, pq.ParquetWriter(tmp, schema, compression=PARQUET_COMPRESSION) as writer:
-        for part in parts:
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=OUTPUT_BATCH_FLOWS):
-                writer.write_batch(batch)

@@ -179,7 +179,11 @@ class Server:
 
     @property
     def cert_name(self) -> str:
-        return self.name or self.ipv4
+        """The name its certificate is issued for: CDN edges share their CDN's wildcard certificate."""
+        if self.name is None:
+            return self.ipv4
+        parent = self.name.partition(".")[2]
+        return f"*.{parent}" if parent in _CDN_DOMAINS else self.name
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ direction. ``tests/synth`` checks every field against scapy's own dissection and
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from collections.abc import Iterable
@@ -49,8 +50,9 @@ def internet_checksum(*parts: int) -> int:
     return 0xFFFF - total
 
 
+@functools.lru_cache(maxsize=65536)
 def pack_ip(address: str) -> bytes:
-    """Raw 4- or 16-byte form of an address given as text."""
+    """Raw 4- or 16-byte form of an address given as text (cached: hosts reuse few addresses)."""
     return ipaddress.ip_address(address).packed
 
 

@@ -277,3 +277,38 @@ def test_output_kind_errors(captures: dict[str, Path], tmp_path: Path) -> None:
         ingest([captures["udp"]], tmp_path / "file")
     with pytest.raises(ParameterError, match="'jobs' parameter"):
         ingest([captures["udp"]], tmp_path / "o.parquet", jobs=0)
+
+
+def test_capture_failing_half_way_leaves_no_rows_behind(captures: dict[str, Path], tmp_path: Path,
+                                                        monkeypatch) -> None:
+    """A capture that breaks after some flows were written (single file, written directly) is rolled back."""
+    many = udp_capture(tmp_path / "many.pcap", 9, base_port=30000)
+    real = pipeline.iter_flow_tables
+
+    def breaks_after_two_batches(path, *args, **kwargs):
+        for i, batch in enumerate(real(path, *args, **kwargs)):
+            if i == 2 and Path(path) == many:
+                raise RuntimeError("boom")
+            yield batch
+
+    monkeypatch.setattr(pipeline, "OUTPUT_BATCH_FLOWS", 2)
+    monkeypatch.setattr(pipeline, "iter_flow_tables", breaks_after_two_batches)
+    out = tmp_path / "flows.parquet"
+    summary = ingest([captures["udp"], many, captures["tcp"]], out)
+    assert summary.files_failed == [(str(many), "internal error (RuntimeError: boom)")]
+    table = pq.read_table(out)
+    assert table.column("source_file").to_pylist() == [str(captures["udp"])] * 3 + [str(captures["tcp"])]
+    assert metadata_from_schema(table.schema)["sources"][1]["source_file"] == str(captures["tcp"])
+    assert _no_temp_files(tmp_path)
+
+
+def test_dataset_part_records_its_capture(captures: dict[str, Path], tmp_path: Path) -> None:
+    ingest([captures["tcp"]], tmp_path / "ds", IngestOptions(idle_timeout_s=60))
+    part = next((tmp_path / "ds").iterdir())
+    meta = metadata_from_schema(pq.read_schema(part))
+    assert meta["source_file"] == str(captures["tcp"])
+    assert meta["params"]["idle_timeout_s"] == 60.0
+    assert meta["sources"] == [{"source_file": str(captures["tcp"]), "source_sha256": sha256_file(captures["tcp"]),
+                                "bytes_read": captures["tcp"].stat().st_size, "packets": 8, "flows": 1,
+                                "packets_skipped": {}}]
+    assert pq.read_schema(part).equals(FLOWS_SCHEMA, check_metadata=False)

@@ -1,0 +1,415 @@
+"""The robustness suite: load a model and its test data, run every study, write json + html.
+
+``run_suite`` is what ``pcapvision robustness`` calls. It reads a classify model directory and
+either the model's own MNIST test split (``data="mnist"``) or an images table (the model's
+stored test split when it is the table the model was trained on, all rows otherwise), then runs
+the studies of the chosen suite (``quick``: minutes on a CPU; ``full``: adds retraining
+defences, the noise class, stronger PGD) and writes ``robustness.json``, ``robustness.html`` and
+``adversarial_examples.npz`` (per-example norms and predictions) to ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pcapvision.errors import DataContractError, ModelFormatError, ParameterError
+from pcapvision.io import make_metadata, write_bytes_atomic, write_json_atomic
+from pcapvision.robustness.attacks import (
+    AttackSpec,
+    BinaryTarget,
+    art_classifier,
+    confusion_matrix,
+    predict_proba,
+    robust_accuracy_at_radii,
+    run_attack,
+)
+from pcapvision.validation import check_choice, check_int
+
+log = logging.getLogger(__name__)
+
+SUITES = ("quick", "full")
+JSON_FILE = "robustness.json"
+HTML_FILE = "robustness.html"
+EXAMPLES_FILE = "adversarial_examples.npz"
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """How much of each study a suite runs (sizes are numbers of test images)."""
+
+    n_eval: int = 1000
+    n_attack: int = 200
+    fgsm_eps: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
+    pgd_linf_eps: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
+    pgd_steps: int = 10
+    pgd_restarts: int = 1
+    pgd_l2_eps: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0)
+    n_deepfool: int = 50
+    deepfool_steps: int = 30
+    deepfool_radii: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
+    report_eps: float = 0.1  # Linf budget of the confusion matrix and the example rows
+    fooling_per_class: int = 2
+    fooling_steps: int = 200
+    noise_class: bool = False
+    noise_per_class: int = 50
+    retrain_epochs: int = 2
+    defences: tuple[str, ...] = ()
+    defence_eps: float | None = None  # None: 0.3 for MNIST, report_eps for traffic
+    defence_epochs: int = 2
+    defence_steps: int = 10
+    defence_train_n: int = 8000
+    n_certify: int = 20
+    certify_n: int = 100
+    certify_sigma: float = 0.25
+    traffic_distortions: bool = True
+    batch_size: int = 256
+
+
+QUICK = SuiteConfig()
+FULL = SuiteConfig(
+    n_eval=2000, n_attack=1000, pgd_steps=40, pgd_restarts=3, n_deepfool=200, deepfool_steps=50,
+    fooling_per_class=5, fooling_steps=500, noise_class=True, defences=("pgd", "fgsm_rs", "gaussian"),
+    n_certify=100, certify_n=500,
+)
+
+
+def suite_config(suite: str) -> SuiteConfig:
+    """The configuration of a named suite."""
+    return {"quick": QUICK, "full": FULL}[check_choice("suite", suite, SUITES)]
+
+
+@dataclass
+class EvalData:
+    """The test images (and training images, for defences) of one model."""
+
+    x: np.ndarray
+    y: np.ndarray
+    class_names: list[str]
+    description: dict[str, Any]
+    flow_id: np.ndarray | None = None
+    x_train: np.ndarray | None = None
+    y_train: np.ndarray | None = None
+    is_mnist: bool = False
+    representation: str | None = None
+    representation_params: dict[str, Any] = field(default_factory=dict)
+    images_schema: dict[str, Any] = field(default_factory=dict)
+
+
+def load_eval_data(model_dir: str | os.PathLike[str], metadata: dict[str, Any], data: str | os.PathLike[str] | None,
+                   mnist_file: str | os.PathLike[str] | None = None) -> EvalData:
+    """The data the suite runs on (see the module docstring)."""
+    class_names = [str(c) for c in metadata["class_names"]]
+    info = metadata.get("dataset") or {}
+    if data is None or str(data) == "mnist":
+        from pcapvision.classify.datasets import reload_mnist
+
+        if info.get("name") != "mnist":
+            raise ModelFormatError(f"{model_dir}: the model was not trained on MNIST; give an images table as DATA")
+        if mnist_file is not None:
+            info = {**info, "source": "file", "path": str(mnist_file)}
+        x_train, y_train, x_test, y_test = reload_mnist(info)
+        desc = {"name": "mnist", "split": "the model's MNIST test split", "path": info.get("path"),
+                "data_sha256": info.get("data_sha256"), "is_sample": info.get("is_sample")}
+        return EvalData(x_test, y_test, class_names, desc, x_train=x_train, y_train=y_train, is_mnist=True)
+
+    import pandas as pd
+
+    from pcapvision.classify import load_images_dataset
+    from pcapvision.classify.pipeline import SPLIT_MANIFEST_FILE, check_representation
+
+    target = metadata.get("target", "label")
+    images = load_images_dataset(data, target=target)
+    check_representation(metadata, images.representation, images.params, str(data))
+    known = np.isin(images.labels, class_names)
+    if not known.any():
+        raise DataContractError(f"{data}: no image has a {target} the model knows ({class_names})")
+    images = images.subset(np.flatnonzero(known))
+    y_all = np.asarray([class_names.index(v) for v in images.labels], np.int64)
+    manifest = Path(model_dir) / SPLIT_MANIFEST_FILE
+    x_train = y_train = None
+    if images.data_sha256 == metadata.get("data_sha256") and manifest.is_file():
+        split = pd.read_parquet(manifest)
+        te = np.flatnonzero(np.isin(images.flow_id, split.loc[split["split"] == "test", "flow_id"].to_numpy()))
+        tr = np.flatnonzero(np.isin(images.flow_id, split.loc[split["split"] == "train", "flow_id"].to_numpy()))
+        rule = "the model's stored test split (same data as training)"
+        x_train, y_train = images.x[tr], y_all[tr]
+    else:
+        te = np.arange(len(y_all))
+        rule = "all rows (not the table the model was trained on)"
+    desc = {"name": "images", "path": str(data), "target": target, "split": rule, "data_sha256": images.data_sha256,
+            "n_unknown_labels_dropped": int((~known).sum())}
+    return EvalData(images.x[te], y_all[te], class_names, desc, flow_id=images.flow_id[te], x_train=x_train,
+                    y_train=y_train, representation=images.representation,
+                    representation_params=dict(images.params), images_schema=images.schema)
+
+
+def _binary_target(metadata: dict[str, Any], class_names: list[str]) -> BinaryTarget | None:
+    if len(class_names) != 2:
+        return None
+    from pcapvision.classify.evaluate import positive_class_index
+
+    pos = positive_class_index(class_names)
+    threshold = float((metadata.get("params") or {}).get("threshold", 0.5))
+    return BinaryTarget(malicious_index=int(pos), normal_index=1 - int(pos), threshold=threshold)
+
+
+def _subsample(n: int, k: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).permutation(n)[: min(n, k)])
+
+
+def run_suite(
+    model_dir: str | os.PathLike[str],
+    data: str | os.PathLike[str] | None = None,
+    output_dir: str | os.PathLike[str] = "robustness-report",
+    suite: str = "quick",
+    *,
+    mnist_file: str | os.PathLike[str] | None = None,
+    flows: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    config: SuiteConfig | None = None,
+) -> dict[str, Any]:
+    """Run the robustness suite on a classify model directory and write the report.
+
+    ``data``: ``None`` or ``"mnist"`` for an MNIST model's own test split (``mnist_file`` when
+    the file moved), else an images table. ``flows``: the flows table the images were rendered
+    from, for network-level distortions. ``config`` overrides the named suite's sizes.
+    Returns the ``robustness.json`` record.
+    """
+    import keras
+
+    from pcapvision.classify import load_model
+
+    seed = check_int("seed", seed, min_value=0)
+    cfg = config if config is not None else suite_config(suite)
+    check_choice("suite", suite, SUITES)
+    started = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    model, metadata = load_model(model_dir)
+    ev = load_eval_data(model_dir, metadata, data, mnist_file)
+    names = ev.class_names
+    binary = _binary_target(metadata, names)
+    out_dir = Path(output_dir)
+    eval_idx = _subsample(len(ev.y), cfg.n_eval, seed)
+    x_eval, y_eval = ev.x[eval_idx], ev.y[eval_idx]
+    attack_idx = eval_idx[_subsample(len(eval_idx), cfg.n_attack, seed + 1)]
+    x_att, y_att = ev.x[attack_idx], ev.y[attack_idx]
+    proba_eval = predict_proba(model, x_eval)
+    proba_att = predict_proba(model, x_att)
+    record: dict[str, Any] = make_metadata(
+        "robustness", {"suite": suite, "seed": seed, "config": asdict(cfg), "flows": None if flows is None else str(flows)},
+        model={"dir": str(model_dir), "model_sha256": metadata.get("model_sha256"), "class_names": names,
+               "arch": (metadata.get("params") or {}).get("arch"), "representation": metadata.get("representation")},
+        data={**ev.description, "n_test": int(len(ev.y)), "n_eval": int(len(y_eval)), "n_attacked": int(len(y_att))},
+    )
+    record["clean"] = {"accuracy": float((proba_eval.argmax(1) == y_eval).mean()),
+                       "accuracy_attack_subset": float((proba_att.argmax(1) == y_att).mean())}
+    if binary is not None:
+        record["clean"]["binary"] = asdict(binary)
+
+    from pcapvision.robustness.distortions import severity_sweep
+
+    log.info("distortions on %d images", len(y_eval))
+    record["distortions"] = severity_sweep(lambda a: predict_proba(model, a).argmax(1), x_eval, y_eval, seed=seed)
+    record["traffic_distortions"] = _traffic_study(model, ev, eval_idx, flows, seed)
+
+    classifier = art_classifier(model)
+    attack_rows, examples, report_result = _attack_study(model, classifier, x_att, y_att, proba_att, cfg, names, binary, seed)
+    record["attacks"] = attack_rows
+    record["attack_note"] = (
+        "evasion_rate_all: fraction of all attacked samples misclassified after the attack (samples the model "
+        "already got wrong count as evaded); evasion_rate_of_correct: the same among samples classified correctly "
+        "before the attack. Norms are per example over [0, 1] pixels; L0 counts pixels moved by >= 0.5/255."
+    )
+    deep = run_attack(AttackSpec("deepfool", steps=cfg.deepfool_steps, batch_size=cfg.batch_size), model,
+                      x_att[: cfg.n_deepfool], y_att[: cfg.n_deepfool], proba_clean=proba_att[: cfg.n_deepfool],
+                      class_names=names, binary=binary, seed=seed)
+    examples["deepfool"] = deep
+    record["minimal_norm"] = {
+        **deep.metrics,
+        "accuracy_at_l2_radius": robust_accuracy_at_radii(
+            y_att[: cfg.n_deepfool], proba_att[: cfg.n_deepfool].argmax(1), deep.proba_adv.argmax(1),
+            deep.norms["l2"], cfg.deepfool_radii),
+    }
+    pred_rep = report_result.proba_adv.argmax(1)
+    record["confusion_under_attack"] = {"attack": report_result.spec.name, "eps": report_result.spec.eps,
+                                        "matrix": confusion_matrix(y_att, pred_rep, len(names)).tolist()}
+
+    record["fooling"], fooling = _fooling_study(model, names, cfg, seed)
+    record["noise_class"] = _noise_class_study(model, ev, metadata, cfg, seed) if cfg.noise_class else {
+        "skipped": f"not part of the {suite!r} suite (run --suite full)"}
+    record["defences"] = _defence_study(model, ev, x_att, y_att, cfg, seed)
+    from pcapvision.robustness.certify import certify_smoothing
+
+    n_cert = min(cfg.n_certify, len(y_att))
+    record["certification"] = certify_smoothing(model, x_att[:n_cert], y_att[:n_cert], sigma=cfg.certify_sigma,
+                                                n=cfg.certify_n, seed=seed, batch_size=cfg.batch_size)
+    record["certification"]["model"] = "the given model (not trained with noise: expect small radii)"
+    record["realizable"] = {"skipped": "the byte-realizable round trip (flow -> pcap -> re-ingest) is not part of "
+                                       "this version of the suite"}
+    record["summary"] = _summary_rows(record)
+    record["seconds"] = round(time.perf_counter() - started, 1)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_examples(out_dir / EXAMPLES_FILE, y_att, proba_att, examples)
+    write_json_atomic(out_dir / JSON_FILE, record)
+    from pcapvision.robustness.report import write_report
+
+    write_report(out_dir / HTML_FILE, record, x_att=x_att, y_att=y_att, proba_att=proba_att,
+                 report_result=report_result, fooling=fooling)
+    log.info("robustness report written to %s (%.0fs)", out_dir, record["seconds"])
+    return record
+
+
+def _attack_study(model, classifier, x, y, proba, cfg: SuiteConfig, names, binary, seed):
+    rows: list[dict[str, Any]] = []
+    examples: dict[str, Any] = {}
+    report_result = None
+    specs = [AttackSpec("fgsm", eps=e, batch_size=cfg.batch_size) for e in cfg.fgsm_eps]
+    specs += [AttackSpec("pgd_linf", eps=e, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, batch_size=cfg.batch_size)
+              for e in cfg.pgd_linf_eps]
+    specs += [AttackSpec("pgd_l2", eps=e, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, batch_size=cfg.batch_size)
+              for e in cfg.pgd_l2_eps]
+    for spec in specs:
+        result = run_attack(spec, model, x, y, proba_clean=proba, classifier=classifier, class_names=names,
+                            binary=binary, seed=seed)
+        rows.append(result.metrics)
+        examples[f"{spec.name}_eps{spec.eps:g}"] = result
+        if spec.name == "pgd_linf" and (report_result is None or abs(spec.eps - cfg.report_eps) <
+                                        abs(report_result.spec.eps - cfg.report_eps)):
+            report_result = result
+    if report_result is None:  # no PGD budgets configured: fall back to the last attack run
+        report_result = examples[list(examples)[-1]]
+    return rows, examples, report_result
+
+
+def _fooling_study(model, names, cfg: SuiteConfig, seed):
+    from pcapvision.robustness.fooling import fooling_images, noise_confidence
+
+    targets = np.repeat(np.arange(len(names)), cfg.fooling_per_class)
+    result = fooling_images(model, targets, max_steps=cfg.fooling_steps, seed=seed)
+    out = {"summary": result.summary(), "per_class": result.per_class(names),
+           "noise_confidence": noise_confidence(model, 1000, seed=seed)}
+    return out, result
+
+
+def _noise_class_study(model, ev: EvalData, metadata, cfg: SuiteConfig, seed) -> dict[str, Any]:
+    from pcapvision.classify import train_model
+    from pcapvision.robustness.fooling import fooling_images, noise_confidence, retrain_with_noise_class
+
+    if ev.x_train is None:
+        return {"skipped": "needs the model's training data (the images table it was trained on)"}
+    n_classes = len(ev.class_names)
+    tr = _subsample(len(ev.y_train), cfg.defence_train_n, seed + 7)
+    split = int(len(tr) * 0.9)
+    new_model, info = retrain_with_noise_class(
+        train_model, model, ev.x_train[tr[:split]], ev.y_train[tr[:split]], ev.x_train[tr[split:]],
+        ev.y_train[tr[split:]], n_per_class=cfg.noise_per_class, epochs=cfg.retrain_epochs, seed=seed,
+        max_steps=cfg.fooling_steps)
+    targets = np.repeat(np.arange(n_classes), cfg.fooling_per_class)
+    before = fooling_images(model, targets, max_steps=cfg.fooling_steps, seed=seed + 100)
+    after = fooling_images(new_model, targets, max_steps=cfg.fooling_steps, seed=seed + 100)
+    x_eval = ev.x[: min(len(ev.y), 1000)]
+    y_eval = ev.y[: len(x_eval)]
+    noise_after = noise_confidence(new_model, 1000, seed=seed)
+    counts = noise_after["predicted_class_counts"]
+    return {
+        **info,
+        "clean_accuracy_before": float((predict_proba(model, x_eval).argmax(1) == y_eval).mean()),
+        "clean_accuracy_after": float((predict_proba(new_model, x_eval).argmax(1) == y_eval).mean()),
+        "fooling_success_before": before.summary()["success_rate"],
+        "fooling_success_after": after.summary()["success_rate"],
+        "fooling_median_steps_before": before.summary()["median_steps_when_successful"],
+        "fooling_median_steps_after": after.summary()["median_steps_when_successful"],
+        "noise_mean_max_confidence_before": noise_confidence(model, 1000, seed=seed)["mean_max_confidence"],
+        "noise_mean_max_confidence_after": noise_after["mean_max_confidence"],
+        "noise_fraction_assigned_noise_class_after": float(counts[n_classes] / max(sum(counts), 1)),
+        "note": "fresh fooling images (new seed) are grown against each model with the same budget",
+    }
+
+
+def _defence_study(model, ev: EvalData, x_att, y_att, cfg: SuiteConfig, seed) -> dict[str, Any]:
+    from pcapvision.robustness.defences import adversarial_training
+
+    if not cfg.defences:
+        return {"skipped": "no defences in this suite (run --suite full)"}
+    if ev.x_train is None:
+        return {"skipped": "needs the model's training data (the images table it was trained on)"}
+    eps = cfg.defence_eps if cfg.defence_eps is not None else (0.3 if ev.is_mnist else cfg.report_eps)
+    tr = _subsample(len(ev.y_train), cfg.defence_train_n, seed + 3)
+    check = _subsample(len(y_att), min(200, len(y_att)), seed + 5)
+    evaluate = AttackSpec("pgd_linf", eps=eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, batch_size=cfg.batch_size)
+    fgsm = AttackSpec("fgsm", eps=eps, batch_size=cfg.batch_size)
+
+    def measure(m) -> dict[str, float]:
+        p = predict_proba(m, x_att)
+        return {
+            "clean_accuracy": float((p.argmax(1) == y_att).mean()),
+            f"fgsm_accuracy_eps{eps:g}": run_attack(fgsm, m, x_att, y_att, proba_clean=p, seed=seed).metrics["robust_accuracy"],
+            f"pgd{cfg.pgd_steps}_accuracy_eps{eps:g}": run_attack(evaluate, m, x_att, y_att, proba_clean=p,
+                                                                  seed=seed).metrics["robust_accuracy"],
+        }
+
+    rows = [{"model": "standard (given)", **measure(model)}]
+    runs = []
+    for method in cfg.defences:
+        result = adversarial_training(model, ev.x_train[tr], ev.y_train[tr], method=method, eps=eps,
+                                      epochs=cfg.defence_epochs, steps=cfg.defence_steps, x_check=x_att[check],
+                                      y_check=y_att[check], seed=seed)
+        rows.append({"model": method, **measure(result.model)})
+        runs.append(result.describe())
+    return {"eps": eps, "evaluation_attack": evaluate.describe(), "table": rows, "training": runs}
+
+
+def _summary_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [{"measure": "clean accuracy", "value": record["clean"]["accuracy"]}]
+    worst = min((r for r in record["distortions"]), key=lambda r: r["accuracy"])
+    rows.append({"measure": f"worst distortion: {worst['distortion']} severity {worst['severity']}", "value": worst["accuracy"]})
+    for r in record["attacks"]:
+        if r["attack"] in ("fgsm", "pgd_linf") and r["eps"] in (0.1, 0.3):
+            rows.append({"measure": f"{r['attack']} eps {r['eps']:g} robust accuracy", "value": r["robust_accuracy"]})
+            if "malicious_to_normal_evasion_rate" in r:
+                rows.append({"measure": f"{r['attack']} eps {r['eps']:g} malicious->normal evasion",
+                             "value": r["malicious_to_normal_evasion_rate"]})
+    rows.append({"measure": "DeepFool median L2 of successful perturbations", "value": record["minimal_norm"]["norm_l2"]["median"]})
+    rows.append({"measure": "fooling images reaching 0.99", "value": record["fooling"]["summary"]["success_rate"]})
+    rows.append({"measure": "mean max confidence on uniform noise", "value": record["fooling"]["noise_confidence"]["mean_max_confidence"]})
+    cert = record["certification"]["certified_accuracy"]
+    for c in cert:
+        if c["radius_l2"] in (0.5, 1.0):
+            rows.append({"measure": f"certified accuracy at L2 {c['radius_l2']:g} (sigma {record['certification']['sigma']:g})",
+                         "value": c["certified_accuracy"]})
+    return rows
+
+
+def _traffic_study(model, ev: EvalData, eval_idx: np.ndarray, flows, seed: int) -> dict[str, Any]:
+    if ev.is_mnist:
+        return {"skipped": "MNIST model: network-level distortions apply to traffic images only"}
+    if flows is None:
+        return {"skipped": "no flows table given (--flows FLOWS): network-level distortions re-render flows"}
+    from pcapvision.robustness.traffic_distortions import traffic_severity_sweep
+
+    return {"rows": traffic_severity_sweep(model, ev, eval_idx, flows, seed=seed)}
+
+
+def _write_examples(path: Path, y: np.ndarray, proba: np.ndarray, examples: dict[str, Any]) -> None:
+    import io
+
+    arrays: dict[str, np.ndarray] = {"y": y, "pred_clean": proba.argmax(1)}
+    for key, result in examples.items():
+        arrays[f"{key}/pred"] = result.proba_adv.argmax(1)
+        for norm, values in result.norms.items():
+            arrays[f"{key}/{norm}"] = values
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+__all__ = ["EXAMPLES_FILE", "FULL", "HTML_FILE", "JSON_FILE", "QUICK", "SUITES", "EvalData", "SuiteConfig",
+           "load_eval_data", "run_suite", "suite_config"]
