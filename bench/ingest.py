@@ -14,6 +14,7 @@ the parent and its workers). Prints one table: packets/s, MB/s, peak RSS per met
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import mmap
 import os
@@ -287,8 +288,8 @@ def _tree_memory(root: int) -> tuple[int, int]:
     return rss, anon
 
 
-def run_child(argv: list[str]) -> tuple[float, int, int, str]:
-    """Run ``argv``; return (wall seconds, peak RSS, peak anonymous RSS, stdout).
+def run_child(argv: list[str]) -> tuple[float, int, int, str, float]:
+    """Run ``argv``; return (wall seconds, peak RSS, peak anonymous RSS, stdout, CPU seconds).
 
     Memory is sampled every 20 ms over the process and its workers, summed: RSS counts the pages
     of memory-mapped captures (page cache, reclaimable) while anonymous RSS is the memory the
@@ -299,7 +300,7 @@ def run_child(argv: list[str]) -> tuple[float, int, int, str]:
         proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=REPO)
         peak_rss = peak_anon = 0
         while True:
-            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             rss, anon = _tree_memory(proc.pid)
@@ -312,36 +313,46 @@ def run_child(argv: list[str]) -> tuple[float, int, int, str]:
         stdout = out.read().decode()
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{stdout}\n{err.read().decode()}")
-    return seconds, peak_rss, peak_anon, stdout
+    # CPU of the process and of its reaped workers: the figure that the other engineers' load on
+    # the shared cores does not inflate.
+    return seconds, peak_rss, peak_anon, stdout, usage.ru_utime + usage.ru_stime
 
 
 def measure_method(method: str, path: Path, limit: int | None = None) -> dict:
     argv = [sys.executable, __file__, "--child", method, "--pcap", str(path)] + (["--limit", str(limit)] if limit else [])
-    seconds, rss, anon, stdout = run_child(argv)
+    seconds, rss, anon, stdout, _ = run_child(argv)
     result = json.loads(stdout.strip().splitlines()[-1])
     return {"packets": result["packets"], "bytes": result["bytes"], "seconds": result["seconds"],
-            "wall_s": seconds, "rss": rss, "anon": anon}
+            "cpu": result["cpu"], "wall_s": seconds, "rss": rss, "anon": anon}
 
 
 def measure_ingest(paths: list[Path], jobs: int, packets: int) -> dict:
     with tempfile.TemporaryDirectory(dir=OUT_DIR) as tmp:
         argv = [sys.executable, "-m", "pcapvision", "ingest", *map(str, paths), "-o", f"{tmp}/flows.parquet",
                 "--jobs", str(jobs), "--quiet"]
-        seconds, rss, anon, stdout = run_child(argv)
+        seconds, rss, anon, stdout, cpu = run_child(argv)
     size = sum(p.stat().st_size for p in paths)
     # The summary's own time excludes interpreter start-up and imports, like the other methods'.
     inside = float(re.search(r"MB, ([0-9.]+) s", stdout).group(1))
-    return {"packets": packets, "bytes": size, "seconds": inside, "wall_s": seconds, "rss": rss, "anon": anon}
+    return {"packets": packets, "bytes": size, "seconds": inside, "cpu": cpu - startup_cpu(), "wall_s": seconds,
+            "rss": rss, "anon": anon}
+
+
+@functools.lru_cache(maxsize=None)
+def startup_cpu() -> float:
+    """CPU seconds of starting the CLI and importing what ingest imports (subtracted from its CPU)."""
+    argv = [sys.executable, "-c", "import pcapvision.cli, pcapvision.ingest, pyarrow as pa; pa.array([0])"]
+    return min(run_child(argv)[4] for _ in range(3))
 
 
 def child_main(method: str, path: str, limit: int | None) -> None:
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     count = CHILD_METHODS[method](path, limit)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     size = os.path.getsize(path)
     if limit and count >= limit:
         size = _bytes_of_first(path, count)
-    print(json.dumps({"packets": count, "bytes": size, "seconds": seconds}))
+    print(json.dumps({"packets": count, "bytes": size, "seconds": seconds, "cpu": cpu}))
 
 
 def _bytes_of_first(path: str, count: int) -> int:
@@ -400,8 +411,8 @@ def main() -> None:
     rows = []
 
     def add(name: str, capture: str, r: dict) -> None:
-        rows.append((name, capture, r["packets"], r["packets"] / r["seconds"], r["bytes"] / 1e6 / r["seconds"],
-                     r["rss"] / 2**20, r["anon"] / 2**20, r["seconds"], r["wall_s"]))
+        rows.append((name, capture, r["packets"], r["packets"] / r["seconds"], r["packets"] / r["cpu"],
+                     r["bytes"] / 1e6 / r["seconds"], r["rss"] / 2**20, r["anon"] / 2**20, r["seconds"], r["cpu"]))
 
     for path, info in captures:
         label = f"{path.name} ({info['packets']:,} pkts, {path.stat().st_size / 1e6:.0f} MB)"
@@ -416,19 +427,21 @@ def main() -> None:
     add("scapy PcapReader (slice)", f"first {args.scapy_packets:,} pkts of {captures[0][0].name}",
         measure_method("scapy", captures[0][0], args.scapy_packets))
 
-    header = ("method", "capture", "packets", "packets/s", "MB/s", "peak RSS MiB", "peak anon MiB", "seconds",
-              "wall s")
+    header = ("method", "capture", "packets", "packets/s", "packets/s (CPU)", "MB/s", "peak RSS MiB",
+              "peak anon MiB", "wall s", "CPU s")
     print(f"| {' | '.join(header)} |")
-    print("|" + "---|" * len(header))
-    for name, capture, packets, pps, mbs, rss, anon, seconds, wall in rows:
-        print(f"| {name} | {capture} | {packets:,} | {pps:,.0f} | {mbs:,.1f} | {rss:,.0f} | {anon:,.0f} | "
-              f"{seconds:.1f} | {wall:.1f} |")
-    dpkt_rate = {c: pps for n, c, _, pps, *_ in rows if n.startswith("dpkt")}
-    for name, capture, _, pps, *_ in rows:
-        if name == "pcapvision ingest --jobs 1" and capture in dpkt_rate:
-            print(f"ingest --jobs 1 / dpkt loop on {capture.split(' ')[0]}: {pps / dpkt_rate[capture]:.1f}x")
-    print("seconds: inside the process (ingest: the summary's time, without interpreter start and imports); "
-          "wall s: the whole process")
+    print("|" + "---|" * 2 + "---:|" * (len(header) - 2))
+    for name, capture, packets, pps, cpu_pps, mbs, rss, anon, seconds, cpu in rows:
+        print(f"| {name} | {capture} | {packets:,} | {pps:,.0f} | {cpu_pps:,.0f} | {mbs:,.1f} | {rss:,.0f} | "
+              f"{anon:,.0f} | {seconds:.1f} | {cpu:.1f} |")
+    baseline = {c: (pps, cpu_pps) for n, c, _, pps, cpu_pps, *_ in rows if n.startswith("dpkt")}
+    for name, capture, _, pps, cpu_pps, *_ in rows:
+        if name == "pcapvision ingest --jobs 1" and capture in baseline:
+            print(f"ingest --jobs 1 / dpkt loop on {capture.split(' ')[0]}: {pps / baseline[capture][0]:.1f}x "
+                  f"(wall), {cpu_pps / baseline[capture][1]:.1f}x (CPU)")
+    print("wall s: inside the process, without interpreter start-up and imports (ingest: the time its summary "
+          "prints); CPU s: user+system of the process and its workers (ingest: minus start-up and imports, "
+          f"{startup_cpu():.2f} s); MB/s on wall time; memory sampled every 20 ms over the process tree")
 
 
 def profile(path: Path) -> None:
@@ -438,6 +451,7 @@ def profile(path: Path) -> None:
 
     import pyarrow as pa
 
+    sys.path.insert(0, str(REPO))  # run from a checkout, installed or not
     from pcapvision.ingest import ingest
 
     pa.array([0])  # pyarrow imports pandas on its first array: keep that out of the profile

@@ -3,7 +3,7 @@
 Compares, on the same network (build_cnn) and the same arrays:
   * training: ``train_model`` (tf.data pipeline, early stopping, progress callback) vs a bare
     ``model.fit(x, y, batch_size)``; images/s over the epochs after the first (tracing excluded);
-  * inference: ``pipeline.predict_proba`` vs a bare ``model.predict(x, batch_size)``.
+  * inference: ``predict.predict_proba`` vs a bare ``model.predict(x, batch_size)``.
 ``--variants`` re-runs the measurement in subprocesses with TF_ENABLE_ONEDNN_OPTS=0/1 and with
 ``jit_compile=True`` (both must be chosen before TensorFlow starts or at compile time).
 
@@ -29,7 +29,7 @@ def measure(args: argparse.Namespace) -> dict:
 
     import keras
     from pcapvision.classify import build_cnn, load_mnist, train_model
-    from pcapvision.classify.pipeline import predict_proba
+    from pcapvision.classify.predict import predict_proba
 
     x_train, y_train, x_test, y_test, info = load_mnist(args.mnist_file, seed=0, allow_download=False)
     x, y = x_train[: args.n], y_train[: args.n]

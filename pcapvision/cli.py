@@ -338,6 +338,53 @@ def _add_synth(subparsers: argparse._SubParsersAction, common: argparse.Argument
 _SUBCOMMANDS.append(_add_synth)
 
 
+def _add_robustness(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "robustness", parents=[common], formatter_class=_Formatter,
+        help="where a model breaks: distortions, adversarial attacks, fooling images, defences",
+        description="Run the robustness suite on MODEL_DIR and write robustness.json, robustness.html and\n"
+                    "adversarial_examples.npz to REPORT_DIR. DATA is an images table, or 'mnist' (same as\n"
+                    "--dataset mnist) for an MNIST model's own test split. 'quick' runs pixel distortions,\n"
+                    "FGSM/PGD/DeepFool sweeps (ART), fooling images and smoothing certification; 'full' adds\n"
+                    "PGD-40 with restarts, defences (PGD-AT, fast FGSM-RS, Gaussian noise) and the noise class.\n"
+                    "See docs/robustness.md.",
+    )
+    parser.add_argument("model", metavar="MODEL_DIR", help="model directory written by 'pcapvision train'")
+    parser.add_argument("data", metavar="DATA", nargs="?", default=None,
+                        help="images table (Parquet file or dataset directory) or 'mnist'")
+    parser.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="report directory")
+    parser.add_argument("--suite", choices=("quick", "full"), default="quick", help="how much to run")
+    parser.add_argument("--dataset", choices=("mnist",), default=None,
+                        help="evaluate an MNIST model on the test split recorded in its metadata (instead of DATA)")
+    parser.add_argument("--mnist-file", metavar="F", default=None,
+                        help="MNIST file to rebuild that split from when it moved (its content hash must match)")
+    parser.add_argument("--flows", metavar="FLOWS", default=None,
+                        help="flows table the images were rendered from: enables network-level distortions "
+                             "(skipped with a stated reason without it)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of every study")
+
+    def run(args: argparse.Namespace) -> int:
+        from pcapvision.robustness import run_suite
+
+        if args.dataset is not None and args.data not in (None, args.dataset):
+            raise ParameterError(f"The 'data' parameter must be omitted with --dataset {args.dataset}. Got {args.data!r} instead.")
+        data = args.dataset or args.data
+        if data is None:
+            raise ParameterError("The 'data' parameter must be an images table or 'mnist' (or --dataset mnist). Got None instead.")
+        record = run_suite(args.model, data, args.output, args.suite, mnist_file=args.mnist_file, flows=args.flows,
+                           seed=args.seed)
+        for row in record["summary"]:
+            value = row["value"]
+            print(f"{row['measure']}: {value:.4f}" if isinstance(value, float) else f"{row['measure']}: {value}")
+        print(f"report: {args.output}/robustness.html")
+        return EXIT_OK
+
+    parser.set_defaults(handler=run)
+
+
+_SUBCOMMANDS.append(_add_robustness)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pcapvision`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(

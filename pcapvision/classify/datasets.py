@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pcapvision.errors import DataContractError, InputNotFoundError, ModelFormatError
 from pcapvision.validation import check_int, check_number
@@ -316,6 +317,9 @@ def load_images_dataset(path: str | os.PathLike[str], target: str = "label") -> 
         u8 = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
         sha = np.asarray([hashlib.sha256(img.tobytes()).hexdigest() for img in u8])
     payload_length = _column(columns, "payload_length", path, n)
+    if payload_length is not None:
+        lengths = pd.to_numeric(pd.Series(payload_length), errors="coerce")
+        payload_length = None if lengths.isna().all() else lengths.fillna(0).to_numpy(np.int64)
     keep = np.asarray([lab not in ("", "None", "nan") for lab in labels], dtype=bool)
     if not keep.all():
         log.warning("%s: dropping %d rows without a %s", path, int((~keep).sum()), target)

@@ -33,6 +33,7 @@ from pcapvision.classify.evaluate import (
     run_baselines,
 )
 from pcapvision.classify.model import DEFAULT_LEARNING_RATE
+from pcapvision.classify.predict import check_representation, predict_proba
 from pcapvision.classify.train import train_model
 from pcapvision.errors import DataContractError, ModelFormatError
 from pcapvision.io import make_metadata, sha256_file, write_json_atomic, write_parquet_atomic
@@ -43,14 +44,6 @@ log = logging.getLogger(__name__)
 
 SPLIT_MANIFEST_FILE = "split_manifest.parquet"
 REPORT_DIR = "report"
-PREDICT_BATCH_SIZE = 512
-
-
-def predict_proba(model: Any, x: np.ndarray, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
-    """Class probabilities (N, n_classes) as float64."""
-    if len(x) == 0:
-        return np.zeros((0, model.output_shape[-1]))
-    return np.asarray(model.predict(np.asarray(x, dtype=np.float32), batch_size=batch_size, verbose=0), dtype=np.float64)
 
 
 def _training_params(arch: str, epochs: int, batch_size: int, seed: int, learning_rate: float | None,
@@ -282,20 +275,6 @@ def write_model_report(out_dir: str | os.PathLike[str], record: Mapping[str, Any
 # --- evaluate ------------------------------------------------------------------------------------
 
 
-def check_representation(metadata: Mapping[str, Any], representation: str | None, params: Mapping[str, Any] | None,
-                         source: str) -> None:
-    """Raise :class:`ModelFormatError` when images were made differently from the model's training images."""
-    expected = metadata.get("representation")
-    expected_params = metadata.get("representation_params") or {}
-    if expected is None:
-        raise ModelFormatError(f"{source}: the model was trained on MNIST, not on traffic images")
-    if representation != expected or dict(params or {}) != dict(expected_params):
-        raise ModelFormatError(
-            f"{source}: images made with representation {representation!r} {dict(params or {})}, but the model "
-            f"expects {expected!r} {dict(expected_params)}; re-render them with the model's parameters"
-        )
-
-
 def evaluate(
     model_dir: str | os.PathLike[str],
     data: str | os.PathLike[str],
@@ -329,7 +308,7 @@ def evaluate(
     else:
         target = metadata.get("target", "label")
         images = load_images_dataset(data, target=target)
-        check_representation(metadata, images.representation, images.params, str(data))
+        check_representation(metadata, images.schema, str(data))
         known = np.isin(images.labels, class_names)
         if not known.all():
             unknown = sorted(set(images.labels[~known].tolist()))

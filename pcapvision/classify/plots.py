@@ -83,23 +83,35 @@ def roc_pr_curves(curve_points: Mapping[str, Mapping[str, np.ndarray]], metrics:
 def image_grid(
     images: np.ndarray, titles: Sequence[str], *, columns: int = 8, row_labels: Sequence[str] | None = None, cmap: str = "gray"
 ) -> Any:
-    """A grid of 28x28 images (float [0,1] or uint8), each with a small title."""
+    """A grid of 28x28 images (float [0,1] or uint8) with small titles, drawn as ONE mosaic.
+
+    One ``imshow`` of a tiled array instead of one axes per image: 80 subplots took ~10 s to save.
+    """
     plt = _plt()
-    n = len(images)
+    imgs = [np.asarray(img, dtype=np.float32).squeeze() for img in images]
+    if imgs and np.asarray(images[0]).dtype.kind != "f":
+        imgs = [img / 255.0 for img in imgs]
+    n = len(imgs)
+    h, w = imgs[0].shape if n else (28, 28)
     rows = max(1, int(np.ceil(n / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.25 * columns, 1.45 * rows), squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i >= n:
-            ax.axis("off")
-            continue
-        img = np.asarray(images[i]).squeeze()
-        ax.imshow(img, cmap=cmap, vmin=0, vmax=1 if img.dtype.kind == "f" else 255, interpolation="nearest")
-        ax.set_title(titles[i], fontsize=7)
+    gap = 2
+    mosaic = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap), np.nan, dtype=np.float32)
+    for i, img in enumerate(imgs):
+        r, c = divmod(i, columns)
+        mosaic[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = img
+    fig, ax = plt.subplots(figsize=(1.1 * columns + (1.2 if row_labels else 0), 1.3 * rows))
+    colormap = plt.get_cmap(cmap).copy()
+    colormap.set_bad("white")
+    ax.imshow(mosaic, cmap=colormap, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    for i, title in enumerate(titles[:n]):
+        r, c = divmod(i, columns)
+        ax.text(c * (w + gap) + w / 2, r * (h + gap) - 1, title, ha="center", va="bottom", fontsize=6)
     if row_labels:
-        for r, label in enumerate(row_labels[:rows]):
-            axes[r, 0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+        ax.set_yticks([r * (h + gap) + h / 2 for r in range(min(rows, len(row_labels)))], list(row_labels)[:rows], fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -113,7 +125,7 @@ def samples_per_class(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], 
         chosen = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else np.array([], int)
         row = [x[i] for i in chosen] + [np.zeros_like(x[0])] * (per_class - len(chosen))
         picked.extend(row)
-        titles.extend([name[:14]] * len(chosen) + [""] * (per_class - len(chosen)))
+        titles.extend([""] * per_class)  # the row label names the class
         row_labels.append(name[:14])
     return image_grid(np.asarray(picked), titles, columns=per_class, row_labels=row_labels)
 

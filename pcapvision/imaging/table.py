@@ -18,7 +18,7 @@ column             type                    meaning
 =================  ======================  ===============================================
 
 ``fixed_size_binary(784)`` rather than Arrow's ``fixed_shape_tensor``: it reads back from
-Parquet into numpy ~40x faster (see BENCHMARKS.md). Schema metadata ``pcapvision`` holds the
+Parquet into numpy ~19x faster (see BENCHMARKS.md). Schema metadata ``pcapvision`` holds the
 representation, its parameters, the input's hash and the imaging summary.
 """
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -189,6 +189,25 @@ def _detect(path: Path, head: bytes) -> str:
     )
 
 
+# --- loads at arbitrary offsets ---------------------------------------------------------------
+
+
+def gather_rows(buf: np.ndarray, idx: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``width`` bytes at each offset of ``idx`` as an (n, width) uint8 matrix, and a mask of the
+    rows that would have run past the end of ``buf`` (their content is not meaningful).
+
+    Copying fixed-size rows through a void-typed view is several times faster in numpy than
+    gathering the same bytes one at a time.
+    """
+    limit = buf.shape[0] - width
+    if limit < 0:
+        return np.zeros((idx.shape[0], width), np.uint8), np.ones(idx.shape[0], bool)
+    rows = np.ndarray((limit + 1,), f"V{width}", buffer=buf, strides=(1,))
+    clipped = (idx > limit) | (idx < 0)
+    safe = np.clip(idx, 0, limit) if clipped.any() else idx
+    return rows[safe].view(np.uint8).reshape(-1, width), clipped
+
+
 # --- pcap record walking ---------------------------------------------------------------------
 
 
@@ -204,7 +223,7 @@ class _PcapWalker:
         self.limit = header.caplen_limit
         e = ">" if header.big_endian else "<"
         self._u32 = struct.Struct(e + "I")
-        self._dtype = np.dtype(e + "u4")
+        self._u4 = np.dtype(e + "u4")
         self.avg_record_bytes = 512.0
         # Offset of the two high bytes of ts_sec inside a record header.
         self._hi_at = 0 if header.big_endian else 2
@@ -279,8 +298,7 @@ class _PcapWalker:
         cand = cand[(cand >= pos) & (cand <= end - 16)]
         if cand.shape[0] == 0 or cand[0] != pos:
             return np.zeros(0, np.int64), pos
-        view = np.ndarray((end - 3,), self._dtype, buffer=buf, strides=(1,))
-        caplen = view[cand + 8].astype(np.int64)
+        caplen = self._u32_at(buf, cand + 8)
         nxt = cand + 16 + caplen
         m = cand.shape[0]
         idx = np.searchsorted(cand, nxt)
@@ -309,14 +327,15 @@ class _PcapWalker:
         self.avg_record_bytes = max(32.0, (new_pos - pos) / n_ok)
         return starts, new_pos
 
+    def _u32_at(self, buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return gather_rows(buf, idx, 4)[0].view(self._u4)[:, 0].astype(np.int64)
+
     def chunk(self, buf: np.ndarray, starts: np.ndarray, first_index: int) -> RecordChunk:
         """A RecordChunk for pcap records starting at ``starts`` in ``buf``."""
         n = starts.shape[0]
         if n:
-            view = np.ndarray((buf.shape[0] - 3,), self._dtype, buffer=buf, strides=(1,))
-            sec = view[starts].astype(np.int64)
-            frac = view[starts + 4].astype(np.int64)
-            caplen = view[starts + 8].astype(np.int64)
+            header = gather_rows(buf, starts, 16)[0].view(self._u4)
+            sec, frac, caplen = (header[:, k].astype(np.int64) for k in range(3))
         else:
             sec = frac = caplen = np.zeros(0, np.int64)
         ts_ns = sec * 1_000_000_000 + (frac if self.header.nanosecond else frac * 1000)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import logging
 import socket
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -50,6 +51,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pcapvision.errors import ParameterError
 from pcapvision.ingest.community_id import community_id_packed
 from pcapvision.ingest.packets import ACK, FIN, PROTO_TCP, RST, SYN, PacketBatch, format_address
 from pcapvision.ingest.tls import parse_client_hello
@@ -125,51 +127,48 @@ class FlowOptions:
         return asdict(self)
 
 
-class _TcpStream:
-    """The bytes of one TCP direction being reassembled (offsets relative to the initial seq).
-
-    Its initial sequence number and contiguous length live in the assembler's ``_base``/``_end``
-    arrays. In-order mode (``have is None``): ``buf`` is exactly the contiguous prefix. The first
-    segment that starts beyond the prefix switches to hole mode: ``buf`` becomes a ``max_bytes``
-    buffer and ``have`` marks the bytes received.
-    """
-
-    __slots__ = ("buf", "have")
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.have: bytearray | None = None
-
-    def to_hole_mode(self, max_bytes: int, end: int) -> None:
-        buf = bytearray(max_bytes)
-        buf[:end] = self.buf
-        have = bytearray(max_bytes)
-        have[:end] = b"\x01" * end
-        self.buf, self.have = buf, have
-
-    def contiguous(self, end: int) -> bytes:
-        return bytes(self.buf) if self.have is None else bytes(self.buf[:end])
-
-    def stranded(self, end: int) -> bool:
-        """True when bytes after a hole were received but never became contiguous."""
-        return self.have is not None and self.have.find(1, end) != -1
+_INT32_CODE = "i" if array("i").itemsize == 4 else "l"  # array typecode of a C int32
 
 
 class _FlowBuffers:
-    """Python-side per-flow storage: the packet lists and payload being collected."""
+    """Python-side per-flow storage: the packet lists and the payload being collected.
 
-    __slots__ = ("times", "dirs", "plens", "ipbytes", "flags", "streams", "payload")
+    Only containers the garbage collector does not track (``array``, ``bytearray``) are kept per
+    flow, so that many open flows do not slow every collection down.
 
-    def __init__(self, tcp: bool) -> None:
-        self.times: list[float] = []
+    ``streams[d]`` is the contiguous prefix of canonical direction ``d``. A TCP direction that
+    receives a segment beyond its prefix switches to hole mode: its stream becomes a ``max_bytes``
+    buffer and ``holes[d]`` a mask of the bytes received (the contiguous length is ``_end``).
+    """
+
+    __slots__ = ("times", "dirs", "plens", "ipbytes", "flags", "streams", "holes", "payload")
+
+    def __init__(self) -> None:
+        self.times = array("d")  # ms since first_seen_ns
         self.dirs = bytearray()  # canonical directions; mapped to src/dst at emission
-        self.plens: list[int] = []
-        self.ipbytes: list[int] = []
+        self.plens = array(_INT32_CODE)
+        self.ipbytes = array(_INT32_CODE)
         self.flags = bytearray()
-        self.streams: list[Any] = (
-            [_TcpStream(), _TcpStream()] if tcp else [bytearray(), bytearray()]
-        )
+        self.streams = (bytearray(), bytearray())
+        self.holes: list[bytearray | None] | None = None
         self.payload = bytearray()
+
+    def to_hole_mode(self, d: int, max_bytes: int, end: int) -> bytearray:
+        stream = self.streams[d]
+        stream.extend(bytes(max_bytes - len(stream)))
+        have = bytearray(max_bytes)
+        have[:end] = b"\x01" * end
+        if self.holes is None:
+            self.holes = [None, None]
+        self.holes[d] = have
+        return have
+
+    def stream_bytes(self, d: int, end: int) -> tuple[bytes, bool]:
+        """Direction ``d``'s contiguous bytes, and whether bytes after a hole were stranded."""
+        have = self.holes[d] if self.holes is not None else None
+        if have is None:
+            return bytes(self.streams[d]), False
+        return bytes(self.streams[d][:end]), have.find(1, end) != -1
 
 
 def _address_text(packed: bytes, ip_version: int) -> str:
@@ -222,7 +221,7 @@ class FlowAssembler:
 
     def __init__(self, options: FlowOptions = FlowOptions()) -> None:
         if not isinstance(options, FlowOptions):
-            raise TypeError(f"options must be a FlowOptions, not {type(options).__name__}")
+            raise ParameterError(f"The 'options' parameter must be a FlowOptions. Got {options!r} instead.")
         self.options = options
         self.stats: Counter[str] = Counter()
         self._idle_ns = int(round(options.idle_timeout_s * 1e9))
@@ -263,7 +262,7 @@ class FlowAssembler:
         extend("_done", (2,), np.bool_, False)  # direction holds max_bytes contiguous bytes
         extend("_base", (2,), np.int64, -1)  # TCP initial sequence number per direction (-1: unknown)
         extend("_end", (2,), np.int64, 0)  # contiguous bytes collected per direction
-        extend("_hole", (2,), np.bool_, False)  # TCP direction in hole mode (see _TcpStream)
+        extend("_hole", (2,), np.bool_, False)  # TCP direction in hole mode (see _FlowBuffers)
         extend("_paylen", (), np.int64, 0)  # length of the interleaved payload
         extend("_words", (5,), np.uint64, 0)
         self._keys.extend([None] * (capacity - old))
@@ -348,16 +347,26 @@ class FlowAssembler:
                                         0xFF51AFD7ED558CCD), start=1):
             h += words[:, k] * np.uint64(multiplier)
         h = _mix64(h)
-        order = np.argsort(h, kind="stable")
-        hs = h[order]
+        # One plain sort of (hash, position) keys: the low bits hold the packet's position, so
+        # packets of a key stay in capture order (cheaper than a stable argsort).
+        n = len(batch)
+        bits = max(1, (n - 1).bit_length())
+        mask = np.uint64((1 << bits) - 1)
+        sort_keys = (h & ~mask) | np.arange(n, dtype=np.uint64)
+        sort_keys.sort()
+        order = (sort_keys & mask).astype(np.int64)
+        hs = sort_keys >> np.uint64(bits)
         same = hs[1:] == hs[:-1]
-        sorted_words = words[order]
-        collided = same & np.any(sorted_words[1:] != sorted_words[:-1], axis=1)
+        as_void = np.dtype((np.void, 40))
+        sorted_words = np.take(words, order, axis=0)
+        sorted_void = sorted_words.view(as_void).ravel()
+        collided = same & (sorted_void[1:] != sorted_void[:-1])
         if collided.any():
             self.stats["hash_collision_batches"] += 1
             order = np.lexsort(tuple(words[:, k] for k in range(4, -1, -1)))
-            sorted_words = words[order]
-            same = np.all(sorted_words[1:] == sorted_words[:-1], axis=1)
+            sorted_words = np.take(words, order, axis=0)
+            sorted_void = sorted_words.view(as_void).ravel()
+            same = sorted_void[1:] == sorted_void[:-1]
         starts = np.flatnonzero(np.concatenate([[True], ~same]))
         return order, starts, direction[order], sorted_words
 
@@ -370,7 +379,7 @@ class FlowAssembler:
         fl = batch.tcp_flags[order]
         plen = batch.payload_len[order].astype(np.int64)
 
-        rep_words = np.ascontiguousarray(sorted_words[gstart])
+        rep_words = np.take(sorted_words, gstart, axis=0)
         keys = rep_words.view(np.dtype((np.void, 40))).ravel().tolist()
         slot_in = np.fromiter(map(self._open.get, keys, repeat(-1)), np.int64, G)
 
@@ -404,7 +413,6 @@ class FlowAssembler:
         bnd |= idle_gap
 
         # Carried-in state of each group's first segment (fresh for new flows).
-        carry_slot = np.where(cont, slot_in, -1)
         cont_idx = np.flatnonzero(cont)
         g_closed = np.zeros(G, bool)
         g_f0 = np.zeros(G, bool)
@@ -472,13 +480,11 @@ class FlowAssembler:
         self._max_ts[new_slots] = ts[first_pos]
         self._first_frame[new_slots] = batch.frame_index[order[first_pos]]
         self._first_dir[new_slots] = dc[first_pos]
-        self._words[new_slots] = sorted_words[first_pos]
-        tcp_new = ((sorted_words[first_pos, 4] >> np.uint64(32)) & np.uint64(0xFF)) == PROTO_TCP
-        max_bytes = self._max_bytes
+        self._words[new_slots] = np.take(sorted_words, first_pos, axis=0)
         bufs, slot_keys = self._bufs, self._keys
-        for g, slot, tcp in zip(seg_gid[new_seg].tolist(), new_slots.tolist(), tcp_new.tolist()):
+        for g, slot in zip(seg_gid[new_seg].tolist(), new_slots.tolist()):
             slot_keys[slot] = keys[g]
-            bufs[slot] = _FlowBuffers(tcp)
+            bufs[slot] = _FlowBuffers()
 
         # Counters, times, TCP state.
         key2 = seg_id * 2 + dc
@@ -505,8 +511,8 @@ class FlowAssembler:
         self._fin[slots, 1] |= f1 != _NEVER
 
         if self._max_packets:
-            self._collect_lists(batch, order, slots, seg_start, seg_id, ts, dc, fl, plen, ipb)
-        if max_bytes:
+            self._collect_lists(slots, seg_start, seg_id, ts, dc, fl, plen, ipb)
+        if self._max_bytes:
             seg_tcp = ((sorted_words[seg_start, 4] >> np.uint64(32)) & np.uint64(0xFF)) == PROTO_TCP
             self._collect_payload(batch, order, slots, seg_id, dc, (fl & SYN) != 0, plen, seg_tcp)
 
@@ -560,7 +566,8 @@ class FlowAssembler:
                         closed = True
         return boundaries, by_active
 
-    def _collect_lists(self, batch, order, slots, seg_start, seg_id, ts, dc, fl, plen, ipb) -> None:
+    def _collect_lists(self, slots, seg_start, seg_id, ts, dc, fl, plen, ipb) -> None:
+        """Append the packets of flows that hold fewer than ``max_packets`` to their lists."""
         room = self._max_packets - self._listed[slots]
         seg_len = np.diff(np.append(seg_start, len(ts)))
         take = np.minimum(seg_len, np.maximum(room, 0))
@@ -569,21 +576,22 @@ class FlowAssembler:
             return
         rank = np.arange(len(ts)) - seg_start[seg_id]
         need = rank < take[seg_id]
-        times_ms = ((ts[need] - self._first_ts[slots[seg_id[need]]]) / 1e6).tolist()
-        d = dc[need].tobytes()
-        f = fl[need].tobytes()
-        p = plen[need].tolist()
-        b = ipb[need].tolist()
+        # Raw little columns; each flow copies its slice without creating Python objects.
+        times_ms = memoryview(((ts[need] - self._first_ts[slots[seg_id[need]]]) / 1e6).tobytes())
+        d = memoryview(dc[need].tobytes())
+        f = memoryview(fl[need].tobytes())
+        p = memoryview(plen[need].astype(np.int32).tobytes())
+        b = memoryview(ipb[need].astype(np.int32).tobytes())
         self._listed[slots] += take
         ends = np.cumsum(take[segs]).tolist()
         bufs = self._bufs
         lo = 0
         for slot, hi in zip(slots[segs].tolist(), ends):
             buf = bufs[slot]
-            buf.times += times_ms[lo:hi]
+            buf.times.frombytes(times_ms[8 * lo : 8 * hi])
             buf.dirs += d[lo:hi]
-            buf.plens += p[lo:hi]
-            buf.ipbytes += b[lo:hi]
+            buf.plens.frombytes(p[4 * lo : 4 * hi])
+            buf.ipbytes.frombytes(b[4 * lo : 4 * hi])
             buf.flags += f[lo:hi]
             lo = hi
 
@@ -681,9 +689,7 @@ class FlowAssembler:
                 pos = 0
                 for slot, total in zip(gslot.tolist(), totals.tolist()):
                     if total:
-                        stream = bufs[slot].streams[d]
-                        stream_buf = stream if type(stream) is bytearray else stream.buf
-                        stream_buf += gathered[pos : pos + total]
+                        bufs[slot].streams[d].extend(gathered[pos : pos + total])
                         pos += total
 
         # Interleaved payload, in arrival order within each flow, capped at max_bytes.
@@ -733,6 +739,7 @@ class FlowAssembler:
                 continue
             buf = bufs[slot]
             stream = buf.streams[d]
+            have = buf.holes[d] if buf.holes is not None else None
             rel = (seq - base) & 0xFFFFFFFF
             if rel >= 0x80000000:
                 rel -= 0x100000000
@@ -742,7 +749,7 @@ class FlowAssembler:
                 if rel + length <= end:
                     stats["retransmitted_segments"] += 1
                 continue
-            if stream.have is None:
+            if have is None:
                 if lo <= end:  # in order: append what is new
                     if hi <= end:
                         stats["retransmitted_segments"] += 1
@@ -750,17 +757,16 @@ class FlowAssembler:
                     if lo < end:
                         stats["overlapping_segments"] += 1
                     piece = data[off + end - rel : off + hi - rel]
-                    stream.buf += piece
+                    stream += piece
                     st[1] = hi
                     if len(buf.payload) < max_bytes:
                         buf.payload += piece[: max_bytes - len(buf.payload)]
                     continue
-                stream.to_hole_mode(max_bytes, end)
-            have = stream.have
+                have = buf.to_hole_mode(d, max_bytes, end)
             if lo > end:
                 stats["out_of_order_segments"] += 1
             if have.find(1, lo, hi) == -1:
-                stream.buf[lo:hi] = data[off + lo - rel : off + hi - rel]
+                stream[lo:hi] = data[off + lo - rel : off + hi - rel]
                 have[lo:hi] = b"\x01" * (hi - lo)
             else:  # first-seen bytes win: write only the runs not received yet
                 new_bytes = False
@@ -772,7 +778,7 @@ class FlowAssembler:
                     o = have.find(1, z, hi)
                     if o == -1:
                         o = hi
-                    stream.buf[z:o] = data[off + z - rel : off + o - rel]
+                    stream[z:o] = data[off + z - rel : off + o - rel]
                     have[z:o] = b"\x01" * (o - z)
                     new_bytes = True
                     i = o
@@ -783,12 +789,12 @@ class FlowAssembler:
                     new_end = max_bytes
                 st[1] = new_end
                 if len(buf.payload) < max_bytes:
-                    buf.payload += stream.buf[end : min(new_end, end + max_bytes - len(buf.payload))]
+                    buf.payload += stream[end : min(new_end, end + max_bytes - len(buf.payload))]
         for (slot, d), (base, end) in state.items():
             self._base[slot, d] = base
             self._end[slot, d] = end
             self._done[slot, d] = end >= max_bytes
-            self._hole[slot, d] = bufs[slot].streams[d].have is not None
+            self._hole[slot, d] = bufs[slot].holes is not None and bufs[slot].holes[d] is not None
             self._paylen[slot] = len(bufs[slot].payload)
 
     # --- emission -----------------------------------------------------------------------------
@@ -822,21 +828,21 @@ class FlowAssembler:
         port_b = (w4 & np.uint64(0xFFFF)).astype(np.int64).tolist()
         first = self._first_ts[slots].tolist()
         last = self._max_ts[slots].tolist()
-        max_bytes = self._max_bytes
+        end0, end1 = self._end[slots, 0].tolist(), self._end[slots, 1].tolist()
         flows: list[dict[str, Any]] = []
         for i, slot in enumerate(slots.tolist()):
             buf = self._bufs[slot]
-            a, b = bytes(addr_a[i]), bytes(addr_b[i])
+            a, b = addr_a[i], addr_b[i]
             swap = init_list[i] == 1
             src, dst = (b, a) if swap else (a, b)
             sport, dport = (port_b[i], port_a[i]) if swap else (port_a[i], port_b[i])
-            if proto[i] == PROTO_TCP:
-                ends = self._end[slot].tolist()
-                streams = [buf.streams[0].contiguous(ends[0]), buf.streams[1].contiguous(ends[1])]
-                if buf.streams[0].stranded(ends[0]) or buf.streams[1].stranded(ends[1]):
-                    self.stats["flows_with_payload_hole"] += 1
+            if buf.holes is None:
+                streams = [bytes(buf.streams[0]), bytes(buf.streams[1])]
             else:
-                streams = [bytes(s) for s in buf.streams]
+                (s0, lost0), (s1, lost1) = buf.stream_bytes(0, end0[i]), buf.stream_bytes(1, end1[i])
+                streams = [s0, s1]
+                if lost0 or lost1:
+                    self.stats["flows_with_payload_hole"] += 1
             s2d, d2s = (streams[1], streams[0]) if swap else (streams[0], streams[1])
             hello = parse_client_hello(s2d) if proto[i] == PROTO_TCP and s2d[:1] == b"\x16" else None
             dirs = buf.dirs.translate(_SWAP_DIRECTION) if swap else buf.dirs
@@ -862,10 +868,10 @@ class FlowAssembler:
                 "payload": bytes(buf.payload),
                 "src2dst_payload": s2d,
                 "dst2src_payload": d2s,
-                "packet_time_ms": buf.times,
+                "packet_time_ms": buf.times.tolist(),
                 "packet_direction": list(dirs),
-                "packet_payload_bytes": buf.plens,
-                "packet_ip_bytes": buf.ipbytes,
+                "packet_payload_bytes": buf.plens.tolist(),
+                "packet_ip_bytes": buf.ipbytes.tolist(),
                 "packet_tcp_flags": list(buf.flags),
                 "tls_sni": hello.sni if hello else None,
                 "tls_version": hello.version if hello else None,

@@ -12,6 +12,7 @@ EllipticCurvePointFormats``, decimal values joined by ``-``, GREASE values (RFC 
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 
 __all__ = ["ClientHello", "parse_client_hello", "is_grease", "version_name"]
@@ -38,6 +39,9 @@ class ClientHello:
     ja3_hash: str  # MD5 hex of ``ja3``
 
 
+_GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
+
+
 def is_grease(value: int) -> bool:
     """True for the RFC 8701 GREASE values 0x0a0a, 0x1a1a, ..., 0xfafa."""
     return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
@@ -46,10 +50,6 @@ def is_grease(value: int) -> bool:
 def version_name(value: int) -> str:
     """Name of a TLS protocol version number (0x0303 -> "TLS 1.2"); hex for unknown ones."""
     return _VERSION_NAMES.get(value, f"0x{value:04x}")
-
-
-class _Truncated(Exception):
-    """The ClientHello is not complete in the data given."""
 
 
 def _join_handshake_records(data: bytes) -> tuple[bytes, list[tuple[int, int]]]:
@@ -84,37 +84,25 @@ def _data_offset(handshake_offset: int, segments: list[tuple[int, int]]) -> int:
     raise AssertionError("offset before the first fragment")  # pragma: no cover - callers pass valid offsets
 
 
-class _Reader:
-    """Bounds-checked big-endian reader over the handshake bytes."""
-
-    __slots__ = ("buf", "pos", "end")
-
-    def __init__(self, buf: bytes, pos: int, end: int) -> None:
-        self.buf, self.pos, self.end = buf, pos, end
-
-    def take(self, n: int) -> int:
-        start = self.pos
-        if start + n > self.end:
-            raise _Truncated
-        self.pos = start + n
-        return start
-
-    def u8(self) -> int:
-        return self.buf[self.take(1)]
-
-    def u16(self) -> int:
-        start = self.take(2)
-        return (self.buf[start] << 8) | self.buf[start + 1]
-
-    def vector(self, length_bytes: int) -> tuple[int, int]:
-        """(start, end) of a vector with a 1- or 2-byte length prefix."""
-        n = self.u8() if length_bytes == 1 else self.u16()
-        start = self.take(n)
-        return start, start + n
+class _Malformed(Exception):
+    """A length field points outside its container."""
 
 
-def _u16_list(buf: bytes, start: int, end: int) -> list[int]:
-    return [(buf[i] << 8) | buf[i + 1] for i in range(start, end - 1, 2)]
+def _vector(buf: bytes, pos: int, length_bytes: int, limit: int) -> tuple[int, int]:
+    """(start, end) of the vector at ``pos`` with a 1- or 2-byte length prefix, within ``limit``."""
+    if pos + length_bytes > limit:
+        raise _Malformed
+    if length_bytes == 1:
+        start, n = pos + 1, buf[pos]
+    else:
+        start, n = pos + 2, (buf[pos] << 8) | buf[pos + 1]
+    if start + n > limit:
+        raise _Malformed
+    return start, start + n
+
+
+def _u16s(buf: bytes, start: int, end: int) -> tuple[int, ...]:
+    return struct.unpack_from(f"!{(end - start) // 2}H", buf, start)
 
 
 def parse_client_hello(data: bytes) -> ClientHello | None:
@@ -125,53 +113,53 @@ def parse_client_hello(data: bytes) -> ClientHello | None:
     """
     try:
         return _parse(bytes(data))
-    except (_Truncated, IndexError, ValueError):
+    except (_Malformed, IndexError, ValueError, struct.error):
         return None
 
 
 def _parse(data: bytes) -> ClientHello | None:
-    handshake, segments = _join_handshake_records(data)
-    if len(handshake) < 4 or handshake[0] != _HANDSHAKE_CLIENT_HELLO:
+    hs, segments = _join_handshake_records(data)
+    if len(hs) < 4 or hs[0] != _HANDSHAKE_CLIENT_HELLO:
         return None
-    body_length = int.from_bytes(handshake[1:4], "big")
-    if 4 + body_length > len(handshake):
+    end = 4 + int.from_bytes(hs[1:4], "big")
+    if end > len(hs):
         return None  # cut short: a partial ClientHello would give a wrong JA3
-    r = _Reader(handshake, 4, 4 + body_length)
-    client_version = r.u16()
-    r.take(32)  # random
-    r.vector(1)  # session id
-    start, end = r.vector(2)
-    ciphers = [c for c in _u16_list(handshake, start, end) if not is_grease(c)]
-    r.vector(1)  # compression methods
+    if end < 4 + 2 + 32 + 1:
+        return None
+    client_version = (hs[4] << 8) | hs[5]
+    _, pos = _vector(hs, 4 + 2 + 32, 1, end)  # session id
+    start, pos = _vector(hs, pos, 2, end)
+    ciphers = [c for c in _u16s(hs, start, pos) if c not in _GREASE]
+    _, pos = _vector(hs, pos, 1, end)  # compression methods
     extensions: list[int] = []
     groups: list[int] = []
     point_formats: list[int] = []
     offered_versions: list[int] = []
     sni: str | None = None
     sni_span: tuple[int, int] | None = None
-    if r.pos < r.end:  # extensions are optional (SSL 3.0 / early TLS clients)
-        ext_start, ext_end = r.vector(2)
-        ext = _Reader(handshake, ext_start, ext_end)
-        while ext.pos < ext.end:
-            ext_type = ext.u16()
-            start, end = ext.vector(2)
-            if is_grease(ext_type):
+    if pos < end:  # extensions are optional (SSL 3.0 / early TLS clients)
+        pos, ext_end = _vector(hs, pos, 2, end)
+        while pos < ext_end:
+            if pos + 4 > ext_end:
+                raise _Malformed
+            ext_type, n = struct.unpack_from("!HH", hs, pos)
+            start, pos = pos + 4, pos + 4 + n
+            if pos > ext_end:
+                raise _Malformed
+            if ext_type in _GREASE:
                 continue
             extensions.append(ext_type)
             if ext_type == _EXT_SERVER_NAME and sni is None:
-                sni, sni_span = _server_name(handshake, start, end, segments)
+                sni, sni_span = _server_name(hs, start, pos, segments)
             elif ext_type == _EXT_SUPPORTED_GROUPS:
-                inner = _Reader(handshake, start, end)
-                g_start, g_end = inner.vector(2)
-                groups = [g for g in _u16_list(handshake, g_start, g_end) if not is_grease(g)]
+                g_start, g_end = _vector(hs, start, 2, pos)
+                groups = [g for g in _u16s(hs, g_start, g_end) if g not in _GREASE]
             elif ext_type == _EXT_EC_POINT_FORMATS:
-                inner = _Reader(handshake, start, end)
-                p_start, p_end = inner.vector(1)
-                point_formats = list(handshake[p_start:p_end])
+                p_start, p_end = _vector(hs, start, 1, pos)
+                point_formats = list(hs[p_start:p_end])
             elif ext_type == _EXT_SUPPORTED_VERSIONS:
-                inner = _Reader(handshake, start, end)
-                v_start, v_end = inner.vector(1)
-                offered_versions = [v for v in _u16_list(handshake, v_start, v_end) if not is_grease(v)]
+                v_start, v_end = _vector(hs, start, 1, pos)
+                offered_versions = [v for v in _u16s(hs, v_start, v_end) if v not in _GREASE]
     version = max(offered_versions) if offered_versions else client_version
     ja3 = ",".join([
         str(client_version),
@@ -190,17 +178,14 @@ def _parse(data: bytes) -> ClientHello | None:
 
 
 def _server_name(
-    handshake: bytes, start: int, end: int, segments: list[tuple[int, int]]
+    hs: bytes, start: int, end: int, segments: list[tuple[int, int]]
 ) -> tuple[str | None, tuple[int, int] | None]:
     """The first host_name entry of a server_name extension body, and its span in the data."""
-    r = _Reader(handshake, start, end)
-    list_start, list_end = r.vector(2)
-    entries = _Reader(handshake, list_start, list_end)
-    while entries.pos < entries.end:
-        name_type = entries.u8()
-        name_start, name_end = entries.vector(2)
-        if name_type == 0 and name_end > name_start:
-            name = handshake[name_start:name_end].decode("ascii", errors="replace")
-            span = (_data_offset(name_start, segments), _data_offset(name_end - 1, segments) + 1)
-            return name, span
+    pos, list_end = _vector(hs, start, 2, end)
+    while pos < list_end:
+        name_type = hs[pos]
+        name_start, pos = _vector(hs, pos + 1, 2, list_end)
+        if name_type == 0 and pos > name_start:
+            name = hs[name_start:pos].decode("ascii", errors="replace")
+            return name, (_data_offset(name_start, segments), _data_offset(pos - 1, segments) + 1)
     return None, None

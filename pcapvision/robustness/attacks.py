@@ -68,7 +68,8 @@ def logits_model(model: Any) -> Any:
     features = model.layers[-2].output if len(model.layers) > 1 else model.inputs[0]
     outputs = linear(features)
     linear.set_weights(last.get_weights())
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_logits")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # same structure as the calls
+    return keras.Model(inputs, outputs, name=f"{model.name}_logits")
 
 
 def predict_proba(model: Any, x: np.ndarray, batch_size: int = 512) -> np.ndarray:

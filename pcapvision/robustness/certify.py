@@ -64,6 +64,8 @@ def certify_smoothing(
     per-sample certified radii (0 where abstained or wrong).
     """
     import keras
+    from scipy.stats import norm
+
     sigma = check_number("sigma", sigma, min_value=0.0, min_inclusive=False)
     n = check_positive_int("n", n)
     smoothed = _smoothing_class()(
@@ -90,6 +92,8 @@ def certify_smoothing(
         "abstain_rate": float((prediction == -1).mean()) if len(y) else float("nan"),
         "smoothed_accuracy": float(correct.mean()) if len(y) else float("nan"),
         "certified_accuracy": rows,
+        # With n draws even a unanimous vote bounds p_A by alpha ** (1/n): no larger radius is possible.
+        "max_certifiable_radius": float(sigma * norm.ppf(clopper_pearson_lower(n, n, alpha))),
         "median_certified_radius_of_correct": float(np.median(radius[correct])) if correct.any() else 0.0,
         "certified_radius": certified.tolist(),
         "seconds": round(seconds, 2),

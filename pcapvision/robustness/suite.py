@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pcapvision.errors import DataContractError, ModelFormatError, ParameterError
+from pcapvision.errors import DataContractError, ModelFormatError
 from pcapvision.io import make_metadata, write_bytes_atomic, write_json_atomic
 from pcapvision.robustness.attacks import (
     AttackSpec,
@@ -66,7 +66,7 @@ class SuiteConfig:
     defence_steps: int = 10
     defence_train_n: int = 8000
     n_certify: int = 20
-    certify_n: int = 100
+    certify_n: int = 1000
     certify_sigma: float = 0.25
     traffic_distortions: bool = True
     batch_size: int = 256
@@ -76,7 +76,7 @@ QUICK = SuiteConfig()
 FULL = SuiteConfig(
     n_eval=2000, n_attack=1000, pgd_steps=40, pgd_restarts=3, n_deepfool=200, deepfool_steps=50,
     fooling_per_class=5, fooling_steps=500, noise_class=True, defences=("pgd", "fgsm_rs", "gaussian"),
-    n_certify=100, certify_n=500,
+    n_certify=100, certify_n=2000,
 )
 
 

@@ -19,7 +19,8 @@ Payload-based images react to the first four only; ``flowpic`` to all but the pa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -204,4 +205,64 @@ def distort_flows(flows: pa.Table, name: str, severity: int, *, seed: int = 0) -
         raise DataContractError(f"flows table: distortion {name!r} produced rows that break its schema ({exc})") from exc
 
 
-__all__ = ["RETRANSMIT_DELAY_MS", "TRAFFIC_DISTORTIONS", "distort_flows", "pad_tls_records"]
+def read_flows_table(path: str | os.PathLike[str], flow_ids: Sequence[str] | None = None) -> pa.Table:
+    """A flows table (file or dataset directory), optionally only the rows of ``flow_ids``."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from pcapvision.io import parquet_files
+
+    parts = []
+    for f in parquet_files(path):
+        part = pq.read_table(f).replace_schema_metadata(None)
+        if "flow_id" not in part.schema.names:
+            raise DataContractError(f"{f}: not a flows table (no flow_id column)")
+        if flow_ids is not None:
+            part = part.filter(pc.is_in(part.column("flow_id"), value_set=pa.array(list(flow_ids), pa.string())))
+        parts.append(part)
+    return pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
+
+
+def render_for_model(flows: pa.Table, representation: str, params: Mapping[str, Any],
+                     mask_tls_sni: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Images (float32, [0, 1]) and flow ids of ``flows`` rendered as the model's training images."""
+    from pcapvision.imaging import images_to_array, render_flows
+
+    table, _ = render_flows(flows, representation, dict(params), dedup=False, mask_tls_sni=mask_tls_sni)
+    return images_to_array(table), np.asarray(table.column("flow_id").to_pylist(), dtype=str)
+
+
+def traffic_severity_sweep(model: Any, ev: Any, eval_idx: np.ndarray, flows_path: str | os.PathLike[str], *,
+                           seed: int = 0) -> list[dict[str, Any]]:
+    """Accuracy per network-level distortion and severity on the evaluation flows.
+
+    ``ev`` is the suite's :class:`~pcapvision.robustness.suite.EvalData` (its ``flow_id`` joins
+    the flows table). Severity 0 is the re-rendered undistorted flows; flows the representation
+    skips after a distortion (e.g. no payload left) count as misclassified.
+    """
+    from pcapvision.robustness.attacks import predict_proba
+
+    ids = ev.flow_id[eval_idx]
+    labels = dict(zip(ids, ev.y[eval_idx]))
+    flows = read_flows_table(flows_path, ids)
+    if flows.num_rows == 0:
+        raise DataContractError(f"{flows_path}: none of the {len(ids)} evaluated flow_ids is in this flows table")
+    mask = bool(((ev.images_schema or {}).get("params") or {}).get("mask_tls_sni", False))
+
+    def accuracy(table: pa.Table) -> float:
+        x, fid = render_for_model(table, ev.representation, ev.representation_params, mask)
+        pred = predict_proba(model, x).argmax(1) if len(x) else np.zeros(0, np.int64)
+        right = sum(int(p == labels[f]) for p, f in zip(pred, fid))
+        return right / flows.num_rows
+
+    rows = [{"distortion": "none (re-rendered)", "severity": 0, "parameter": None, "value": None,
+             "accuracy": accuracy(flows), "n_flows": flows.num_rows}]
+    for name, (_, param, levels) in TRAFFIC_DISTORTIONS.items():
+        for severity in range(1, 6):
+            rows.append({"distortion": name, "severity": severity, "parameter": param, "value": levels[severity - 1],
+                         "accuracy": accuracy(distort_flows(flows, name, severity, seed=seed)), "n_flows": flows.num_rows})
+    return rows
+
+
+__all__ = ["RETRANSMIT_DELAY_MS", "TRAFFIC_DISTORTIONS", "distort_flows", "pad_tls_records", "read_flows_table",
+           "render_for_model", "traffic_severity_sweep"]

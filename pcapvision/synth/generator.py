@@ -12,6 +12,7 @@ import csv
 import ipaddress
 import io
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pcapvision.console import progress
+from pcapvision.errors import ParameterError
 from pcapvision.io import atomic_path, make_metadata, sha256_file, write_json_atomic, write_text_atomic
 from pcapvision.synth import dns
 from pcapvision.synth.profiles import (
@@ -38,10 +40,9 @@ from pcapvision.synth.profiles import (
     Server,
 )
 from pcapvision.synth.tcp import CLIENT, SERVER, Peer, TcpConnection
-from pcapvision.synth.tls import CLIENT_TO_SERVER, SERVER_TO_CLIENT, TestPki, TlsFactory
+from pcapvision.synth.tls import SERVER_TO_CLIENT, TestPki, TlsFactory
 from pcapvision.synth.wire import Direction, pack_ip, write_pcap
 from pcapvision.validation import check_choice, check_int, check_number, check_positive_int
-from pcapvision.errors import ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +181,14 @@ def plan_traffic(flows: int, seed: int, difficulty: str, mix: dict[str, float] |
     per_class = hosts_per_class or max(2, min(50, round(flows / 300)))
     normal_hosts = [HostPlan(_make_host(rng, f"normal-host{i:02d}", False), ()) for i in range(per_class)]
     malicious_families = [name for name, fam in FAMILIES.items() if fam.label == MALICIOUS and weights[name] > 0]
+    # Each infected host runs k malicious families, k chosen so that every family lives on at
+    # least two hosts: a split by host can then hold a family out of neither train nor test.
+    m = len(malicious_families)
+    k = min(m, max(3, math.ceil(2 * m / per_class))) if m else 0
     infected_hosts = []
     for i in range(per_class):
-        mine = tuple(malicious_families[(2 * i + k) % len(malicious_families)] for k in range(2)) if malicious_families else ()
-        infected_hosts.append(HostPlan(_make_host(rng, f"infected-host{i:02d}", True), tuple(dict.fromkeys(mine))))
+        mine = tuple(dict.fromkeys(malicious_families[(i * k + j) % m] for j in range(k)))
+        infected_hosts.append(HostPlan(_make_host(rng, f"infected-host{i:02d}", True), mine))
     all_hosts = normal_hosts + infected_hosts
     normal_p = np.array([1.0] * len(normal_hosts) + [_BACKGROUND_WEIGHT] * len(infected_hosts))
     normal_p = np.cumsum(normal_p / normal_p.sum())
@@ -223,6 +228,8 @@ class _HostRunner:
         self.preset = DIFFICULTIES[difficulty]
         # Per-host stream: ports, ISNs, losses do not depend on other hosts or on TLS output.
         self.rng = np.random.default_rng([seed, 0xC0FFEE, index])
+        self.seed, self.index = seed, index
+        self._connections = 0
         self.epoch_ns = epoch_ns
         self.file_name = file_name
         self.packets: list[tuple[int, bytes]] = []
@@ -284,7 +291,10 @@ class _HostRunner:
             t += 0.3
         if conn.lookup is not None:
             self._lookup(conn.lookup, ipv6, server_ip, t, conn.label)
-        rng = self.rng
+        # Its own stream per connection: a TLS flight one byte longer (signatures are not seeded)
+        # may add a segment and a loss draw, and that must not shift every later connection.
+        self._connections += 1
+        rng = np.random.default_rng([self.seed, 0x7C9, self.index, self._connections])
         hops = int(rng.integers(6, 24))
         up, down = self._directions(ipv6, client_ip, server_ip, (64 if rng.random() < 0.7 else 128) - hops)
         ip_overhead = 20 if ipv6 else 0
@@ -307,7 +317,7 @@ class _HostRunner:
             bytes(server.sent_payload[:_PAYLOAD_PREFIX_BYTES])))
 
     def _run_tls(self, conn: ConnectionPlan, tcp: TcpConnection, t: float) -> None:
-        rng = self.rng
+        rng = tcp.rng
         assert conn.client_hello is not None
         tcp.open(t)
         server_shape = conn.server.shape

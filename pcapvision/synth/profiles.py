@@ -556,7 +556,11 @@ def _plan_brute_force(ctx: PlanContext, budget: int) -> list[ConnectionPlan]:
     server = ctx.server(f"login:{imap}:{ctx.integer(0, 8)}", lambda: ctx.new_server(
         ("imap." if imap else "login.") + _site_name(ctx.rng), 993 if imap else 443,
         ctx.normal_server_shape(() if imap else ("http/1.1",)), v6_share=0.3))
-    hello = ctx.malicious_hello() if ctx.chance(0.5) else ctx.pick(LIBRARY_HELLOS)
+    # Login tools are often ordinary HTTP libraries; on "easy" they keep an implant-like hello.
+    if ctx.difficulty.mimic_browser > 0 and ctx.chance(0.5):
+        hello = ctx.pick(LIBRARY_HELLOS)
+    else:
+        hello = ctx.malicious_hello()
     if imap:
         hello = ctx.pick(MINIMAL_HELLOS) if not ctx.chance(ctx.difficulty.mimic_browser) else MAIL_HELLO
     req, resp = ctx.integer(300, 500), ctx.integer(200, 600)

@@ -144,13 +144,12 @@ class TcpConnection:
         """``side`` writes ``data`` ``delay_s`` after it is ready (its last data, or the peer's)."""
         if not data:
             return
-        me, peer = self.peers[side], self.peers[1 - side]
+        me = self.peers[side]
         start = self.ready_s[side] + delay_s
         self._flush_pending_acks(side, start)
         seg_time = 8 * (self.mss + 54) / me.rate_bps
         base_seq = me.snd_nxt
-        # (capture time, seq, payload, retransmission?) for every captured transmission.
-        transmissions: list[tuple[float, int, bytes, bool]] = []
+        transmissions: list[tuple[float, int, bytes]] = []  # (capture time, seq, payload) as captured
         arrivals: list[tuple[float, int, bytes]] = []  # at the receiver, in capture time of its ACKs
         offsets = list(range(0, len(data), self.mss))
         t_round = start
@@ -169,7 +168,7 @@ class TcpConnection:
                     t += 1.5 * seg_time + 20e-6
                 # The client's lost segments were captured before the loss; the server's were not.
                 if side == CLIENT or not lost:
-                    transmissions.append((t, seq, payload, False))
+                    transmissions.append((t, seq, payload))
                 if not lost:
                     arrivals.append((t + (self.rtt_s / 2 if side == CLIENT else 0.0), seq, payload))
                 else:
@@ -179,23 +178,23 @@ class TcpConnection:
                         wait = 1.2 * self.rtt_s + 4 * seg_time + 0.0005
                     else:
                         wait = max(_MIN_RTO_S, 2 * self.rtt_s)
-                    transmissions.append((t + wait, seq, payload, True))
+                    transmissions.append((t + wait, seq, payload))
                     arrivals.append((t + wait + (self.rtt_s / 2 if side == CLIENT else 0.0), seq, payload))
             i += len(burst)
             t_round += self.rtt_s + len(burst) * seg_time
             me.cwnd = min(_MAX_CWND, me.cwnd * 2)
         last_flag_seq = base_seq + offsets[-1]
-        for t, seq, payload, _retx in transmissions:
+        for t, seq, payload in transmissions:
             flags = ACK | (PSH if seq == last_flag_seq else 0)
             self._emit(side, t, flags, payload, seq=seq)
         me.snd_nxt = base_seq + len(data)
         me.sent_payload += data
         done = self._receive(1 - side, sorted(arrivals, key=lambda a: a[0]))
         if side == CLIENT:
-            self.ready_s[CLIENT] = max(self.ready_s[CLIENT], max(t for t, *_ in transmissions) + _STACK_DELAY_S)
+            self.ready_s[CLIENT] = max(self.ready_s[CLIENT], max(t for t, _, _ in transmissions) + _STACK_DELAY_S)
             self.ready_s[SERVER] = max(self.ready_s[SERVER], done + self.rtt_s / 2)
         else:
-            end = max(t for t, *_ in transmissions)
+            end = max(t for t, _, _ in transmissions)
             self.ready_s[SERVER] = max(self.ready_s[SERVER], end)
             self.ready_s[CLIENT] = max(self.ready_s[CLIENT], done + _STACK_DELAY_S)
 

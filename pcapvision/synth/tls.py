@@ -17,7 +17,6 @@ import ipaddress
 import os
 import ssl
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,23 +232,6 @@ class TlsSession:
         self.client = client_ctx.wrap_bio(self._c_in, self._c_out, server_side=False, server_hostname=sni)
         self.server = server_ctx.wrap_bio(self._s_in, self._s_out, server_side=True)
 
-    def _pending(self) -> Iterator[tuple[int, bytes]]:
-        # Hand each side's output to the other side's input, in emission order.
-        while True:
-            moved = False
-            data = self._c_out.read()
-            if data:
-                self._s_in.write(data)
-                moved = True
-                yield CLIENT_TO_SERVER, data
-            data = self._s_out.read()
-            if data:
-                self._c_in.write(data)
-                moved = True
-                yield SERVER_TO_CLIENT, data
-            if not moved:
-                return
-
     def handshake(self) -> list[tuple[int, bytes]]:
         """Run the handshake to completion on both sides; the handshake flights."""
         flights: list[tuple[int, bytes]] = []
@@ -290,16 +272,14 @@ class TlsSession:
         sender, receiver = (self.client, self.server) if direction == CLIENT_TO_SERVER else (self.server, self.client)
         out, peer_in = (self._c_out, self._s_in) if direction == CLIENT_TO_SERVER else (self._s_out, self._c_in)
         remaining = plaintext_bytes
-        wire = bytearray()
         while remaining > 0:
             n = min(remaining, write_size)
             sender.write(bytes(n))  # content is irrelevant once encrypted; only its size shows
             remaining -= n
-        wire += out.read()
-        peer_in.write(bytes(wire))
+        wire = out.read()
+        peer_in.write(wire)
         _drain(receiver)
-        # The receiver may answer at the TLS layer (never in practice with data only); keep it.
-        return bytes(wire)
+        return wire
 
     def close(self, direction: int) -> bytes:
         """The closing side sends close_notify; the TLS bytes (the peer does not answer)."""

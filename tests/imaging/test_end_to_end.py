@@ -76,3 +76,26 @@ def test_capture_to_images(tmp_path):
     drawn = image.nonzero()
     assert sorted(set(drawn[1].tolist())) == [0, 10, 11, 12]  # 0, 10, 11, 12 ms; 30, 31, 40 ms fall outside
     assert int((image > 0).sum()) == 4 and image[:14].any() and image[14:].any()  # both directions drawn
+
+
+@pytest.mark.shared
+def test_real_capture_renders_its_payload(shared_captures):
+    capture = shared_captures / "ppa" / "http_espn.pcapng"
+    if not capture.is_file():
+        pytest.skip(f"{capture} is absent")
+    flows = read_flows(capture)
+    table, summary = render_flows(flows, "payload", dedup=False)
+    with_payload = [p for p in flows.column("payload").to_pylist() if p]
+    assert summary.rows_out == len(with_payload) > 0
+    for image, payload in zip(table.column("image").to_pylist(), with_payload):
+        assert image == payload[:784].ljust(784, b"\0")
+    for representation in ("byte-distribution", "flowpic"):
+        assert render_flows(flows, representation, dedup=False)[1].rows_rendered > 0
+
+
+def test_test_helper_follows_the_ingest_schema():
+    from pcapvision.ingest import FLOWS_SCHEMA
+
+    from tests.imaging.helpers import FLOWS_COLUMNS
+
+    assert FLOWS_COLUMNS.equals(FLOWS_SCHEMA)

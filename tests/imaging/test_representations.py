@@ -223,3 +223,28 @@ def test_missing_columns_raise_data_contract_error(name, missing):
     table = make_flows_table([make_flow(0)]).drop_columns([missing])
     with pytest.raises(DataContractError, match=missing):
         get_representation(name).render(table)
+
+
+# --- properties ----------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.binary(max_size=1000)), min_size=1, max_size=12), st.integers(0, 11))
+def test_payload_equals_reference_for_any_values(values, start):
+    arr = pa.array(values, pa.binary()).slice(min(start, len(values) - 1))
+    images, valid, _ = get_representation("payload").render(pa.table({"payload": arr}))
+    expected = reference_prefix(arr.to_pylist(), 784)
+    assert np.array_equal(images.reshape(len(arr), 784), expected)
+    assert valid.tolist() == [bool(v) for v in arr.to_pylist()]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=1, max_size=784), st.integers(0, 783))
+def test_byte_distribution_rotation_invariance_property(payload, shift):
+    shift %= len(payload)
+    rows = [make_flow(0, payload=payload), make_flow(1, payload=payload[shift:] + payload[:shift])]
+    images, _, _ = render("byte-distribution", rows)
+    assert np.array_equal(images[0], images[1]) and images[0].any()

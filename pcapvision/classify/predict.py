@@ -1,0 +1,151 @@
+"""Captures in, per-flow verdicts out: ingest and imaging run with the model's stored parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pcapvision.classify.artifact import load_model
+from pcapvision.classify.evaluate import predict_labels
+from pcapvision.errors import ModelFormatError, ParameterError
+from pcapvision.io import atomic_path, make_metadata, metadata_from_schema, write_parquet_atomic
+from pcapvision.validation import check_number, check_positive_int
+
+log = logging.getLogger(__name__)
+
+# Flow columns copied into each verdict so a reader can find the flow without the flows table.
+FLOW_COLUMNS = ("flow_id", "community_id", "src_ip", "src_port", "dst_ip", "dst_port", "protocol",
+                "first_seen_ns", "bidirectional_packets", "bidirectional_bytes", "tls_sni")
+
+
+def predict_proba(model: Any, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities (N, n_classes) as float64."""
+    if len(x) == 0:
+        return np.zeros((0, model.output_shape[-1]))
+    return np.asarray(model.predict(np.asarray(x, dtype=np.float32), batch_size=batch_size, verbose=0), dtype=np.float64)
+
+
+def check_representation(metadata: Mapping[str, Any], images_schema: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`ModelFormatError` unless images were made as the model's training images were.
+
+    Compares the representation, its parameters and whether TLS names were masked.
+    """
+    expected = metadata.get("representation")
+    if expected is None:
+        raise ModelFormatError(f"{source}: the model was trained on MNIST, not on traffic images")
+    expected_params = dict(metadata.get("representation_params") or {})
+    got = images_schema.get("representation")
+    got_params = dict(images_schema.get("representation_params") or {})
+    if got != expected or got_params != expected_params:
+        raise ModelFormatError(
+            f"{source}: images made with representation {got!r} {got_params}, but the model expects "
+            f"{expected!r} {expected_params}; re-render them with the model's parameters"
+        )
+    want_mask = ((metadata.get("images_schema") or {}).get("params") or {}).get("mask_tls_sni")
+    got_mask = (images_schema.get("params") or {}).get("mask_tls_sni")
+    if want_mask is not None and got_mask is not None and bool(want_mask) != bool(got_mask):
+        raise ModelFormatError(
+            f"{source}: images made with mask_tls_sni={got_mask}, but the model was trained with mask_tls_sni={want_mask}"
+        )
+
+
+def _ingest_options(metadata: Mapping[str, Any]) -> Any:
+    from pcapvision.ingest import IngestOptions
+
+    flows_params = (((metadata.get("images_schema") or {}).get("input") or {}).get("flows_params")) or {}
+    known = {f.name for f in dataclasses.fields(IngestOptions)}
+    return IngestOptions(**{k: v for k, v in flows_params.items() if k in known})
+
+
+def _verdict_rows(model: Any, metadata: Mapping[str, Any], flows: pa.Table, source_file: str, threshold: float,
+                  batch_size: int) -> pd.DataFrame:
+    from pcapvision.imaging import images_to_array, render_flows
+
+    class_names = list(metadata["class_names"])
+    image_params = (metadata.get("images_schema") or {}).get("params") or {}
+    images, _summary = render_flows(
+        flows, metadata["representation"], metadata.get("representation_params") or {}, dedup=False,
+        mask_tls_sni=bool(image_params.get("mask_tls_sni", False)), group_by=image_params.get("group_by", "capture"),
+    )
+    check_representation(metadata, metadata_from_schema(images.schema), source_file)
+    x = images_to_array(images)
+    proba = predict_proba(model, x, batch_size=batch_size) if len(x) else np.zeros((0, len(class_names)))
+    pred = predict_labels(proba, class_names, threshold) if len(x) else np.zeros(0, dtype=int)
+    verdicts = pd.DataFrame({
+        "flow_id": images.column("flow_id").to_pylist(),
+        "image_sha256": images.column("image_sha256").to_pylist(),
+        "predicted": [class_names[i] for i in pred],
+        "confidence": proba[np.arange(len(pred)), pred] if len(pred) else np.zeros(0),
+        **{f"p_{name}": proba[:, k] for k, name in enumerate(class_names)},
+    })
+    wanted = [c for c in FLOW_COLUMNS if c in flows.schema.names]
+    flow_info = flows.select(wanted).to_pandas()
+    flow_info.insert(0, "source_file", source_file)
+    # Every flow gets a row; flows the representation cannot draw (e.g. no payload) get no verdict.
+    out = flow_info.merge(verdicts, on="flow_id", how="left")
+    out.insert(len(wanted) + 1, "imaged", out["image_sha256"].notna())
+    return out
+
+
+def predict_pcaps(
+    model_dir: str | os.PathLike[str],
+    pcaps: Iterable[str | os.PathLike[str]],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    threshold: float | None = None,
+    batch_size: int = 512,
+) -> pd.DataFrame:
+    """Per-flow verdicts for capture files (or directories/globs of them) with a traffic model.
+
+    Each capture is read with the ingest options and rendered with the representation, parameters
+    and TLS-name masking recorded in the model's metadata (no dedup: every flow keeps its row).
+    Columns: ``source_file``, flow identification (``flow_id``, ``community_id``, addresses,
+    ports...), ``imaged`` (False when the representation could not draw the flow: no verdict),
+    ``image_sha256``, ``predicted``, ``confidence`` (probability of the predicted class) and
+    ``p_<class>`` per class. When ``output`` is given (``.parquet`` or ``.csv``) it is written atomically.
+    """
+    from pcapvision.ingest import discover_captures, read_flows
+
+    batch_size = check_positive_int("batch_size", batch_size)
+    suffix = None if output is None else Path(output).suffix.lower()
+    if suffix not in (None, ".parquet", ".csv"):
+        raise ParameterError(f"The 'output' parameter must end in .parquet or .csv. Got {os.fspath(output)!r} instead.")
+    model, metadata = load_model(model_dir)
+    if metadata.get("representation") is None:
+        raise ModelFormatError(f"{model_dir}: the model was trained on MNIST; predict needs a model trained on traffic images")
+    thr = float((metadata.get("params") or {}).get("threshold", 0.5)) if threshold is None else \
+        check_number("threshold", threshold, min_value=0, max_value=1)
+    options = _ingest_options(metadata)
+    frames = []
+    for capture in discover_captures(pcaps):
+        flows = read_flows(capture, options)
+        frames.append(_verdict_rows(model, metadata, flows, os.fspath(capture), thr, batch_size))
+        log.info("%s: %d flows, %d imaged", capture, len(frames[-1]), int(frames[-1]["imaged"].sum()))
+    verdicts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if output is not None:
+        _write_verdicts(verdicts, Path(output), metadata, thr)
+    return verdicts
+
+
+def _write_verdicts(verdicts: pd.DataFrame, output: Path, metadata: Mapping[str, Any], threshold: float) -> None:
+    if output.suffix.lower() == ".csv":
+        with atomic_path(output) as tmp:
+            verdicts.to_csv(tmp, index=False)
+        return
+    table = pa.Table.from_pandas(verdicts, preserve_index=False)
+    write_parquet_atomic(table, output, make_metadata(
+        "predict", {"threshold": threshold}, model_sha256=metadata.get("model_sha256"),
+        class_names=metadata.get("class_names"), representation=metadata.get("representation"),
+        representation_params=metadata.get("representation_params"),
+    ))
+
+
+__all__ = ["FLOW_COLUMNS", "check_representation", "predict_pcaps", "predict_proba"]

@@ -1,0 +1,144 @@
+"""Traffic and MNIST runs end to end: train, evaluate, predict, report, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pcapvision.classify import load_model
+from pcapvision.classify.pipeline import evaluate, train_images
+from pcapvision.classify.predict import predict_pcaps
+from pcapvision.cli import main
+from pcapvision.errors import ModelFormatError
+from tests.classify.conftest import toy_images, write_images_table
+
+
+@pytest.fixture(scope="module")
+def binary_model(tmp_path_factory, images_table):
+    out = tmp_path_factory.mktemp("traffic") / "binary"
+    record = train_images(images_table, out, target="label", epochs=3, batch_size=32, seed=0)
+    return out, record
+
+
+def test_traffic_model_dir_holds_model_metadata_manifest_and_report(binary_model, images_table):
+    out, record = binary_model
+    model, metadata = load_model(out)
+    assert metadata["class_names"] == ["malicious", "normal"] and metadata["positive_class"] == "malicious"
+    assert metadata["representation"] == "payload" and metadata["representation_params"]
+    assert metadata["params"]["seed"] == 0 and metadata["params"]["arch"] == "cnn"
+    assert metadata["split"]["manifest_sha256"] and metadata["data_sha256"] == record["data"]["data_sha256"]
+    manifest = pd.read_parquet(out / "split_manifest.parquet")
+    sides = {s: set(manifest.loc[manifest["split"] == s, "split_group"]) for s in ("train", "validation", "test")}
+    assert not (sides["train"] & sides["test"]) and not (sides["train"] & sides["validation"])
+    assert len(manifest) == 240 and manifest["flow_id"].is_unique
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert {"accuracy", "macro", "per_class", "confusion_matrix", "positive"} <= set(metrics["test"])
+    assert metrics["test"]["accuracy"] > 0.8  # the toy classes are separable
+    names = {row["baseline"] for row in metrics["baselines"]}
+    assert names == {"majority class", "byte histogram + logistic regression", "single-pixel stump", "payload length only"}
+    html = (out / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4 and "<script" not in html
+    for section in ("Training curves", "Confusion matrix", "ROC and precision-recall", "Sample inputs per class",
+                    "Worst misclassified", "Trivial baselines"):
+        assert section in html
+    # the payload length gives the toy classes away: the report must say so plainly
+    assert any("payload length only" in w for w in record["baseline_warnings"])
+    assert "payload length only" in html and "shows little beyond" in html
+
+
+def test_evaluate_on_the_training_table_uses_the_stored_test_split(binary_model, images_table, tmp_path):
+    out, record = binary_model
+    result = evaluate(out, images_table, out_dir=tmp_path / "ev")
+    assert result["test"]["n_samples"] == record["test"]["n_samples"]
+    assert result["test"]["accuracy"] == pytest.approx(record["test"]["accuracy"])
+    assert result["baselines"] and (tmp_path / "ev" / "report.html").is_file()
+
+
+def test_images_made_with_other_parameters_are_refused(binary_model, tmp_path):
+    out, _ = binary_model
+    x, y = toy_images(30)
+    other = write_images_table(tmp_path / "other.parquet", (x[..., 0] * 255).astype(np.uint8),
+                               np.where(y == 0, "normal", "malicious"), ["f"] * 30, [f"g{i % 5}" for i in range(30)],
+                               representation_params={"column": "src2dst_payload"})
+    with pytest.raises(ModelFormatError, match="images made with representation 'payload'.*but the model expects"):
+        evaluate(out, other)
+
+
+def test_family_target_trains_a_multiclass_model(images_table, tmp_path):
+    record = train_images(images_table, tmp_path / "fam", target="family", epochs=2, batch_size=32)
+    assert record["test"]["class_names"] == ["c2-beacon", "exfil", "web-browsing"]
+    assert "positive" not in record["test"] and len(record["test"]["confusion_matrix"]) == 3
+    assert all("most_confused_with" in v for v in record["test"]["per_class"].values())
+
+
+def _craft_pcap(path):
+    from scapy.all import IP, TCP, Ether, wrpcap
+
+    packets = []
+    t = 1_700_000_000.0
+    for i in range(4):
+        client, port = f"10.0.0.{i + 2}", 40000 + i
+        body = (b"GET /index.html HTTP/1.1\r\nHost: example.org\r\n\r\n" if i % 2 else bytes(range(200)))
+        syn = Ether() / IP(src=client, dst="10.0.1.1") / TCP(sport=port, dport=80, flags="S", seq=100)
+        synack = Ether() / IP(src="10.0.1.1", dst=client) / TCP(sport=80, dport=port, flags="SA", seq=500, ack=101)
+        data = Ether() / IP(src=client, dst="10.0.1.1") / TCP(sport=port, dport=80, flags="PA", seq=101, ack=501) / body
+        fin = Ether() / IP(src=client, dst="10.0.1.1") / TCP(sport=port, dport=80, flags="FA", seq=101 + len(body), ack=501)
+        for j, p in enumerate((syn, synack, data, fin)):
+            p.time = t + i + j * 0.01
+            packets.append(p)
+    wrpcap(str(path), packets)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_predict_gives_one_verdict_per_flow(binary_model, tmp_path, suffix):
+    out, _ = binary_model
+    pcap = _craft_pcap(tmp_path / "crafted.pcap")
+    target = tmp_path / f"verdicts{suffix}"
+    verdicts = predict_pcaps(out, [pcap], target)
+    assert len(verdicts) == 4 and verdicts["flow_id"].is_unique and verdicts["imaged"].all()
+    assert set(verdicts["predicted"]) <= {"malicious", "normal"}
+    np.testing.assert_allclose(verdicts["p_malicious"] + verdicts["p_normal"], 1.0, rtol=1e-5)
+    assert (verdicts["predicted"] == np.where(verdicts["p_malicious"] >= 0.5, "malicious", "normal")).all()
+    back = pd.read_parquet(target) if suffix == ".parquet" else pd.read_csv(target)
+    assert back["flow_id"].tolist() == verdicts["flow_id"].tolist()
+    assert set(back["src_ip"]) == {"10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"}
+
+
+def test_predict_refuses_an_mnist_model(mnist_model_dir, tmp_path):
+    pcap = _craft_pcap(tmp_path / "c.pcap")
+    with pytest.raises(ModelFormatError, match="trained on MNIST"):
+        predict_pcaps(mnist_model_dir[0], [pcap], tmp_path / "v.parquet")
+
+
+def test_cli_train_evaluate_predict(mnist_small, binary_model, tmp_path, capsys):
+    model_dir = tmp_path / "cli-mnist"
+    assert main(["train", "--dataset", "mnist", "--mnist-file", str(mnist_small), "-o", str(model_dir),
+                 "--epochs", "1", "--quiet"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert (model_dir / "report" / "report.html").is_file()
+    assert main(["evaluate", str(model_dir), "mnist", "--quiet"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    pcap = _craft_pcap(tmp_path / "c.pcap")
+    assert main(["predict", str(binary_model[0]), str(pcap), "-o", str(tmp_path / "v.csv"), "--quiet"]) == 0
+    assert "4 flows" in capsys.readouterr().out
+    # a bad model directory is a one-line error with exit code 1
+    assert main(["evaluate", str(tmp_path / "nope"), "mnist", "--quiet"]) == 1
+    assert "no such model directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["train", "-o", str(tmp_path / "x"), "--epochs", "0", "--dataset", "mnist", "--quiet"])
+    assert info.value.code == 2
+
+
+def test_mnist_model_metadata_rebuilds_its_test_split(mnist_model_dir):
+    from pcapvision.classify import mnist_test_split
+
+    out, record = mnist_model_dir
+    model, metadata = load_model(out)
+    x_test, y_test = mnist_test_split(metadata)
+    assert len(y_test) == record["test"]["n_samples"] == 200
+    accuracy = (model.predict(x_test, verbose=0).argmax(1) == y_test).mean()
+    assert accuracy == pytest.approx(record["test"]["accuracy"])
