@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -385,6 +386,43 @@ def _add_robustness(subparsers: argparse._SubParsersAction, common: argparse.Arg
 _SUBCOMMANDS.append(_add_robustness)
 
 
+def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "run", parents=[common], formatter_class=_Formatter,
+        help="the main job: ingest, image, train, evaluate and attack in one go",
+        description="Run every stage end to end: captures -> OUT/flows -> OUT/images.parquet -> OUT/model "
+                    "-> OUT/robustness. Stages whose inputs and parameters did not change are reused.",
+    )
+    parser.add_argument("captures", nargs="*", default=["sample_pcaps"], metavar="PATH",
+                        help="capture files, directories or globs")
+    parser.add_argument("-o", "--output", default="out", metavar="OUT", help="output directory")
+    parser.add_argument("--labels", metavar="RULES.csv",
+                        help="label rules (default: labels.csv inside the capture directory, if there is one)")
+    parser.add_argument("--repr", dest="representation", default="payload", metavar="NAME",
+                        help="image representation (see 'pcapvision image --help')")
+    parser.add_argument("--target", choices=("label", "family"), default="label", help="what the model predicts")
+    parser.add_argument("--arch", choices=("cnn", "mlp"), default="cnn", help="network architecture")
+    parser.add_argument("--epochs", type=int, default=20, help="maximum training epochs (early stopping on)")
+    parser.add_argument("--suite", choices=("quick", "full", "none"), default="quick", help="robustness suite")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for every stage")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="ingest worker processes")
+    parser.add_argument("--force", action="store_true", help="redo every stage even if its output is up to date")
+    parser.set_defaults(handler=_run_run)
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from pcapvision.run import format_run, run_pipeline
+
+    record = run_pipeline(args.captures, args.output, labels=args.labels, representation=args.representation,
+                          target=args.target, arch=args.arch, epochs=args.epochs, suite=args.suite, seed=args.seed,
+                          jobs=args.jobs, force=args.force, quiet=args.quiet)
+    print(format_run(record))
+    return EXIT_INPUT_FAILED if record["stages"]["ingest"].get("files_failed") else EXIT_OK
+
+
+_SUBCOMMANDS.append(_add_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pcapvision`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -404,6 +442,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pcapvision`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.debug:
+        # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) is noise on a CLI.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     setup_logging(debug=args.debug, quiet=args.quiet)
     try:
         return int(args.handler(args))

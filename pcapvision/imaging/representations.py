@@ -28,8 +28,9 @@ IMAGE_SIDE = 28
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE  # 784
 PAYLOAD_COLUMNS = ("payload", "src2dst_payload", "dst2src_payload")
 
-# Rows rendered per block: bounds the temporaries (a few (block, width) arrays) to ~100 MB.
-_BLOCK_ROWS = 16384
+# Rows rendered per block. Small enough that a block's temporaries stay in cache (2048 payload
+# images are 1.6 MB): measured ~1.8x faster than 16384-row blocks; tiny blocks pay per-call costs.
+_BLOCK_ROWS = 4096
 
 
 class RenderResult(NamedTuple):
@@ -117,8 +118,10 @@ class Representation(ABC):
             images[lo : lo + block.num_rows], valid[lo : lo + block.num_rows] = self._render_block(block)
         return RenderResult(images.reshape(n, IMAGE_SIDE, IMAGE_SIDE), valid, self.skip_reason)
 
+    block_rows: ClassVar[int] = _BLOCK_ROWS
+
     def _block_rows(self) -> int:
-        return _BLOCK_ROWS
+        return self.block_rows
 
     @abstractmethod
     def _render_block(self, flows: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
@@ -294,6 +297,7 @@ class PayloadImage(Representation):
     summary = "pixel (r, c) = payload byte 28*r + c (0..255), zero-padded"
     skip_reason = "no payload"
     param_specs = (_payload_column_param(),)
+    block_rows = 2048
     needs_payload = True
 
     def required_columns(self) -> tuple[str, ...]:
@@ -337,7 +341,7 @@ class ByteDistributionImage(Representation):
 
     def _block_rows(self) -> int:
         # Temporaries grow with max_bytes, so blocks shrink to keep them near the payload case.
-        return max(1, _BLOCK_ROWS * IMAGE_PIXELS // max(self.params["max_bytes"], IMAGE_PIXELS))
+        return max(1, self.block_rows * IMAGE_PIXELS // max(self.params["max_bytes"], IMAGE_PIXELS))
 
     def _render_block(self, flows: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
         data, starts, lengths = binary_parts(_column(flows, self.params["column"]))

@@ -141,6 +141,8 @@ def _decode_chunk(chunk: RecordChunk, *, fast: bool) -> PacketBatch:
 
 def _hdr(cls: type, buf: bytes):
     """Parse only the fixed header of a dpkt class (no automatic decoding of the layers above)."""
+    if len(buf) < cls.__hdr_len__:
+        raise dpkt.NeedData(f"{cls.__name__}: {len(buf)} of {cls.__hdr_len__} header bytes")
     obj = cls.__new__(cls)
     dpkt.Packet.unpack(obj, buf)
     return obj

@@ -226,7 +226,7 @@ class _HostRunner:
         self.host = plan.host
         self.tls = tls
         self.preset = DIFFICULTIES[difficulty]
-        # Per-host stream: ports, ISNs, losses do not depend on other hosts or on TLS output.
+        # Per-host stream for ports, IP ids and DNS; each connection has its own (see run).
         self.rng = np.random.default_rng([seed, 0xC0FFEE, index])
         self.seed, self.index = seed, index
         self._connections = 0
@@ -239,6 +239,10 @@ class _HostRunner:
         self._resolved: set[tuple[str, int]] = set()
 
     def _ephemeral_port(self) -> int:
+        if len(self._used_ports) >= 16384:
+            # Only a host with more connections than ephemeral ports gets here: reuse ports, as
+            # stacks do once TIME_WAIT is over (labels.csv then lists the 5-tuple more than once).
+            self._used_ports.clear()
         while True:
             self._next_port = 49152 + (self._next_port - 49152 + int(self.rng.integers(1, 4))) % 16384
             if self._next_port not in self._used_ports:
@@ -276,9 +280,9 @@ class _HostRunner:
         reply = dns.response(txid, name, qtype, [answer] if answer else [], int(self.rng.integers(30, 3600)))
         self.packets.append((self.epoch_ns + round(t_query * 1e9), up.udp(port, 53, query)))
         self.packets.append((self.epoch_ns + round((t_query + rtt) * 1e9), down.udp(53, port, reply)))
-        self.truths.append(FlowTruth(self.file_name, client_ip, resolver, port, 53, "udp", label, DNS_FAMILY,
-                                     None, self.epoch_ns + round(t_query * 1e9), 2, len(self.packets[-1][1]) + len(self.packets[-2][1]),
-                                     query, reply))
+        frame_bytes = len(self.packets[-1][1]) + len(self.packets[-2][1])
+        self.truths.append(FlowTruth(self.file_name, client_ip, resolver, port, 53, "udp", label, DNS_FAMILY, None,
+                                     self.epoch_ns + round(t_query * 1e9), 2, frame_bytes, query, reply))
 
     def run(self, conn: ConnectionPlan) -> None:
         ipv6 = conn.use_ipv6 and self.host.ipv6 is not None and conn.server.ipv6 is not None
@@ -298,7 +302,11 @@ class _HostRunner:
         hops = int(rng.integers(6, 24))
         up, down = self._directions(ipv6, client_ip, server_ip, (64 if rng.random() < 0.7 else 128) - hops)
         ip_overhead = 20 if ipv6 else 0
-        client_port = conn.client_port or self._ephemeral_port()
+        if conn.client_port is not None:  # a scanner's fixed source port
+            client_port = conn.client_port
+            self._used_ports.add(client_port)
+        else:
+            client_port = self._ephemeral_port()
         client = Peer(up, client_port, self.host.mss - ip_overhead, self.host.window, self.host.window_scale,
                       self.host.rate_bps, int(rng.integers(0, 1 << 32)))
         server = Peer(down, conn.server.port, (1460, 1440, 1380, 1360)[int(rng.integers(4))] - ip_overhead,
@@ -313,8 +321,8 @@ class _HostRunner:
             self._run_tls(conn, tcp, t)
         self.truths.append(FlowTruth(
             self.file_name, client_ip, server_ip, client_port, conn.server.port, "tcp", conn.label, conn.family,
-            _sni_on_wire(conn.sni), first_ns, tcp.packets, tcp.wire_bytes, bytes(client.sent_payload[:_PAYLOAD_PREFIX_BYTES]),
-            bytes(server.sent_payload[:_PAYLOAD_PREFIX_BYTES])))
+            _sni_on_wire(conn.sni), first_ns, tcp.packets, tcp.wire_bytes,
+            bytes(client.sent_payload[:_PAYLOAD_PREFIX_BYTES]), bytes(server.sent_payload[:_PAYLOAD_PREFIX_BYTES])))
 
     def _run_tls(self, conn: ConnectionPlan, tcp: TcpConnection, t: float) -> None:
         rng = tcp.rng
@@ -333,7 +341,8 @@ class _HostRunner:
             held = flights.pop()[1]
         for direction, data in flights:
             # Server flights cost a signature; client flights a key exchange: both sub-millisecond.
-            delay = float(rng.uniform(0.0005, 0.003)) if direction == SERVER_TO_CLIENT else float(rng.uniform(0.0001, 0.001))
+            low, high = (0.0005, 0.003) if direction == SERVER_TO_CLIENT else (0.0001, 0.001)
+            delay = float(rng.uniform(low, high))
             tcp.send(SERVER if direction == SERVER_TO_CLIENT else CLIENT, data, delay)
         for message in conn.messages:
             wire = session.send(message.direction, message.size)

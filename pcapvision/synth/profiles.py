@@ -163,7 +163,8 @@ def _public_ipv4(rng: np.random.Generator) -> str:
 
 def _public_ipv6(rng: np.random.Generator) -> str:
     # Documentation prefix 2001:db8::/32: never anyone's real address.
-    return str(ipaddress.IPv6Address((0x20010DB8 << 96) | (int(rng.integers(1, 1 << 62)) << 32) | int(rng.integers(1, 1 << 32))))
+    interface = (int(rng.integers(1, 1 << 62)) << 32) | int(rng.integers(1, 1 << 32))
+    return str(ipaddress.IPv6Address((0x20010DB8 << 96) | interface))
 
 
 @dataclass(frozen=True)
@@ -382,8 +383,8 @@ def _plan_api_polling(ctx: PlanContext, budget: int) -> list[ConnectionPlan]:
         period, req, resp = ctx.uniform(20, 120), ctx.integer(120, 500), ctx.integer(40, 300)
         plans = []
         for _ in range(polls):
-            plans.append(ctx.connection("api-polling", t, server, hello, server.name,
-                                        [Message(C2S, req + ctx.integer(-4, 4), 0.0005), Message(S2C, resp, ctx.uniform(0.01, 0.08))],
+            messages = [Message(C2S, req + ctx.integer(-4, 4), 0.0005), Message(S2C, resp, ctx.uniform(0.01, 0.08))]
+            plans.append(ctx.connection("api-polling", t, server, hello, server.name, messages,
                                         close_delay_s=ctx.uniform(0.01, 0.5), close_notify=ctx.chance(0.5)))
             t += period * ctx.uniform(0.95, 1.05)
         return plans

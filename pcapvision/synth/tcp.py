@@ -163,7 +163,8 @@ class TcpConnection:
                 t = t_round + k * seg_time
                 index = i + k
                 lost = self.loss_rate > 0 and self.rng.random() < self.loss_rate
-                reordered = not lost and self.reorder_rate > 0 and index < last_index and self.rng.random() < self.reorder_rate
+                reordered = (not lost and self.reorder_rate > 0 and index < last_index
+                             and self.rng.random() < self.reorder_rate)
                 if reordered:
                     t += 1.5 * seg_time + 20e-6
                 # The client's lost segments were captured before the loss; the server's were not.

@@ -248,3 +248,17 @@ def test_byte_distribution_rotation_invariance_property(payload, shift):
     rows = [make_flow(0, payload=payload), make_flow(1, payload=payload[shift:] + payload[:shift])]
     images, _, _ = render("byte-distribution", rows)
     assert np.array_equal(images[0], images[1]) and images[0].any()
+
+
+@pytest.mark.parametrize("name", sorted(REPRESENTATIONS))
+def test_blocks_do_not_change_the_result(name, monkeypatch):
+    rng = np.random.default_rng(9)
+    rows = [make_flow(i, payload=rng.integers(0, 256, int(rng.integers(0, 900)), dtype=np.uint8).tobytes(),
+                      packets=[(float(t), int(t) % 2, int(t) * 7 % 1500) for t in np.sort(rng.random(5) * 900)])
+            for i in range(37)]
+    table = make_flows_table(rows)
+    whole = get_representation(name).render(table)
+    monkeypatch.setattr(REPRESENTATIONS[name], "block_rows", 5)  # 8 blocks, the last one short
+    blocked = get_representation(name).render(table)
+    assert np.array_equal(whole.images, blocked.images) and np.array_equal(whole.valid, blocked.valid)
+    assert whole.images.any()

@@ -26,7 +26,7 @@ from scapy.layers.l2 import ARP, CookedLinux, Dot1Q, Ether
 from scapy.utils import wrpcap
 
 from pcapvision.ingest.pipeline import CaptureStats, IngestOptions, flow_id, ingest, iter_flow_tables, read_flows
-from pcapvision.io import sha256_file
+from pcapvision.io import metadata_from_schema, sha256_file
 from tests.ingest import crafted as c
 
 T0 = Decimal("1700000000")  # capture start, s
@@ -344,7 +344,5 @@ def test_every_crafted_format_ingests_and_readers_agree(crafted_formats, tmp_pat
 
 
 def sources_skipped(table: pa.Table) -> dict[str, int]:
-    from pcapvision.io import metadata_from_schema
-
     (source,) = metadata_from_schema(table.schema)["sources"]
     return source["packets_skipped"]

@@ -110,9 +110,8 @@ def test_pcapng_with_interfaces_of_different_link_types(tmp_path: Path, reader: 
     records, expected = [], []
     for i, spec in enumerate(c.standard_specs()):
         iface = i % len(interfaces)
-        # Whole seconds plus multiples of 1.953125 s (2**21 * 1000 ticks of 2**-20 s): exact at
-        # every resolution above.
-        ts = c.T0_NS - c.T0_NS % 1_000_000_000 + i * 1_953_125_000
+        # Whole seconds plus multiples of 0.125 s: exact at every resolution above.
+        ts = c.T0_NS - c.T0_NS % 1_000_000_000 + i * 125_000_000
         records.append(c.Record(ts, c.frame_for(interfaces[iface].linktype, spec.ip_packet()), interface=iface))
         expected.append(spec.expected(ts, i))
     path = c.write_pcapng(tmp_path / "a.pcapng", interfaces, records, big_endian=big_endian)
@@ -124,7 +123,8 @@ def test_pcapng_timestamp_offset_and_resolutions(tmp_path: Path, reader: str) ->
     spec = c.PacketSpec("10.0.0.1", "10.0.0.2", 1, 2, protocol="udp", payload=b"t")
     ts = 1_700_000_000_123_456_789
     interfaces = [c.Interface(c.LINKTYPE_RAW, tsresol=9, tsoffset_s=1_600_000_000),
-                  c.Interface(c.LINKTYPE_RAW, tsresol=0x80 | 30), c.Interface(c.LINKTYPE_RAW, tsresol=12)]
+                  c.Interface(c.LINKTYPE_RAW, tsresol=0x80 | 30),
+                  c.Interface(c.LINKTYPE_RAW, tsresol=12, tsoffset_s=1_700_000_000)]  # 64-bit ps need an offset
     w = c.PcapngWriter().section()
     for iface in interfaces:
         w.interface(iface)

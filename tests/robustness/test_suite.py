@@ -11,7 +11,7 @@ from pcapvision.robustness.suite import EXAMPLES_FILE, HTML_FILE, JSON_FILE, Sui
 
 @pytest.fixture(scope="module")
 def mnist_like_model(tmp_path_factory):
-    """A classify-stage MNIST model directory trained on a tiny synthetic 'MNIST' file (3 classes)."""
+    """A classify-stage MNIST model directory trained on a tiny synthetic 'MNIST' file (3 of 10 digits)."""
     from pcapvision.classify.pipeline import train_mnist
 
     root = tmp_path_factory.mktemp("robustness-model")
@@ -52,8 +52,9 @@ def test_run_suite_writes_json_html_and_examples(mnist_like_model, tmp_path):
         assert r["norm_linf"]["max"] <= (r["eps"] + 1e-5 if r["norm"] == "inf" else 1.0)
         assert 0 <= r["evasion_rate_of_correct"] <= 1
     assert on_disk["traffic_distortions"]["skipped"].startswith("MNIST model")
-    assert len(on_disk["confusion_under_attack"]["matrix"]) == 3
-    assert on_disk["noise_class"]["noise_class_index"] == 3
+    n_classes = len(on_disk["model"]["class_names"])  # classify's MNIST models always have 10 outputs
+    assert len(on_disk["confusion_under_attack"]["matrix"]) == n_classes
+    assert on_disk["noise_class"]["noise_class_index"] == n_classes
     assert [row["model"] for row in on_disk["defences"]["table"]] == ["standard (given)", "fgsm_rs"]
     assert on_disk["certification"]["n"] == 50
     assert record["summary"] == on_disk["summary"]

@@ -176,3 +176,14 @@ def test_parse_mix() -> None:
         parse_mix("c2-beacon")
     with pytest.raises(ParameterError, match="numeric"):
         parse_mix("c2-beacon=lots")
+
+
+@pytest.mark.parametrize("hosts", [2, 3, 5])
+def test_every_malicious_family_lives_on_two_infected_hosts(hosts: int) -> None:
+    plans = plan_traffic(300 * hosts, 0, "realistic", hosts_per_class=hosts)
+    infected = [h for h in plans if h.host.infected]
+    assert len(infected) == hosts and not any(h.families for h in plans if not h.host.infected)
+    for family in (name for name, f in FAMILIES.items() if f.label == "malicious"):
+        carriers = [h for h in infected if family in h.families]
+        assert len(carriers) >= 2
+        assert all(c.family != family for h in plans if family not in h.families for c in h.connections)
