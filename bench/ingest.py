@@ -319,7 +319,8 @@ def run_child(argv: list[str]) -> tuple[float, int, int, str, float]:
 
 
 def measure_method(method: str, path: Path, limit: int | None = None) -> dict:
-    argv = [sys.executable, __file__, "--child", method, "--pcap", str(path)] + (["--limit", str(limit)] if limit else [])
+    argv = [sys.executable, __file__, "--child", method, "--pcap", str(path)]
+    argv += ["--limit", str(limit)] if limit else []
     seconds, rss, anon, stdout, _ = run_child(argv)
     result = json.loads(stdout.strip().splitlines()[-1])
     return {"packets": result["packets"], "bytes": result["bytes"], "seconds": result["seconds"],

@@ -323,13 +323,20 @@ def _add_synth(subparsers: argparse._SubParsersAction, common: argparse.Argument
                         help="cap on a flow's application bytes (long flows end early, downloads shrink)")
     parser.add_argument("--hosts-per-class", type=int, default=None, metavar="N",
                         help="simulated hosts (pcaps) per class; None: flows/300 within [2, 50]")
+    parser.add_argument("--loss-rate", type=float, default=None, metavar="P",
+                        help="share of data segments lost and retransmitted; None: the difficulty's "
+                             "(0, 0.005, 0.02)")
+    parser.add_argument("--reorder-rate", type=float, default=None, metavar="P",
+                        help="share of data segments captured after their successor; None: the "
+                             "difficulty's (0, 0.003, 0.01)")
 
     def run(args: argparse.Namespace) -> int:
         from pcapvision.synth import generate, parse_mix
 
         summary = generate(args.output, flows=args.flows, seed=args.seed, difficulty=args.difficulty,
                            mix=parse_mix(args.mix), max_flow_kib=args.max_flow_kib,
-                           hosts_per_class=args.hosts_per_class, quiet=args.quiet)
+                           hosts_per_class=args.hosts_per_class, loss_rate=args.loss_rate,
+                           reorder_rate=args.reorder_rate, quiet=args.quiet)
         print(summary.format())
         return EXIT_OK
 

@@ -41,6 +41,8 @@ def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> I
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates the file owner-only; outputs should get the usual permissions.
+    os.chmod(tmp, 0o666 & ~_current_umask())
     try:
         yield tmp
         os.replace(tmp, target)
@@ -48,6 +50,12 @@ def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> I
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -100,8 +100,7 @@ def image_grid(
         r, c = divmod(i, columns)
         mosaic[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = img
     fig, ax = plt.subplots(figsize=(1.1 * columns + (1.2 if row_labels else 0), 1.3 * rows))
-    colormap = plt.get_cmap(cmap).copy()
-    colormap.set_bad("white")
+    colormap = plt.get_cmap(cmap).with_extremes(bad="white")
     ax.imshow(mosaic, cmap=colormap, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])

@@ -445,6 +445,39 @@ class _Interface:
         return ns + self.tsoffset_s * 1_000_000_000
 
 
+    def ts_ns_array(self, ts_hi: np.ndarray, ts_lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`ts_ns` for arrays of timestamp halves: (ns as int64, which rows fit in int64).
+
+        The usual resolutions are computed in int64 where that is exact; others row by row.
+        """
+        v = self.tsresol
+        offset_ns = self.tsoffset_s * 1_000_000_000
+        if not v & 0x80 and v <= 9 and abs(offset_ns) < 1 << 62:
+            mult = 10 ** (9 - v)
+            limit = ((1 << 62) // mult) >> 32  # ts_hi below this: ticks * mult + offset fits
+            fast = ts_hi < limit
+            if fast.all():
+                return ((ts_hi << 32) | ts_lo) * mult + offset_ns, np.ones(ts_hi.shape[0], bool)
+        values = [self.ts_ns((int(h) << 32) | int(lo)) for h, lo in zip(ts_hi.tolist(), ts_lo.tolist())]
+        in_range = np.array([-(1 << 63) <= x < (1 << 63) for x in values], bool)
+        return np.array([x if ok else 0 for x, ok in zip(values, in_range)], np.int64), in_range
+
+
+class _Columns:
+    """Record columns gathered in pieces (arrays or lists), concatenated at the end."""
+
+    def __init__(self) -> None:
+        self.pieces: list[tuple] = []
+
+    def add(self, *columns) -> None:
+        self.pieces.append(columns)
+
+    def arrays(self) -> list[np.ndarray]:
+        if not self.pieces:
+            return [np.zeros(0, np.int64) for _ in range(5)]
+        return [np.concatenate([np.asarray(p[k], np.int64) for p in self.pieces]) for k in range(5)]
+
+
 def _parse_idb(body: bytes, e: str) -> _Interface:
     if len(body) < 8:
         raise ValueError("interface description block too short")
@@ -494,31 +527,44 @@ class _PcapngWalker:
         self.section_seen = True
 
     def walk(self, buf, pos: int, final: bool, max_records: int, index: int):
-        """Records from ``pos``: (offsets, caplens, ts_ns, linktypes, frame indices, pos, status, skipped)."""
+        """Records from ``pos``: (offsets, caplens, ts_ns, linktypes, frame indices, pos, status,
+        skipped, next frame index), the first five as int64 arrays.
+
+        Enhanced packet blocks (nearly all blocks of a capture) are only located in the loop and
+        decoded together by :meth:`_flush`; other blocks are handled one by one, after the
+        pending EPBs (an interface or section block changes how later packets read).
+        """
         end = len(buf)
-        offs: list[int] = []
-        caps: list[int] = []
-        tss: list[int] = []
-        lts: list[int] = []
-        idxs: list[int] = []
+        out = _Columns()
         skipped: Counter[str] = Counter()
+        epb_pos: list[int] = []
+        epb_len: list[int] = []
         unpack_from = struct.unpack_from
+        fmt = self.e + "II"
+        count = 0
         status = _OK
-        while len(offs) < max_records:
-            if pos == end:
-                status = _END
-                break
+        while count < max_records:
             if pos + 12 > end:
-                status = _TRUNCATED if final else _NEED_MORE
+                status = _END if pos == end else (_TRUNCATED if final else _NEED_MORE)
+                break
+            btype, blen = unpack_from(fmt, buf, pos)
+            if btype == BLOCK_EPB and blen >= 32 and not blen & 3 and pos + blen <= end:
+                epb_pos.append(pos)
+                epb_len.append(blen)
+                count += 1
+                pos += blen
+                continue
+            index, bad_at = self._flush(buf, epb_pos, epb_len, index, out, skipped)
+            epb_pos, epb_len = [], []
+            if bad_at is not None:
+                pos, status = bad_at, _CORRUPT
                 break
             # The section header's own byte order decides how to read its length.
-            btype_le = unpack_from("<I", buf, pos)[0]
-            if btype_le == PCAPNG_SHB:
-                bom = unpack_from("<I", buf, pos + 8)[0]
-                e = "<" if bom == PCAPNG_BOM else ">"
+            if unpack_from("<I", buf, pos)[0] == PCAPNG_SHB:
+                e = "<" if unpack_from("<I", buf, pos + 8)[0] == PCAPNG_BOM else ">"
+                btype, blen = unpack_from(e + "II", buf, pos)
             else:
                 e = self.e
-            btype, blen = unpack_from(e + "II", buf, pos)
             if blen < 12 or blen % 4:
                 status = _CORRUPT
                 break
@@ -534,6 +580,7 @@ class _PcapngWalker:
                     status = _CORRUPT
                     break
                 self._section(buf, pos, blen)
+                fmt = self.e + "II"
             elif btype == BLOCK_IDB:
                 try:
                     self.interfaces.append(_parse_idb(bytes(buf[body_at:body_end]), self.e))
@@ -547,16 +594,72 @@ class _PcapngWalker:
                     if record == "corrupt_record":
                         log.warning("%s: skipped corrupt packet block %d", self.path, index)
                 else:
-                    data_at, caplen, ts_ns, linktype = record
-                    offs.append(data_at)
-                    caps.append(caplen)
-                    tss.append(ts_ns)
-                    lts.append(linktype)
-                    idxs.append(index)
+                    out.add([record[0]], [record[1]], [record[2]], [record[3]], [index])
                 index += 1
+                count += 1
             # Other block types (name resolution, statistics, decryption secrets...) are skipped.
             pos += blen
-        return offs, caps, tss, lts, idxs, pos, status, skipped, index
+        index, bad_at = self._flush(buf, epb_pos, epb_len, index, out, skipped)
+        if bad_at is not None:
+            pos, status = bad_at, _CORRUPT
+        return (*out.arrays(), pos, status, skipped, index)
+
+    def _flush(self, buf, epb_pos: list[int], epb_len: list[int], index: int, out: _Columns,
+               skipped: Counter[str]) -> tuple[int, int | None]:
+        """Decode pending EPBs at once, with the rules of :meth:`_packet`.
+
+        Returns the next frame index and, when an EPB's trailing length disagrees (a corrupt
+        block length: reading must stop there), that block's position.
+        """
+        if not epb_pos:
+            return index, None
+        e = self.e
+        u4 = np.dtype(e + "u4")
+        starts = np.array(epb_pos, np.int64)
+        lengths = np.array(epb_len, np.int64)
+        trailer = gather_rows(buf, starts + lengths - 4, 4)[0].view(u4)[:, 0]
+        bad_at = None
+        mismatch = trailer != lengths
+        if mismatch.any():
+            k = int(np.argmax(mismatch))
+            bad_at = epb_pos[k]
+            starts, lengths = starts[:k], lengths[:k]
+        n = starts.shape[0]
+        if n == 0:
+            return index, bad_at
+        header = gather_rows(buf, starts + 8, 20)[0].view(u4).astype(np.int64)
+        iface, ts_hi, ts_lo, caplen = header[:, 0], header[:, 1], header[:, 2], header[:, 3]
+        frame_index = np.arange(index, index + n, dtype=np.int64)
+        n_iface = len(self.interfaces)
+        known = iface < n_iface
+        iface_c = np.where(known, iface, 0)
+        snaplen = np.array([i.snaplen for i in self.interfaces] or [0], np.int64)[iface_c]
+        linktype = np.array([i.linktype for i in self.interfaces] or [-1], np.int64)[iface_c]
+        corrupt = ~known | (caplen > lengths - 32) | (caplen > ABSURD_CAPLEN)
+        corrupt |= (snaplen > 0) & (caplen > np.maximum(snaplen, MAX_SNAPLEN))
+        unsupported = ~corrupt & ~np.isin(linktype, tuple(SUPPORTED_LINKTYPES))
+        if unsupported.any():
+            if not any(i.linktype in SUPPORTED_LINKTYPES for i in self.interfaces):
+                bad_type = int(linktype[np.argmax(unsupported)])
+                raise CaptureFormatError(f"{self.path}: unsupported link type {bad_type}")
+            skipped["unsupported_link_type"] += int(unsupported.sum())
+        ts_ns = np.zeros(n, np.int64)
+        ok = ~corrupt & ~unsupported
+        for k, itf in enumerate(self.interfaces):
+            rows = np.flatnonzero(ok & (iface == k))
+            if rows.shape[0]:
+                ts, in_range = itf.ts_ns_array(ts_hi[rows], ts_lo[rows])
+                ts_ns[rows] = ts
+                corrupt[rows[~in_range]] = True
+        ok = ~corrupt & ~unsupported
+        for k in np.flatnonzero(corrupt).tolist():
+            skipped["corrupt_record"] += 1
+            log.warning("%s: skipped corrupt packet block %d", self.path, index + k)
+        rows = np.flatnonzero(ok)
+        if rows.shape[0]:
+            self.last_ts_ns = int(ts_ns[rows[-1]])
+            out.add(starts[rows] + 28, caplen[rows], ts_ns[rows], linktype[rows], frame_index[rows])
+        return index + n, bad_at
 
     def _packet(self, buf, btype: int, body_at: int, body_end: int):
         e = self.e
@@ -595,6 +698,8 @@ class _PcapngWalker:
             ts_ns = self.last_ts_ns  # an SPB has no timestamp: it takes the previous packet's
         else:
             ts_ns = iface.ts_ns((ts_hi << 32) | ts_lo)
+            if not -(1 << 63) <= ts_ns < (1 << 63):  # a resolution or offset no clock has
+                return "corrupt_record"
         self.last_ts_ns = ts_ns
         return data_at, caplen, ts_ns, iface.linktype
 
@@ -642,7 +747,8 @@ def _iter_pcapng(path: Path, source: _Source, head: bytes, chunk_records: int) -
     window_bytes = head
     final = False
     acc: list = [[], [], [], [], [], Counter()]
-    pieces: list[tuple[np.ndarray, list[int]]] = []
+    have = 0
+    pieces: list[tuple[np.ndarray, np.ndarray]] = []
     while True:
         if not final:
             block, _clean = source.read(GZIP_BLOCK_BYTES)
@@ -651,14 +757,15 @@ def _iter_pcapng(path: Path, source: _Source, head: bytes, chunk_records: int) -
         window = np.frombuffer(window_bytes, np.uint8)
         pos = 0
         while True:
-            want = chunk_records - len(acc[0])
+            want = chunk_records - have
             offs, caps, tss, lts, idxs, pos, status, skipped, index = walker.walk(window, pos, final, want, index)
-            if offs:
+            if len(offs):
                 pieces.append((window, offs))
             for column, values in zip(acc[:5], (offs, caps, tss, lts, idxs)):
-                column.extend(values)
+                column.append(values)
             acc[5].update(skipped)
-            full = len(acc[0]) == chunk_records
+            have += len(offs)
+            full = have == chunk_records
             stop = status in (_TRUNCATED, _CORRUPT) or (final and status != _OK)
             if full or stop:
                 chunk = _merge_pcapng_pieces(pieces, acc)
@@ -668,6 +775,7 @@ def _iter_pcapng(path: Path, source: _Source, head: bytes, chunk_records: int) -
                     yield chunk
                 acc = [[], [], [], [], [], Counter()]
                 pieces = []
+                have = 0
                 if stop:
                     return
                 if status == _OK:
@@ -691,8 +799,9 @@ def _merge_pcapng_pieces(pieces: list[tuple[np.ndarray, list[int]]], acc: list) 
         buf = np.zeros(0, np.uint8)
     else:
         buf = windows[0] if len(windows) == 1 else np.concatenate(windows)
-    rebased = [o + base[id(w)] for w, os_ in pieces for o in os_]
-    return _pcapng_chunk(buf, rebased, caps, tss, lts, idxs, skipped)
+    rebased = [os_ + base[id(w)] for w, os_ in pieces]
+    return _pcapng_chunk(buf, *(np.concatenate(c) if c else np.zeros(0, np.int64)
+                                for c in (rebased, caps, tss, lts, idxs)), skipped)
 
 
 # --- public entry points ---------------------------------------------------------------------

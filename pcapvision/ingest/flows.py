@@ -59,7 +59,8 @@ from pcapvision.validation import check_int, check_positive_number
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FLOW_COLUMNS", "FLOW_SCHEMA_FIELDS", "END_REASONS", "FlowOptions", "FlowAssembler", "assemble_flows"]
+__all__ = ["FLOW_COLUMNS", "FLOW_SCHEMA", "FLOW_SCHEMA_FIELDS", "END_REASONS", "FlowOptions", "FlowAssembler",
+           "assemble_flows", "assemble_flow_batches"]
 
 FLOW_SCHEMA_FIELDS: list[pa.Field] = [
     pa.field("community_id", pa.string(), nullable=False),
@@ -95,6 +96,7 @@ FLOW_SCHEMA_FIELDS: list[pa.Field] = [
     pa.field("end_reason", pa.string(), nullable=False),
 ]
 FLOW_COLUMNS: list[str] = [f.name for f in FLOW_SCHEMA_FIELDS]
+FLOW_SCHEMA = pa.schema(FLOW_SCHEMA_FIELDS)
 
 # end_reason codes; the closure codes double as the TCP closure state of an open flow.
 _OPEN, _FIN, _RST, _IDLE, _ACTIVE, _EOC = 0, 1, 2, 3, 4, 5
@@ -293,11 +295,26 @@ class FlowAssembler:
     # --- public API ---------------------------------------------------------------------------
 
     def add(self, batch: PacketBatch) -> list[dict[str, Any]]:
-        """Assemble one batch; return the flows that ended during it."""
-        n = len(batch)
-        if n == 0:
-            return []
-        self.stats["packets"] += n
+        """Assemble one batch; return the flows that ended during it, as dicts."""
+        return self._records(self._finish(*self._advance(batch)))
+
+    def flush(self) -> list[dict[str, Any]]:
+        """End every open flow (``end_of_capture`` unless closed by FIN/RST) and return them."""
+        return self._records(self._finish(*self._end_all()))
+
+    def add_columns(self, batch: PacketBatch) -> pa.RecordBatch:
+        """Like :meth:`add`, as an Arrow record batch of :data:`FLOW_SCHEMA` (no per-flow dicts)."""
+        return self._record_batch(self._finish(*self._advance(batch)))
+
+    def flush_columns(self) -> pa.RecordBatch:
+        """Like :meth:`flush`, as an Arrow record batch of :data:`FLOW_SCHEMA`."""
+        return self._record_batch(self._finish(*self._end_all()))
+
+    def _advance(self, batch: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Assemble one batch; the slots of the flows that ended and their end codes."""
+        if len(batch) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int8)
+        self.stats["packets"] += len(batch)
         ended_slots, ended_codes = self._assemble(batch)
         batch_max = int(batch.ts_ns.max())
         self._clock = batch_max if self._clock is None else max(self._clock, batch_max)
@@ -310,13 +327,12 @@ class FlowAssembler:
                     del self._open[key]
             ended_slots = np.concatenate([ended_slots, expired])
             ended_codes = np.concatenate([ended_codes, np.full(len(expired), _IDLE, np.int8)])
-        return self._emit(ended_slots, ended_codes)
+        return ended_slots, ended_codes
 
-    def flush(self) -> list[dict[str, Any]]:
-        """End every open flow (``end_of_capture`` unless closed by FIN/RST) and return them."""
-        slots = np.array(sorted(self._open.values()), np.int64)
+    def _end_all(self) -> tuple[np.ndarray, np.ndarray]:
+        slots = np.array(list(self._open.values()), np.int64)
         self._open.clear()
-        return self._emit(slots, np.full(len(slots), _EOC, np.int8))
+        return slots, np.full(len(slots), _EOC, np.int8)
 
     # --- per-batch assembly -------------------------------------------------------------------
 
@@ -799,10 +815,12 @@ class FlowAssembler:
 
     # --- emission -----------------------------------------------------------------------------
 
-    def _emit(self, slots: np.ndarray, codes: np.ndarray) -> list[dict[str, Any]]:
-        """Flow records of ``slots`` (sorted), then free the slots."""
-        if not len(slots):
-            return []
+    def _finish(self, slots: np.ndarray, codes: np.ndarray) -> dict[str, Any]:
+        """Columns of the flows in ``slots``, in output order; frees the slots.
+
+        Numeric columns are numpy arrays, the others lists with one entry per flow; the
+        ``packet_*`` entries are each flow's ``array``/``bytearray`` (directions already src/dst).
+        """
         slots = slots.astype(np.int64)
         closure = self._code[slots]
         codes = np.where(closure != _OPEN, closure, codes)
@@ -810,80 +828,115 @@ class FlowAssembler:
         order = np.lexsort((words[:, 4], words[:, 3], words[:, 2], words[:, 1], words[:, 0],
                            self._first_frame[slots], self._first_ts[slots]))
         slots, codes, words = slots[order], codes[order], words[order]
+        # Map canonical (A, B) to (src, dst) by the initiator's side.
         init = np.where(self._syn_dir[slots] >= 0, self._syn_dir[slots], self._first_dir[slots]).astype(np.int64)
-        init_list = init.tolist()
-        codes = codes.tolist()
-        # Per-flow columns, mapped from canonical (A, B) to (src, dst) by the initiator's side.
         rows = np.arange(len(slots))
-        pk, by, pb = self._pkts[slots], self._bytes[slots], self._pbytes[slots]
-        src_pk, dst_pk = pk[rows, init].tolist(), pk[rows, 1 - init].tolist()
-        src_by, dst_by = by[rows, init].tolist(), by[rows, 1 - init].tolist()
-        src_pb, dst_pb = pb[rows, init].tolist(), pb[rows, 1 - init].tolist()
+        w4 = words[:, 4]
+        port_a = ((w4 >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.uint16)
+        port_b = (w4 & np.uint64(0xFFFF)).astype(np.uint16)
+        swap = init == 1
+        first, last = self._first_ts[slots], self._max_ts[slots]
+        cols: dict[str, Any] = {
+            "src_port": np.where(swap, port_b, port_a),
+            "dst_port": np.where(swap, port_a, port_b),
+            "protocol": ((w4 >> np.uint64(32)) & np.uint64(0xFF)).astype(np.uint8),
+            "ip_version": ((w4 >> np.uint64(40)) & np.uint64(0xFF)).astype(np.uint8),
+            "first_seen_ns": first,
+            "last_seen_ns": last,
+            "duration_ms": (last - first) / 1e6,
+        }
+        for name, counts in (("packets", self._pkts[slots]), ("bytes", self._bytes[slots]),
+                             ("payload_bytes", self._pbytes[slots])):
+            cols[f"src2dst_{name}"] = counts[rows, init]
+            cols[f"dst2src_{name}"] = counts[rows, 1 - init]
+        cols["bidirectional_packets"] = cols["src2dst_packets"] + cols["dst2src_packets"]
+        cols["bidirectional_bytes"] = cols["src2dst_bytes"] + cols["dst2src_bytes"]
+        cols["end_reason"] = [END_REASONS[c] for c in codes.tolist()]
+
         addr_a = np.ascontiguousarray(words[:, 0:2].astype(">u8")).view(np.dtype((np.void, 16))).ravel().tolist()
         addr_b = np.ascontiguousarray(words[:, 2:4].astype(">u8")).view(np.dtype((np.void, 16))).ravel().tolist()
-        w4 = words[:, 4]
-        ipver = ((w4 >> np.uint64(40)) & np.uint64(0xFF)).astype(np.int64).tolist()
-        proto = ((w4 >> np.uint64(32)) & np.uint64(0xFF)).astype(np.int64).tolist()
-        port_a = ((w4 >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.int64).tolist()
-        port_b = (w4 & np.uint64(0xFFFF)).astype(np.int64).tolist()
-        first = self._first_ts[slots].tolist()
-        last = self._max_ts[slots].tolist()
-        end0, end1 = self._end[slots, 0].tolist(), self._end[slots, 1].tolist()
-        flows: list[dict[str, Any]] = []
-        for i, slot in enumerate(slots.tolist()):
-            buf = self._bufs[slot]
-            a, b = addr_a[i], addr_b[i]
-            swap = init_list[i] == 1
-            src, dst = (b, a) if swap else (a, b)
-            sport, dport = (port_b[i], port_a[i]) if swap else (port_a[i], port_b[i])
+        names = ("community_id", "src_ip", "dst_ip", "payload", "src2dst_payload", "dst2src_payload",
+                 "packet_time_ms", "packet_direction", "packet_payload_bytes", "packet_ip_bytes",
+                 "packet_tcp_flags", "tls_sni", "tls_version", "tls_ja3", "tls_ja3_hash")
+        lists: list[list[Any]] = [[] for _ in names]
+        (cid, src_ip, dst_ip, payload, s2d_col, d2s_col, times, dirs, plens, ipbytes, flags,
+         sni, version, ja3, ja3_hash) = lists
+        bufs = self._bufs
+        for slot, a, b, pa_, pb, proto, ipver, flip, end0, end1 in zip(
+            slots.tolist(), addr_a, addr_b, port_a.tolist(), port_b.tolist(), cols["protocol"].tolist(),
+            cols["ip_version"].tolist(), swap.tolist(), self._end[slots, 0].tolist(), self._end[slots, 1].tolist(),
+        ):
+            buf = bufs[slot]
+            bufs[slot] = None
+            cid.append(community_id_packed(a, b, pa_, pb, proto))
+            if flip:
+                a, b = b, a
+            src_ip.append(_address_text(a, ipver))
+            dst_ip.append(_address_text(b, ipver))
             if buf.holes is None:
-                streams = [bytes(buf.streams[0]), bytes(buf.streams[1])]
+                s0, s1 = bytes(buf.streams[0]), bytes(buf.streams[1])
             else:
-                (s0, lost0), (s1, lost1) = buf.stream_bytes(0, end0[i]), buf.stream_bytes(1, end1[i])
-                streams = [s0, s1]
+                (s0, lost0), (s1, lost1) = buf.stream_bytes(0, end0), buf.stream_bytes(1, end1)
                 if lost0 or lost1:
                     self.stats["flows_with_payload_hole"] += 1
-            s2d, d2s = (streams[1], streams[0]) if swap else (streams[0], streams[1])
-            hello = parse_client_hello(s2d) if proto[i] == PROTO_TCP and s2d[:1] == b"\x16" else None
-            dirs = buf.dirs.translate(_SWAP_DIRECTION) if swap else buf.dirs
-            flows.append({
-                "community_id": community_id_packed(a, b, port_a[i], port_b[i], proto[i]),
-                "src_ip": _address_text(src, ipver[i]),
-                "dst_ip": _address_text(dst, ipver[i]),
-                "src_port": sport,
-                "dst_port": dport,
-                "protocol": proto[i],
-                "ip_version": ipver[i],
-                "first_seen_ns": first[i],
-                "last_seen_ns": last[i],
-                "duration_ms": (last[i] - first[i]) / 1e6,
-                "src2dst_packets": src_pk[i],
-                "dst2src_packets": dst_pk[i],
-                "bidirectional_packets": src_pk[i] + dst_pk[i],
-                "src2dst_bytes": src_by[i],
-                "dst2src_bytes": dst_by[i],
-                "bidirectional_bytes": src_by[i] + dst_by[i],
-                "src2dst_payload_bytes": src_pb[i],
-                "dst2src_payload_bytes": dst_pb[i],
-                "payload": bytes(buf.payload),
-                "src2dst_payload": s2d,
-                "dst2src_payload": d2s,
-                "packet_time_ms": buf.times.tolist(),
-                "packet_direction": list(dirs),
-                "packet_payload_bytes": buf.plens.tolist(),
-                "packet_ip_bytes": buf.ipbytes.tolist(),
-                "packet_tcp_flags": list(buf.flags),
-                "tls_sni": hello.sni if hello else None,
-                "tls_version": hello.version if hello else None,
-                "tls_ja3": hello.ja3 if hello else None,
-                "tls_ja3_hash": hello.ja3_hash if hello else None,
-                "end_reason": END_REASONS[codes[i]],
-            })
-            self._bufs[slot] = None
+            if flip:
+                s0, s1 = s1, s0
+            payload.append(bytes(buf.payload))
+            s2d_col.append(s0)
+            d2s_col.append(s1)
+            times.append(buf.times)
+            dirs.append(buf.dirs.translate(_SWAP_DIRECTION) if flip else buf.dirs)
+            plens.append(buf.plens)
+            ipbytes.append(buf.ipbytes)
+            flags.append(buf.flags)
+            hello = parse_client_hello(s0) if proto == PROTO_TCP and s0[:1] == b"\x16" else None
+            if hello is None:
+                sni.append(None)
+                version.append(None)
+                ja3.append(None)
+                ja3_hash.append(None)
+            else:
+                sni.append(hello.sni)
+                version.append(hello.version)
+                ja3.append(hello.ja3)
+                ja3_hash.append(hello.ja3_hash)
+        cols.update(zip(names, lists))
+        for slot in slots.tolist():
             self._keys[slot] = None
         self._prev_ts[slots] = _INT64_MAX
         self._free.extend(slots.tolist())
-        return flows
+        return cols
+
+    @staticmethod
+    def _records(cols: dict[str, Any]) -> list[dict[str, Any]]:
+        """Flow dicts (Python values, lists) from :meth:`_finish` columns."""
+        if not len(cols["end_reason"]):
+            return []
+        values = dict(cols)
+        for name, value in cols.items():
+            if isinstance(value, np.ndarray):
+                values[name] = value.tolist()
+        for name in ("packet_time_ms", "packet_payload_bytes", "packet_ip_bytes"):
+            values[name] = [a.tolist() for a in cols[name]]
+        for name in ("packet_direction", "packet_tcp_flags"):
+            values[name] = [list(a) for a in cols[name]]
+        return [dict(zip(FLOW_COLUMNS, row)) for row in zip(*(values[c] for c in FLOW_COLUMNS))]
+
+    @staticmethod
+    def _record_batch(cols: dict[str, Any]) -> pa.RecordBatch:
+        """An Arrow record batch of :data:`FLOW_SCHEMA` from :meth:`_finish` columns."""
+        arrays = []
+        for field in FLOW_SCHEMA_FIELDS:
+            value = cols[field.name]
+            if pa.types.is_list(field.type):
+                value_type = field.type.value_type
+                offsets = np.zeros(len(value) + 1, np.int32)
+                np.cumsum(np.fromiter(map(len, value), np.int64, len(value)), out=offsets[1:])
+                flat = np.frombuffer(b"".join(value), dtype=value_type.to_pandas_dtype())
+                arrays.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type)))
+            else:
+                arrays.append(pa.array(value, type=field.type))
+        return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)
 
 
 def assemble_flows(batches: Iterable[PacketBatch], options: FlowOptions = FlowOptions()) -> Iterator[dict[str, Any]]:
@@ -892,4 +945,20 @@ def assemble_flows(batches: Iterable[PacketBatch], options: FlowOptions = FlowOp
     for batch in batches:
         yield from assembler.add(batch)
     yield from assembler.flush()
+    log.debug("flow assembly: %s", dict(assembler.stats))
+
+
+def assemble_flow_batches(
+    batches: Iterable[PacketBatch], options: FlowOptions = FlowOptions()
+) -> Iterator[pa.RecordBatch]:
+    """The flows of :func:`assemble_flows` as Arrow record batches of :data:`FLOW_SCHEMA` (one per
+    input batch that ended flows, then one for the flush); skips building a dict per flow."""
+    assembler = FlowAssembler(options)
+    for batch in batches:
+        ended = assembler.add_columns(batch)
+        if ended.num_rows:
+            yield ended
+    ended = assembler.flush_columns()
+    if ended.num_rows:
+        yield ended
     log.debug("flow assembly: %s", dict(assembler.stats))

@@ -1,7 +1,7 @@
 """The ingest pipeline: capture files -> flows table (Parquet), streamed, labelled, in parallel.
 
 One capture flows through ``read_packets`` (chunks of decoded packets) -> ``assemble_flows`` (flow
-records as they end) -> record batches of at most :data:`OUTPUT_BATCH_FLOWS` flows, stamped with
+records as they end) -> bounded record batches (:data:`OUTPUT_BATCH_FLOWS`, :data:`OUTPUT_BATCH_BYTES`), stamped with
 ``flow_id``/``source_*`` and labels. Memory is bounded by the open flows plus one chunk, never a
 whole capture. :func:`ingest` runs that over many files (worker processes with ``jobs > 1``) into
 one Parquet file or a dataset directory of one part per capture.
@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -49,7 +50,10 @@ STAGE = "ingest"
 READERS = ("auto", "dpkt", "scapy")
 # Suffixes picked up when a directory is given (explicitly named files are read whatever their name).
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz")
-OUTPUT_BATCH_FLOWS = 4096  # flows per record batch / Parquet row group slice
+# A record batch (and Parquet row group) closes at this many flows or payload bytes, whichever
+# comes first: 4096 flows of full 3 x 4 KiB payloads would hold ~100 MB in flight twice over.
+OUTPUT_BATCH_FLOWS = 4096
+OUTPUT_BATCH_BYTES = 8 << 20
 _GLOB_CHARS = frozenset("*?[")
 
 FLOWS_SCHEMA = pa.schema([
@@ -136,7 +140,7 @@ class CaptureStats:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["packets_skipped"] = dict(sorted(self.packets_skipped.items()))
+        out["packets_skipped"] = dict(sorted((+self.packets_skipped).items()))  # no zero counts
         return out
 
 
@@ -164,7 +168,7 @@ class IngestSummary:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["files_failed"] = [list(f) for f in self.files_failed]
-        out["packets_skipped"] = dict(sorted(self.packets_skipped.items()))
+        out["packets_skipped"] = dict(sorted((+self.packets_skipped).items()))  # no zero counts
         return out
 
     def format(self) -> str:
@@ -180,7 +184,7 @@ class IngestSummary:
         ]
         skipped = sum(self.packets_skipped.values())
         if skipped:
-            reasons = ", ".join(f"{reason} {count:,}" for reason, count in self.packets_skipped.most_common())
+            reasons = ", ".join(f"{reason} {count:,}" for reason, count in (+self.packets_skipped).most_common())
             lines.append(f"packets skipped: {skipped:,} ({reasons})")
         else:
             lines.append("packets skipped: 0")
@@ -309,13 +313,15 @@ def iter_flow_tables(
             yield batch
 
     pending: list[dict[str, Any]] = []
+    pending_bytes = 0
     packets = read_packets(path, reader=options.reader, chunk_packets=options.chunk_packets)
     for flow in assemble_flows(counted(packets), options.flow_options()):
         pending.append(flow)
-        if len(pending) >= OUTPUT_BATCH_FLOWS:
+        pending_bytes += len(flow["payload"]) + len(flow["src2dst_payload"]) + len(flow["dst2src_payload"])
+        if len(pending) >= OUTPUT_BATCH_FLOWS or pending_bytes >= OUTPUT_BATCH_BYTES:
             batch = _flows_to_batch(pending, source_file, source_sha256, labeler)
             stats.flows += batch.num_rows
-            pending = []
+            pending, pending_bytes = [], 0
             yield batch
     if pending:
         batch = _flows_to_batch(pending, source_file, source_sha256, labeler)
@@ -393,7 +399,7 @@ class FlowsWriter:
         broken = self._tmp
         self._open()
         left = self._committed_rows
-        for batch in pq.ParquetFile(broken).iter_batches(batch_size=OUTPUT_BATCH_FLOWS):
+        for batch in _row_groups(broken):
             if left <= 0:
                 break
             self._writer.write_batch(batch.slice(0, left))
@@ -419,6 +425,13 @@ class FlowsWriter:
             self._writer = None
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
+
+
+def _row_groups(path: Path) -> Iterator[pa.RecordBatch]:
+    """The rows of a Parquet file we wrote, one row group (one bounded batch) at a time."""
+    parquet = pq.ParquetFile(path)
+    for i in range(parquet.num_row_groups):
+        yield from parquet.read_row_group(i).to_batches()
 
 
 @dataclass
@@ -549,7 +562,7 @@ def ingest(
             if ok:
                 if parallel:
                     for task, _ in ok:
-                        for batch in pq.ParquetFile(task.part_path).iter_batches(batch_size=OUTPUT_BATCH_FLOWS):
+                        for batch in _row_groups(Path(task.part_path)):
                             sink.write(batch)
                 sink.close(make_metadata(STAGE, params, sources=[r.stats.to_dict() for _, r in ok]))
             else:
@@ -622,6 +635,14 @@ def _run_tasks(tasks: list[_Task], run_one: Callable[[_Task, Callable[[PacketBat
         def report(done_files: int) -> None:
             bar.set_postfix(files=f"{done_files}/{len(tasks)}", packets=f"{packets:,}", refresh=False)
 
+        def done(task: _Task, result: _Result) -> None:
+            # Failures are reported as they happen, one line each, above the progress bar.
+            if result.error is not None:
+                with bar.external_write_mode(file=sys.stderr):
+                    log.error("%s: %s", task.path, result.error)
+            else:
+                log.debug("%s: %d packets, %d flows", task.path, result.stats.packets, result.stats.flows)
+
         if worker is None or jobs == 1 or len(tasks) <= 1:
             for i, task in enumerate(tasks):
                 size = os.path.getsize(task.path)
@@ -637,25 +658,22 @@ def _run_tasks(tasks: list[_Task], run_one: Callable[[_Task, Callable[[PacketBat
                     report(i)
 
                 results[i] = run_one(task, on_chunk)
+                done(task, results[i])
                 bar.update(size - shown)
                 report(i + 1)
         else:
             with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
                 futures = {pool.submit(worker, task): i for i, task in enumerate(tasks)}
                 try:
-                    for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+                    for finished, future in enumerate(concurrent.futures.as_completed(futures), start=1):
                         i = futures[future]
                         results[i] = future.result()
+                        done(tasks[i], results[i])
                         packets += results[i].stats.packets
                         bar.update(os.path.getsize(tasks[i].path))
-                        report(done)
+                        report(finished)
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
-    for task, result in zip(tasks, results):
-        assert result is not None
-        if result.error is not None:
-            log.error("%s: %s", task.path, result.error)
-        else:
-            log.debug("%s: %d packets, %d flows", task.path, result.stats.packets, result.stats.flows)
+    assert all(r is not None for r in results)
     return [r for r in results if r is not None]

@@ -111,7 +111,14 @@ def write_report(path: str | os.PathLike[str], record: dict[str, Any], *, x_att:
     rep.figure(plots.radius_curve(c["certified_accuracy"], "certified_accuracy", "Certified accuracy vs L2 radius"))
 
     rep.heading("Byte-realizable attack")
-    _skipped(rep, record["realizable"])
+    real = record["realizable"]
+    if not _skipped(rep, real):
+        rep.paragraph(f"PGD restricted to the body of one TLS application-data record appended after the payload, "
+                      f"bytes on the k/255 grid, then written into a capture, re-ingested and re-rendered: "
+                      f"{real['n_round_tripped']} of {real['n_flows']} flows round-tripped; realizability rate "
+                      f"{real['realizability_rate']:.1%}; evasion {real['evasion_rate_adversarial_images']:.1%} on the "
+                      f"adversarial images, {real['evasion_rate_after_round_trip']:.1%} after the round trip.")
+        rep.table([{k: v for k, v in f.items()} for f in real["flows"]][:50])
     rep.heading("Provenance")
     rep.preformatted("\n".join(f"{k}: {v}" for k, v in record["library_versions"].items()))
     return rep.save(path)

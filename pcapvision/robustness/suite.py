@@ -68,7 +68,8 @@ class SuiteConfig:
     n_certify: int = 20
     certify_n: int = 1000
     certify_sigma: float = 0.25
-    traffic_distortions: bool = True
+    n_realizable: int = 10
+    realizable_steps: int = 40
     batch_size: int = 256
 
 
@@ -76,7 +77,7 @@ QUICK = SuiteConfig()
 FULL = SuiteConfig(
     n_eval=2000, n_attack=1000, pgd_steps=40, pgd_restarts=3, n_deepfool=200, deepfool_steps=50,
     fooling_per_class=5, fooling_steps=500, noise_class=True, defences=("pgd", "fgsm_rs", "gaussian"),
-    n_certify=100, certify_n=2000,
+    n_certify=100, certify_n=2000, n_realizable=50,
 )
 
 
@@ -94,6 +95,7 @@ class EvalData:
     class_names: list[str]
     description: dict[str, Any]
     flow_id: np.ndarray | None = None
+    payload_length: np.ndarray | None = None
     x_train: np.ndarray | None = None
     y_train: np.ndarray | None = None
     is_mnist: bool = False
@@ -145,7 +147,8 @@ def load_eval_data(model_dir: str | os.PathLike[str], metadata: dict[str, Any], 
         rule = "all rows (not the table the model was trained on)"
     desc = {"name": "images", "path": str(data), "target": target, "split": rule, "data_sha256": images.data_sha256,
             "n_unknown_labels_dropped": int((~known).sum())}
-    return EvalData(images.x[te], y_all[te], class_names, desc, flow_id=images.flow_id[te], x_train=x_train,
+    return EvalData(images.x[te], y_all[te], class_names, desc, flow_id=images.flow_id[te],
+                    payload_length=None if images.payload_length is None else images.payload_length[te], x_train=x_train,
                     y_train=y_train, representation=images.representation,
                     representation_params=dict(images.params), images_schema=images.schema)
 
@@ -251,8 +254,7 @@ def run_suite(
     record["certification"] = certify_smoothing(model, x_att[:n_cert], y_att[:n_cert], sigma=cfg.certify_sigma,
                                                 n=cfg.certify_n, seed=seed, batch_size=cfg.batch_size)
     record["certification"]["model"] = "the given model (not trained with noise: expect small radii)"
-    record["realizable"] = {"skipped": "the byte-realizable round trip (flow -> pcap -> re-ingest) is not part of "
-                                       "this version of the suite"}
+    record["realizable"] = _realizable_study(model, ev, attack_idx, flows, cfg, binary, seed)
     record["summary"] = _summary_rows(record)
     record["seconds"] = round(time.perf_counter() - started, 1)
 
@@ -396,6 +398,41 @@ def _traffic_study(model, ev: EvalData, eval_idx: np.ndarray, flows, seed: int) 
     from pcapvision.robustness.traffic_distortions import traffic_severity_sweep
 
     return {"rows": traffic_severity_sweep(model, ev, eval_idx, flows, seed=seed)}
+
+
+def _realizable_study(model, ev: EvalData, attack_idx: np.ndarray, flows, cfg: SuiteConfig, binary, seed: int) -> dict[str, Any]:
+    if ev.is_mnist:
+        return {"skipped": "MNIST model: the byte-realizable attack needs payload images of flows"}
+    if ev.representation != "payload":
+        return {"skipped": f"representation {ev.representation!r}: pixels are not bytes the sender controls"}
+    if flows is None:
+        return {"skipped": "no flows table given (--flows FLOWS): the round trip rebuilds each flow's capture"}
+    if ev.payload_length is None:
+        return {"skipped": "the images table has no payload_length column"}
+    from pcapvision.io import read_parquet_metadata
+    from pcapvision.robustness.realizable import realizable_attack, round_trip
+    from pcapvision.robustness.traffic_distortions import read_flows_table
+
+    idx = attack_idx
+    if binary is not None:  # the attacker is the malicious sender trying to pass as normal
+        idx = idx[ev.y[idx] == binary.malicious_index]
+    idx = idx[ev.payload_length[idx] + 5 < int(np.prod(ev.x.shape[1:]))][: cfg.n_realizable]
+    if len(idx) == 0:
+        return {"skipped": "no attacked flow has padding left after its payload (payloads fill the image)"}
+    table = read_flows_table(flows, ev.flow_id[idx])
+    position = {fid: i for i, fid in enumerate(table.column("flow_id").to_pylist())}
+    missing = [f for f in ev.flow_id[idx] if f not in position]
+    if missing:
+        return {"skipped": f"{len(missing)} attacked flow_ids are not in {flows}"}
+    table = table.take([position[f] for f in ev.flow_id[idx]])
+    x, y, lengths = ev.x[idx], ev.y[idx], ev.payload_length[idx]
+    attack = realizable_attack(model, x, y, lengths, steps=cfg.realizable_steps, seed=seed, batch_size=cfg.batch_size)
+    mask = bool(((ev.images_schema or {}).get("params") or {}).get("mask_tls_sni", False))
+    result = round_trip(model, table, attack, y, lengths, ev.representation, ev.representation_params,
+                        ingest_params=read_parquet_metadata(flows).get("params"), mask_tls_sni=mask)
+    result["attack"] = {"attack": "pgd_linf masked to the appended TLS record body", "eps": 1.0,
+                        "steps": cfg.realizable_steps, "step_size": 0.1, "quantised_to_bytes": True}
+    return result
 
 
 def _write_examples(path: Path, y: np.ndarray, proba: np.ndarray, examples: dict[str, Any]) -> None:

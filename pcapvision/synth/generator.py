@@ -220,12 +220,12 @@ def plan_traffic(flows: int, seed: int, difficulty: str, mix: dict[str, float] |
 class _HostRunner:
     """Turns one host's plans into packets and ground truth."""
 
-    def __init__(self, plan: HostPlan, index: int, tls: TlsFactory, difficulty: str, seed: int, epoch_ns: int,
-                 file_name: str) -> None:
+    def __init__(self, plan: HostPlan, index: int, tls: TlsFactory, loss_rate: float, reorder_rate: float,
+                 seed: int, epoch_ns: int, file_name: str) -> None:
         self.plan = plan
         self.host = plan.host
         self.tls = tls
-        self.preset = DIFFICULTIES[difficulty]
+        self.loss_rate, self.reorder_rate = loss_rate, reorder_rate
         # Per-host stream for ports, IP ids and DNS; each connection has its own (see run).
         self.rng = np.random.default_rng([seed, 0xC0FFEE, index])
         self.seed, self.index = seed, index
@@ -312,8 +312,8 @@ class _HostRunner:
         server = Peer(down, conn.server.port, (1460, 1440, 1380, 1360)[int(rng.integers(4))] - ip_overhead,
                       int(rng.integers(250, 2049)), 8, 1e9, int(rng.integers(0, 1 << 32)))
         rtt = (self.host.access_rtt_s + conn.server.distance_s) * float(rng.uniform(0.9, 1.15))
-        tcp = TcpConnection(self.packets, client, server, rtt_s=rtt, rng=rng, loss_rate=self.preset.loss_rate,
-                            reorder_rate=self.preset.reorder_rate, epoch_ns=self.epoch_ns)
+        tcp = TcpConnection(self.packets, client, server, rtt_s=rtt, rng=rng, loss_rate=self.loss_rate,
+                            reorder_rate=self.reorder_rate, epoch_ns=self.epoch_ns)
         first_ns = self.epoch_ns + round(t * 1e9)
         if conn.probe is not None:
             tcp.probe(t, conn.probe)
@@ -382,12 +382,13 @@ def _labels_csv(truths: list[FlowTruth]) -> str:
 
 def generate(output_dir: str | os.PathLike[str], *, flows: int = 2000, seed: int = 0, difficulty: str = "realistic",
              mix: dict[str, float] | None = None, max_flow_kib: int = 64, hosts_per_class: int | None = None,
-             quiet: bool = False) -> SynthSummary:
+             loss_rate: float | None = None, reorder_rate: float | None = None, quiet: bool = False) -> SynthSummary:
     """Generate labelled TLS traffic into ``output_dir``: one pcap per host, labels.csv, synth.json.
 
     ``flows`` counts TCP connections (port-scan probes included); DNS lookups made before them
     are extra flows. ``mix`` re-weights families (``{"c2-beacon": 2}``; others keep their
-    defaults, 0 drops one). ``max_flow_kib`` caps the application bytes of a bulk flow.
+    defaults, 0 drops one). ``max_flow_kib`` caps each flow's application bytes.
+    ``loss_rate``/``reorder_rate`` (per data segment) override the difficulty preset's.
     """
     flows = check_positive_int("flows", flows)
     seed = check_int("seed", seed, min_value=0)
@@ -395,6 +396,11 @@ def generate(output_dir: str | os.PathLike[str], *, flows: int = 2000, seed: int
     max_flow_kib = check_int("max_flow_kib", max_flow_kib, min_value=1)
     if hosts_per_class is not None:
         hosts_per_class = check_positive_int("hosts_per_class", hosts_per_class)
+    preset = DIFFICULTIES[difficulty]
+    loss_rate = preset.loss_rate if loss_rate is None else check_number("loss_rate", loss_rate, min_value=0.0,
+                                                                         max_value=0.5)
+    reorder_rate = preset.reorder_rate if reorder_rate is None else check_number(
+        "reorder_rate", reorder_rate, min_value=0.0, max_value=0.5)
     started = time.perf_counter()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -409,7 +415,7 @@ def generate(output_dir: str | os.PathLike[str], *, flows: int = 2000, seed: int
         tls = TlsFactory(pki)
         for index, host_plan in enumerate(host_plans):
             file_name = f"{host_plan.host.name}.pcap"
-            runner = _HostRunner(host_plan, index, tls, difficulty, seed, epoch_ns, file_name)
+            runner = _HostRunner(host_plan, index, tls, loss_rate, reorder_rate, seed, epoch_ns, file_name)
             for conn in host_plan.connections:
                 runner.run(conn)
                 bar.update(1)
@@ -435,7 +441,8 @@ def generate(output_dir: str | os.PathLike[str], *, flows: int = 2000, seed: int
         truths=truths,
     )
     params = {"flows": flows, "seed": seed, "difficulty": difficulty, "mix": _resolve_mix(mix),
-              "max_flow_kib": max_flow_kib, "hosts_per_class": hosts_per_class}
+              "max_flow_kib": max_flow_kib, "hosts_per_class": hosts_per_class, "loss_rate": loss_rate,
+              "reorder_rate": reorder_rate}
     write_json_atomic(out / "synth.json", make_metadata(
         "synth", params, files=file_records, flows_by_family=summary.flows_by_family,
         flows_by_label=summary.flows_by_label, note="TLS key material is not seeded: ciphertext differs between runs"))

@@ -21,13 +21,13 @@ def toy_images(n: int = 240, seed: int = 0, n_classes: int = 2) -> tuple[np.ndar
 
 @pytest.fixture(scope="session")
 def mnist_small(tmp_path_factory) -> "Path":  # noqa: F821
-    """An x/y .npz of 1,000 random digits from the bundled real-MNIST sample."""
+    """An x/y .npz of 600 random digits from the bundled real-MNIST sample."""
     from pcapvision.classify.datasets import bundled_mnist_path
 
     with np.load(bundled_mnist_path()) as npz:
         x, y = npz["x"], npz["y"]
-    pick = np.random.default_rng(0).choice(len(y), size=1000, replace=False)
-    path = tmp_path_factory.mktemp("mnist") / "mnist-1k.npz"
+    pick = np.random.default_rng(0).choice(len(y), size=600, replace=False)
+    path = tmp_path_factory.mktemp("mnist") / "mnist-600.npz"
     np.savez(path, x=x[pick], y=y[pick])
     return path
 

@@ -139,6 +139,16 @@ def test_mnist_model_metadata_rebuilds_its_test_split(mnist_model_dir):
     out, record = mnist_model_dir
     model, metadata = load_model(out)
     x_test, y_test = mnist_test_split(metadata)
-    assert len(y_test) == record["test"]["n_samples"] == 200
+    assert len(y_test) == record["test"]["n_samples"] == 120
     accuracy = (model.predict(x_test, verbose=0).argmax(1) == y_test).mean()
     assert accuracy == pytest.approx(record["test"]["accuracy"])
+
+
+def test_evaluate_on_another_table_uses_every_row_and_baselines_from_the_training_table(binary_model, tmp_path):
+    out, _ = binary_model
+    x, y = toy_images(40, seed=9, n_classes=3)
+    fresh = write_images_table(tmp_path / "fresh.parquet", np.rint(x[..., 0] * 255).astype(np.uint8),
+                               np.where(y == 0, "normal", "malicious"), ["f"] * 40, [f"new{i % 4}" for i in range(40)])
+    result = evaluate(out, fresh, out_dir=tmp_path / "ev")
+    assert result["test"]["n_samples"] == 40 and result["split"]["rule"].startswith("all rows")
+    assert {r["baseline"] for r in result["baselines"]} >= {"majority class", "single-pixel stump"}

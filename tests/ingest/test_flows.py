@@ -21,9 +21,11 @@ from pcapvision.errors import ParameterError
 from pcapvision.ingest.community_id import community_id
 from pcapvision.ingest.flows import (
     FLOW_COLUMNS,
+    FLOW_SCHEMA,
     FLOW_SCHEMA_FIELDS,
     FlowAssembler,
     FlowOptions,
+    assemble_flow_batches,
     assemble_flows,
 )
 from pcapvision.ingest.packets import (
@@ -391,6 +393,19 @@ def test_random_captures_exercise_every_end_reason_and_split() -> None:
         assert assembler_stats[key] > 0, key
 
 
+@pytest.mark.parametrize("seed", range(0, 40, 7))
+def test_record_batches_equal_the_dicts(seed: int) -> None:
+    packets = random_capture(seed)
+    options = FlowOptions(idle_timeout_s=1.0, active_timeout_s=1.5, max_bytes=64, max_packets=6)
+    chunks = [PacketBatch.from_packets(c) for c in _chunks(packets, np.random.default_rng(seed))]
+    dicts = list(assemble_flows(chunks, options))
+    batches = list(assemble_flow_batches(chunks, options))
+    assert all(b.schema == FLOW_SCHEMA and b.num_rows for b in batches)
+    table = pa.Table.from_batches(batches, schema=FLOW_SCHEMA)
+    assert table.equals(pa.Table.from_pylist(dicts, schema=FLOW_SCHEMA))
+    assert table.to_pylist() == dicts
+
+
 def test_hash_collisions_fall_back_to_exact_grouping(monkeypatch: pytest.MonkeyPatch) -> None:
     import pcapvision.ingest.flows as flows_module
 
@@ -675,7 +690,10 @@ def test_empty_batches_and_no_packets() -> None:
     assembler = FlowAssembler()
     assert assembler.add(PacketBatch.empty()) == []
     assert assembler.flush() == []
+    assert assembler.add_columns(PacketBatch.empty()).num_rows == 0
+    assert assembler.flush_columns().schema == FLOW_SCHEMA
     assert list(assemble_flows([])) == []
+    assert list(assemble_flow_batches([PacketBatch.empty()])) == []
 
 
 @pytest.mark.parametrize(

@@ -73,7 +73,8 @@ def tcp_session(path: Path) -> Path:
 def tcp_rst_then_port_reuse(path: Path) -> Path:
     """A connection reset by the server, then a new SYN on the same 5-tuple closed by FINs."""
     c, s = ("10.0.0.1", 40000), ("10.0.0.2", 22)
-    steps = [(0, c, S, 100, b""), (1, s, SA, 300, b""), (2, c, A, 101, b""), (3, c, PA, 101, b"hi"), (4, s, R, 301, b""),
+    steps = [(0, c, S, 100, b""), (1, s, SA, 300, b""), (2, c, A, 101, b""), (3, c, PA, 101, b"hi"),
+             (4, s, R, 301, b""),
              (1000, c, S, 900, b""), (1001, s, SA, 700, b""), (1002, c, A, 901, b""), (1003, c, FA, 901, b""),
              (1004, s, FA, 701, b""), (1005, c, A, 902, b"")]
     packets = []

@@ -131,7 +131,8 @@ def test_exact_rules_respect_rule_order(tmp_path: Path) -> None:
 
 
 def test_5tuple_is_directional(tmp_path: Path) -> None:
-    rules = write_rules(tmp_path, "label,src_ip,dst_ip,src_port,dst_port,protocol\nrev,93.184.216.34,10.0.0.1,443,50000,tcp\n")
+    rules = write_rules(tmp_path, "label,src_ip,dst_ip,src_port,dst_port,protocol\n"
+                                  "rev,93.184.216.34,10.0.0.1,443,50000,tcp\n")
     assert labelled(Labeler.from_rules_csv(rules), BATCH)[0][0] is None
 
 

@@ -177,12 +177,13 @@ def _no_temp_files(directory: Path) -> bool:
     return not [p for p in directory.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
 def test_ingest_single_file_keeps_going_after_a_bad_capture(captures: dict[str, Path], tmp_path: Path,
-                                                            caplog) -> None:
+                                                            caplog, jobs: int) -> None:
     out = tmp_path / "out" / "flows.parquet"
     inputs = [captures["udp"], captures["bad"], captures["tcp"]]
     with caplog.at_level(logging.ERROR):
-        summary = ingest(inputs, out, labeler=Labeler.from_label("normal", "dns"))
+        summary = ingest(inputs, out, labeler=Labeler.from_label("normal", "dns"), jobs=jobs)
     assert summary.files_ok == 2
     assert [p for p, _ in summary.files_failed] == [str(captures["bad"])]
     assert not summary.files_failed[0][1].startswith(str(captures["bad"]))  # the path is not repeated

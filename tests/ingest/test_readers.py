@@ -324,3 +324,35 @@ def test_capture_info(tmp_path: Path) -> None:
     info = capture_info(ng)
     assert (info["format"], info["link_types"], info["snaplen"], info["ts_resolution"]) == (
         "pcapng", [1, 276], [65535, 0], ["1e-6 s", "1e-9 s"])
+
+
+@pytest.mark.parametrize("reader", ["auto", "dpkt"])
+@pytest.mark.parametrize("compress", [False, True])
+def test_pcapng_windows_and_chunks_do_not_change_the_result(tmp_path: Path, tiny_windows: None, reader: str,
+                                                            compress: bool) -> None:
+    records, expected, skipped = c.standard_records()
+    # snaplen 65535: scapy reads an SPB on an interface with snaplen 0 ("no limit") as empty.
+    w = c.PcapngWriter().section().interface(c.Interface(c.LINKTYPE_ETHERNET, snaplen=65535))
+    for r in records * 3:
+        w.epb(r)
+    w.spb(records[0].frame).unknown()
+    path = w.write(tmp_path / "a.pcapng", compress=compress)
+    reference = read_all(w.write(tmp_path / "b.pcapng"), "scapy")
+    assert reference[1] == {k: 3 * v for k, v in skipped.items()}
+    for chunk in (1, 5, 1000):
+        assert read_all(path, reader, chunk) == reference
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_pcapng_sections_of_both_byte_orders_and_late_interfaces(tmp_path: Path, reader: str) -> None:
+    specs = c.standard_specs()
+    first = c.PcapngWriter().section().interface(c.Interface(c.LINKTYPE_ETHERNET))
+    first.epb(c.Record(c.T0_NS, c.ethernet(specs[0].ip_packet())))
+    first.interface(c.Interface(c.LINKTYPE_RAW, tsresol=9))  # described after packets were seen
+    first.epb(c.Record(c.T0_NS + 1, specs[1].ip_packet(), interface=1))
+    second = c.PcapngWriter(big_endian=True).section().interface(c.Interface(c.LINKTYPE_LINUX_SLL, tsresol=9))
+    second.epb(c.Record(c.T0_NS + 2, c.sll(specs[9].ip_packet())))
+    path = tmp_path / "a.pcapng"
+    path.write_bytes(first.to_bytes() + second.to_bytes())
+    assert read_all(path, reader) == ([specs[0].expected(c.T0_NS, 0), specs[1].expected(c.T0_NS + 1, 1),
+                                       specs[9].expected(c.T0_NS + 2, 2)], {})

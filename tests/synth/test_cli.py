@@ -21,7 +21,7 @@ def test_synth_command_writes_captures_and_prints_figures(tmp_path: Path, capsys
 
 
 @pytest.mark.parametrize("argv", [["--difficulty", "medium"], ["--mix", "c2-beacon"], ["--flows", "0"],
-                                  ["--mix", "telnet=1"]])
+                                  ["--mix", "telnet=1"], ["--loss-rate", "0.9"], ["--reorder-rate", "-1"]])
 def test_synth_usage_errors_exit_2(tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["synth", "-o", str(tmp_path), *argv])
@@ -34,6 +34,7 @@ def test_help_documents_every_option_with_its_default() -> None:
     parser = build_parser()
     synth = parser._subparsers._group_actions[0].choices["synth"]  # noqa: SLF001 - argparse has no public accessor
     text = synth.format_help()
-    for option in ("--flows", "--seed", "--difficulty", "--mix", "--max-flow-kib", "--hosts-per-class", "--quiet"):
+    for option in ("--flows", "--seed", "--difficulty", "--mix", "--max-flow-kib", "--hosts-per-class", "--loss-rate",
+                   "--reorder-rate", "--quiet"):
         assert option in text
     assert "(default: 2000)" in text and "(default: realistic)" in text and "(default: 64)" in text

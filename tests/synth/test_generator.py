@@ -162,6 +162,7 @@ def test_max_flow_kib_caps_application_bytes() -> None:
     ({"mix": {"nope": 1.0}}, "'mix' parameter must be one of"),
     ({"mix": {"c2-beacon": -1.0}}, r"'mix\[c2-beacon\]' parameter must be a number"),
     ({"mix": {name: 0.0 for name in FAMILIES}}, "some family a positive weight"),
+    ({"loss_rate": 0.7}, r"'loss_rate' parameter must be a number in \[0.0, 0.5\]"),
 ])
 def test_bad_parameters_raise_parameter_errors(tmp_path: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(ParameterError, match=match):
@@ -187,3 +188,25 @@ def test_every_malicious_family_lives_on_two_infected_hosts(hosts: int) -> None:
         carriers = [h for h in infected if family in h.families]
         assert len(carriers) >= 2
         assert all(c.family != family for h in plans if family not in h.families for c in h.connections)
+
+
+def test_loss_and_reorder_rates_override_the_preset(tmp_path: Path) -> None:
+    """On "easy" nothing is lost; with a loss rate, segments are retransmitted (seen twice)."""
+    def duplicated_segments(**kwargs) -> int:
+        summary = generate(tmp_path / str(len(kwargs)), flows=30, seed=5, difficulty="easy", hosts_per_class=1,
+                           mix={"bulk-download": 1.0, "exfiltration": 1.0}, max_flow_kib=32, quiet=True, **kwargs)
+        seen, duplicates = set(), 0
+        for pcap in summary.files:
+            with open(pcap, "rb") as fh:
+                for _, frame in dpkt.pcap.Reader(fh):
+                    tcp = dpkt.ethernet.Ethernet(frame).data.data
+                    if isinstance(tcp, dpkt.tcp.TCP) and tcp.data:
+                        key = (tcp.sport, tcp.dport, tcp.seq)
+                        duplicates += key in seen
+                        seen.add(key)
+        assert json.loads((summary.output_dir / "synth.json").read_text())["params"]["loss_rate"] == kwargs.get(
+            "loss_rate", 0.0)
+        return duplicates
+
+    assert duplicated_segments() == 0
+    assert duplicated_segments(loss_rate=0.1) > 5

@@ -1,0 +1,257 @@
+"""Byte-realizable attack on payload images: perturb only bytes the sender can append, then prove it.
+
+In a ``payload`` image pixel i is payload byte i (session order) and pixels past the payload's
+end are zero padding. A sender can always send more: bytes appended after the last payload byte
+of the flow land exactly on that padding, in order. So the attack
+
+1. writes the 5-byte header of one TLS application-data record (``17 03 03 LL LL``) right after
+   the payload (the attacker must send it; it is fixed, not optimised) and lets PGD change only
+   the record body = the rest of the padding (a mask), with values rounded onto the k/255 grid;
+2. turns each adversarial image back into a capture: the flow's own packets from its source
+   capture plus one extra TCP segment carrying the record, sent by the initiator (or the
+   responder for ``dst2src_payload`` images) after the last payload-carrying packet of either
+   direction, so that session-order interleaving puts it at the end; later packets of that
+   direction get their sequence numbers shifted and the peer's ACKs follow;
+3. re-ingests that capture with the flows table's ingest parameters, re-renders it with the
+   model's representation and reports the realizability rate (re-rendered image == adversarial
+   image) and the evasion rate that survives the round trip.
+
+The record body is opaque ciphertext to any observer; only the endpoints (here the attacker's own
+C2 pair) would notice it does not decrypt, and they can agree to discard it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pcapvision.errors import DataContractError
+from pcapvision.robustness.attacks import AttackSpec, art_classifier, generate, predict_proba, quantize_to_bytes, tail_mask
+
+log = logging.getLogger(__name__)
+
+TLS_HEADER_BYTES = 5
+TLS_RECORD_HEADER = bytes([0x17, 0x03, 0x03])  # application data, TLS 1.2 on the wire (1.3 too)
+PAYLOAD_COLUMNS = ("payload", "src2dst_payload", "dst2src_payload")
+
+
+def record_header(body_length: int) -> bytes:
+    return TLS_RECORD_HEADER + int(body_length).to_bytes(2, "big")
+
+
+def with_record_headers(x: np.ndarray, payload_lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images with a TLS record header written after each payload, the attack mask, and which rows fit one.
+
+    A row is attackable when at least one body byte fits after the header inside the image.
+    """
+    x = np.array(x, np.float32, copy=True)
+    n_pixels = int(np.prod(x.shape[1:]))
+    lengths = np.asarray(payload_lengths, np.int64)
+    attackable = lengths + TLS_HEADER_BYTES < n_pixels
+    flat = x.reshape(len(x), -1)
+    for i in np.flatnonzero(attackable):
+        start = int(lengths[i])
+        header = record_header(n_pixels - start - TLS_HEADER_BYTES)
+        flat[i, start : start + TLS_HEADER_BYTES] = np.frombuffer(header, np.uint8) / np.float32(255.0)
+    mask = tail_mask(np.where(attackable, lengths, n_pixels), x.shape[1:], reserved=TLS_HEADER_BYTES)
+    return flat.reshape(x.shape), mask, attackable
+
+
+def appended_bytes(x_adv: np.ndarray, payload_length: int) -> bytes:
+    """The bytes the sender appends: the image's pixels from the payload's end to the image's end."""
+    flat = np.round(np.asarray(x_adv, np.float32).reshape(-1) * 255.0).astype(np.uint8)
+    return flat[int(payload_length):].tobytes()
+
+
+@dataclass
+class RealizableAttack:
+    """Result of the masked, byte-quantised attack (before any round trip)."""
+
+    x_start: np.ndarray  # images with the record header written in
+    x_adv: np.ndarray  # quantised adversarial images
+    mask: np.ndarray
+    attackable: np.ndarray  # bool per row
+    proba_adv: np.ndarray
+
+
+def realizable_attack(model: Any, x: np.ndarray, y: np.ndarray, payload_lengths: np.ndarray, *, steps: int = 40,
+                      restarts: int = 1, seed: int = 0, batch_size: int = 256) -> RealizableAttack:
+    """PGD restricted to the appendable bytes (any value: the budget is the whole byte range)."""
+    x_start, mask, attackable = with_record_headers(x, payload_lengths)
+    spec = AttackSpec("pgd_linf", eps=1.0, steps=steps, step_size=0.1, restarts=restarts, batch_size=batch_size)
+    x_adv = generate(spec, art_classifier(model), x_start, y, mask=mask, seed=seed)
+    x_adv = np.where(mask > 0, quantize_to_bytes(x_adv), x_start)
+    return RealizableAttack(x_start, x_adv, mask, attackable, predict_proba(model, x_adv))
+
+
+# --- capture round trip ---------------------------------------------------------------------------
+
+
+def _endpoints(pkt: Any) -> tuple[str, int, str, int] | None:
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+
+    if TCP not in pkt:
+        return None
+    ip = pkt[IP] if IP in pkt else (pkt[IPv6] if IPv6 in pkt else None)
+    if ip is None:
+        return None
+    return str(ip.src), int(pkt[TCP].sport), str(ip.dst), int(pkt[TCP].dport)
+
+
+def _canonical_ip(address: str) -> str:
+    import ipaddress
+
+    return str(ipaddress.ip_address(address))
+
+
+def append_record_to_flow(capture: str | os.PathLike[str], flow: dict[str, Any], data: bytes,
+                          output: str | os.PathLike[str], *, direction: int = 0) -> Path:
+    """Write ``output``: the flow's packets from ``capture`` plus one TCP segment carrying ``data``.
+
+    ``flow`` is a flows-table row (``src_ip``/``src_port``/``dst_ip``/``dst_port``). The segment
+    goes from the initiator (``direction=0``) or the responder (1) right after the flow's last
+    payload-carrying packet; later packets of the sender move up by ``len(data)`` in sequence
+    space and the peer's acknowledgements follow. Raises :class:`DataContractError` when the flow
+    is not TCP, is not in the capture, or the sender had already closed its side.
+    """
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.packet import Raw
+    from scapy.utils import PcapReader, wrpcap
+
+    if int(flow.get("protocol", 6)) != 6:
+        raise DataContractError(f"{capture}: flow {flow.get('flow_id')} is not TCP: no segment can be appended")
+    a = (_canonical_ip(flow["src_ip"]), int(flow["src_port"]))
+    b = (_canonical_ip(flow["dst_ip"]), int(flow["dst_port"]))
+    sender, receiver = (a, b) if direction == 0 else (b, a)
+    packets: list[tuple[Any, int]] = []  # (packet, 0 = from sender, 1 = from receiver)
+    with PcapReader(os.fspath(capture)) as reader:
+        for pkt in reader:
+            ends = _endpoints(pkt)
+            if ends is None:
+                continue
+            src, dst = (_canonical_ip(ends[0]), ends[1]), (_canonical_ip(ends[2]), ends[3])
+            if (src, dst) == (sender, receiver):
+                packets.append((pkt, 0))
+            elif (src, dst) == (receiver, sender):
+                packets.append((pkt, 1))
+    if not packets:
+        raise DataContractError(f"{capture}: no packet of flow {flow.get('flow_id')} ({a} <-> {b})")
+    with_data = [i for i, (p, _) in enumerate(packets) if len(bytes(p[TCP].payload)) > 0]
+    at = (with_data[-1] if with_data else len(packets) - 1) + 1  # insert before packet `at`
+    mine = [p for p, side in packets[:at] if side == 0]
+    if not mine:
+        raise DataContractError(f"{capture}: the sender of flow {flow.get('flow_id')} sent nothing before the insertion point")
+    if any(p[TCP].flags & 0x05 for p in mine):  # FIN or RST already sent: no more data may follow
+        raise DataContractError(f"{capture}: the sender of flow {flow.get('flow_id')} already closed its side")
+    next_seq = max((p[TCP].seq + len(bytes(p[TCP].payload)) + (1 if p[TCP].flags & 0x02 else 0)) % 2**32 for p in mine)
+    last = mine[-1]
+    segment = last.copy()
+    tcp = segment[TCP]
+    tcp.remove_payload()
+    tcp.add_payload(Raw(data))
+    tcp.seq, tcp.ack, tcp.flags = next_seq, last[TCP].ack, "PA"
+    del tcp.chksum
+    if IP in segment:
+        del segment[IP].len
+        del segment[IP].chksum
+    elif IPv6 in segment:
+        del segment[IPv6].plen
+    t_prev = float(packets[at - 1][0].time)
+    t_next = float(packets[at][0].time) if at < len(packets) else t_prev + 0.002
+    segment.time = t_prev + min(0.001, (t_next - t_prev) / 2)
+    out = []
+    for i, (pkt, side) in enumerate(packets):
+        if i == at:
+            out.append(segment)
+        if i >= at:
+            pkt = pkt.copy()
+            if side == 0:
+                pkt[TCP].seq = (pkt[TCP].seq + len(data)) % 2**32
+            elif pkt[TCP].flags & 0x10:
+                pkt[TCP].ack = (pkt[TCP].ack + len(data)) % 2**32
+            del pkt[TCP].chksum
+        out.append(pkt)
+    if at == len(packets):
+        out.append(segment)
+    # Deleted length and checksum fields are recomputed when wrpcap builds each packet.
+    out_path = Path(output)
+    wrpcap(os.fspath(out_path), out)
+    return out_path
+
+
+def round_trip(model: Any, flows: pa.Table, attack: RealizableAttack, y: np.ndarray, payload_lengths: np.ndarray,
+               representation: str, representation_params: dict[str, Any], *, ingest_params: dict[str, Any] | None = None,
+               mask_tls_sni: bool = False, workdir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Rebuild a capture per attacked flow, re-ingest and re-render it; measure what survives.
+
+    ``flows`` holds the rows of the attacked images, in the same order (joined by ``flow_id``).
+    """
+    from pcapvision.ingest import IngestOptions, read_flows
+    from pcapvision.robustness.traffic_distortions import render_for_model
+
+    column = representation_params.get("column", "payload")
+    if representation != "payload" or column not in PAYLOAD_COLUMNS:
+        raise DataContractError(f"representation {representation!r} {representation_params}: the realizable attack "
+                                "needs byte images (the 'payload' representation)")
+    direction = 1 if column == "dst2src_payload" else 0
+    options = IngestOptions(**{k: v for k, v in (ingest_params or {}).items()
+                               if k in ("idle_timeout_s", "active_timeout_s", "max_bytes", "max_packets")})
+    rows = flows.to_pylist()
+    y = np.asarray(y, np.int64)
+    pred_before = attack.proba_adv.argmax(1)
+    outcome: list[dict[str, Any]] = []
+    tmp = tempfile.TemporaryDirectory(dir=workdir)
+    try:
+        for i, row in enumerate(rows):
+            entry: dict[str, Any] = {"flow_id": row["flow_id"], "attackable": bool(attack.attackable[i])}
+            if not attack.attackable[i]:
+                entry["reason"] = "payload fills the image: no padding to append into"
+                outcome.append(entry)
+                continue
+            data = appended_bytes(attack.x_adv[i], int(payload_lengths[i]))
+            try:
+                path = append_record_to_flow(row["source_file"], row, data, Path(tmp.name) / f"{i}.pcap", direction=direction)
+            except (DataContractError, OSError) as exc:
+                entry["reason"] = " ".join(str(exc).split())
+                outcome.append(entry)
+                continue
+            table = read_flows(path, options)
+            table = table.filter(pc.equal(table.column("src_port"), row["src_port"]))
+            if table.num_rows != 1:
+                entry["reason"] = f"re-ingest found {table.num_rows} matching flows"
+                outcome.append(entry)
+                continue
+            x_new, _ = render_for_model(table, representation, representation_params, mask_tls_sni)
+            same = bool(np.array_equal(np.round(x_new[0] * 255), np.round(attack.x_adv[i] * 255)))
+            pred_after = int(predict_proba(model, x_new).argmax(1)[0])
+            entry.update(realized=same, appended_bytes=len(data), evaded_before=bool(pred_before[i] != y[i]),
+                         evaded_after_round_trip=bool(pred_after != y[i]))
+            outcome.append(entry)
+    finally:
+        tmp.cleanup()
+    tried = [e for e in outcome if "realized" in e]
+    n = len(rows)
+    return {
+        "n_flows": n,
+        "n_attackable": int(attack.attackable.sum()),
+        "n_round_tripped": len(tried),
+        "realizability_rate": float(np.mean([e["realized"] for e in tried])) if tried else float("nan"),
+        "evasion_rate_adversarial_images": float(np.mean([e["evaded_before"] for e in tried])) if tried else float("nan"),
+        "evasion_rate_after_round_trip": float(np.mean([e["evaded_after_round_trip"] for e in tried])) if tried else float("nan"),
+        "median_appended_bytes": float(np.median([e["appended_bytes"] for e in tried])) if tried else float("nan"),
+        "flows": outcome,
+    }
+
+
+__all__ = ["RealizableAttack", "append_record_to_flow", "appended_bytes", "realizable_attack", "record_header",
+           "round_trip", "with_record_headers"]

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pcapvision.errors import DataContractError
+from tests.robustness.pcaps import write_tls_flow
+from pcapvision.robustness.realizable import (
+    TLS_HEADER_BYTES,
+    append_record_to_flow,
+    appended_bytes,
+    realizable_attack,
+    record_header,
+    round_trip,
+    with_record_headers,
+)
+
+
+@pytest.fixture()
+def crafted(tmp_path):
+    from pcapvision.ingest import read_flows
+    from pcapvision.robustness.traffic_distortions import render_for_model
+
+    path = tmp_path / "tls.pcap"
+    write_tls_flow(path)
+    flows = read_flows(path)
+    assert flows.num_rows == 1
+    x, _ = render_for_model(flows, "payload", {"column": "payload"})
+    lengths = np.asarray([len(v) for v in flows.column("payload").to_pylist()])
+    return flows, x, lengths
+
+
+def test_record_header_and_mask():
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    x_start, mask, attackable = with_record_headers(x, np.array([10, 780]))
+    flat = np.round(x_start.reshape(2, -1) * 255).astype(np.uint8)
+    assert flat[0, 10:15].tobytes() == record_header(784 - 10 - TLS_HEADER_BYTES)
+    assert mask.reshape(2, -1)[0, :15].sum() == 0 and mask.reshape(2, -1)[0, 15:].all()
+    assert attackable.tolist() == [True, False] and mask[1].sum() == 0
+
+
+def test_realizable_round_trip_reproduces_the_image_exactly(tiny_model, crafted, tmp_path):
+    flows, x, lengths = crafted
+    y = np.array([0])
+    attack = realizable_attack(tiny_model, x, y, lengths, steps=5)
+    # Only the appended record body moved, and every pixel is a byte value.
+    assert np.array_equal(attack.x_adv[attack.mask == 0], attack.x_start[attack.mask == 0])
+    np.testing.assert_allclose(attack.x_adv * 255, np.round(attack.x_adv * 255), atol=1e-3)
+    assert np.array_equal(attack.x_start.reshape(-1)[: lengths[0]], x.reshape(-1)[: lengths[0]])
+    result = round_trip(tiny_model, flows, attack, y, lengths, "payload", {"column": "payload"}, workdir=tmp_path)
+    assert result["n_round_tripped"] == 1, result["flows"]
+    assert result["realizability_rate"] == 1.0
+    assert result["flows"][0]["appended_bytes"] == 784 - lengths[0]
+
+
+def test_appended_segment_continues_the_senders_sequence(crafted, tmp_path):
+    from scapy.layers.inet import TCP
+    from scapy.utils import rdpcap
+
+    flows, x, lengths = crafted
+    row = flows.to_pylist()[0]
+    data = b"\x17\x03\x03\x00\x03abc"
+    out = append_record_to_flow(row["source_file"], row, data, tmp_path / "out.pcap")
+    packets = rdpcap(str(out))
+    assert len(packets) == 10
+    new = packets[6]
+    assert bytes(new[TCP].payload) == data and new[TCP].sport == 40000
+    assert new[TCP].seq == packets[5][TCP].seq + len(bytes(packets[5][TCP].payload))
+    assert packets[7][TCP].seq == new[TCP].seq + len(data)  # the client's FIN moved up
+    assert packets[8][TCP].ack == packets[7][TCP].seq + 1  # the server acknowledges the extra bytes
+    assert [float(p.time) for p in packets] == sorted(float(p.time) for p in packets)
+
+
+def test_appended_bytes_are_the_image_tail():
+    x = np.zeros((28, 28, 1), np.float32)
+    x.reshape(-1)[5:8] = np.array([1, 2, 255]) / 255
+    assert appended_bytes(x, 5)[:3] == bytes([1, 2, 255]) and len(appended_bytes(x, 5)) == 779
+
+
+def test_flow_missing_from_the_capture_is_refused(tmp_path):
+    from pcapvision.ingest import read_flows
+
+    path = tmp_path / "fin.pcap"
+    write_tls_flow(path)
+    row = read_flows(path).to_pylist()[0]
+    with pytest.raises(DataContractError, match="no packet of flow"):
+        append_record_to_flow(path, {**row, "src_port": 1}, b"x", tmp_path / "o.pcap")
