@@ -54,7 +54,7 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="capture files, directories (searched recursively for *.pcap, *.pcapng, *.cap, "
                              "optionally .gz) or glob patterns")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT",
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", default=argparse.SUPPRESS,
                         help="a *.parquet file holding all flows, or a dataset directory with one part per "
                              "capture (<sha256[:16]>.parquet; re-runs skip captures already there)")
     flows = parser.add_argument_group("flows")
@@ -75,7 +75,7 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
     reading.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (parallel over files)")
     reading.add_argument("--force", action="store_true",
                          help="re-ingest captures whose part already exists in a dataset directory")
-    labels = parser.add_argument_group("labels (default: none)")
+    labels = parser.add_argument_group("labels (default: flows unlabeled)")
     labels.add_argument("--label", metavar="NAME", help="label every flow NAME")
     labels.add_argument("--family", metavar="NAME", help="with --label: family of every flow")
     labels.add_argument("--labels", metavar="RULES.csv", help="label flows by the rules of this CSV file "
