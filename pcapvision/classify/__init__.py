@@ -14,6 +14,12 @@ Public API::
 
 from __future__ import annotations
 
+import os
+
+# oneDNN kernels roughly double CPU training and inference throughput here but are off by default
+# in this TensorFlow build (see BENCHMARKS.md); the switch only works before TensorFlow is imported.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 from pcapvision.classify.artifact import load_model, read_metadata, save_model
 from pcapvision.classify.datasets import (
     ImagesDataset,

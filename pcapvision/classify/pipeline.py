@@ -30,6 +30,7 @@ from pcapvision.classify.evaluate import (
     compare_with_baselines,
     curves,
     positive_class_index,
+    predict_labels,
     run_baselines,
 )
 from pcapvision.classify.model import DEFAULT_LEARNING_RATE
@@ -260,7 +261,9 @@ def write_model_report(out_dir: str | os.PathLike[str], record: Mapping[str, Any
         rep.figure(plots.roc_pr_curves(pts, m))
     rep.heading("Sample inputs per class (test)")
     rep.figure(plots.samples_per_class(x_test, y_test, class_names), caption="random test inputs, one row per class")
-    fig, rows = plots.worst_misclassified(x_test, y_test, proba, class_names)
+    threshold = 0.5 if m.get("operating_threshold") is None else m["operating_threshold"]
+    fig, rows = plots.worst_misclassified(x_test, y_test, proba, class_names,
+                                          y_pred=predict_labels(proba, class_names, threshold))
     rep.heading("Worst misclassified (test)")
     if fig is None:
         rep.paragraph("No test example is misclassified.")
@@ -356,7 +359,7 @@ def evaluate(
     proba = predict_proba(model, x_test)
     metrics = classification_metrics(y_test, proba, class_names, threshold=thr)
     baselines: list[dict[str, Any]] = []
-    if x_train is not None and len(np.unique(y_train)) >= 1:
+    if x_train is not None:
         baselines = run_baselines(x_train, y_train, x_test, y_test, class_names, payload_length_train=payload_train,
                                   payload_length_test=payload_test if payload_train is not None else None,
                                   seed=int(metadata.get("params", {}).get("seed", 0)))

@@ -70,8 +70,14 @@ def roc_pr_curves(curve_points: Mapping[str, Mapping[str, np.ndarray]], metrics:
         ap = per_class.get(name, {}).get("pr_auc")
         roc_ax.plot(pts["fpr"], pts["tpr"], lw=1.3, label=f"{name} (AUC {auc:.3f})" if auc is not None else name)
         pr_ax.plot(pts["recall"], pts["precision"], lw=1.3, label=f"{name} (AP {ap:.3f})" if ap is not None else name)
-    roc_ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
-    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (one vs rest)", xlim=(0, 1), ylim=(0, 1.01))
+    # Log-scale FPR: for a detector the region that matters (FPR 1e-3..1e-2) is invisible on a linear axis.
+    positive_fprs = [f for pts in curve_points.values() for f in np.asarray(pts["fpr"]) if f > 0]
+    low = min(positive_fprs) if positive_fprs else 1e-3
+    grid = np.logspace(np.log10(low), 0, 50)
+    roc_ax.plot(grid, grid, color="grey", ls=":", lw=1, label="chance")
+    roc_ax.set_xscale("log")
+    roc_ax.set(xlabel="false positive rate (log scale)", ylabel="true positive rate", title="ROC (one vs rest)",
+               xlim=(low, 1), ylim=(0, 1.01))
     pr_ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (one vs rest)", xlim=(0, 1), ylim=(0, 1.01))
     for ax in (roc_ax, pr_ax):
         ax.grid(alpha=0.3)
@@ -95,11 +101,14 @@ def image_grid(
     h, w = imgs[0].shape if n else (28, 28)
     rows = max(1, int(np.ceil(n / columns)))
     gap = 2
-    mosaic = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap), np.nan, dtype=np.float32)
+    band = 12 if any(titles) else 0  # blank rows above each image row for its titles
+    step_y, step_x = band + h + gap, w + gap
+    mosaic = np.full((rows * step_y - gap, columns * step_x - gap), np.nan, dtype=np.float32)
     for i, img in enumerate(imgs):
         r, c = divmod(i, columns)
-        mosaic[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = img
-    fig, ax = plt.subplots(figsize=(1.1 * columns + (1.2 if row_labels else 0), 1.3 * rows))
+        mosaic[r * step_y + band: r * step_y + band + h, c * step_x: c * step_x + w] = img
+    scale = 0.85 if band else 0.7
+    fig, ax = plt.subplots(figsize=(scale * columns + (0.8 if row_labels else 0), scale * rows * step_y / step_x))
     colormap = plt.get_cmap(cmap).with_extremes(bad="white")
     ax.imshow(mosaic, cmap=colormap, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
@@ -108,9 +117,9 @@ def image_grid(
         spine.set_visible(False)
     for i, title in enumerate(titles[:n]):
         r, c = divmod(i, columns)
-        ax.text(c * (w + gap) + w / 2, r * (h + gap) - 1, title, ha="center", va="bottom", fontsize=6)
+        ax.text(c * step_x + w / 2, r * step_y + band - 1, title, ha="center", va="bottom", fontsize=6)
     if row_labels:
-        ax.set_yticks([r * (h + gap) + h / 2 for r in range(min(rows, len(row_labels)))], list(row_labels)[:rows], fontsize=8)
+        ax.set_yticks([r * step_y + band + h / 2 for r in range(min(rows, len(row_labels)))], list(row_labels)[:rows], fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -130,10 +139,14 @@ def samples_per_class(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], 
 
 
 def worst_misclassified(
-    x: np.ndarray, y_true: np.ndarray, proba: np.ndarray, class_names: Sequence[str], count: int = 16
+    x: np.ndarray, y_true: np.ndarray, proba: np.ndarray, class_names: Sequence[str], count: int = 16,
+    y_pred: np.ndarray | None = None,
 ) -> tuple[Any, list[dict[str, Any]]] | tuple[None, list]:
-    """The misclassified inputs the model was most confident about, with a table of them."""
-    y_pred = proba.argmax(axis=1)
+    """The misclassified inputs the model was most confident about, with a table of them.
+
+    ``y_pred`` defaults to the argmax; pass the operating-point predictions for binary models.
+    """
+    y_pred = proba.argmax(axis=1) if y_pred is None else np.asarray(y_pred)
     wrong = np.flatnonzero(y_pred != y_true)
     if len(wrong) == 0:
         return None, []

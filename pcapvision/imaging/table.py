@@ -18,7 +18,7 @@ column             type                    meaning
 =================  ======================  ===============================================
 
 ``fixed_size_binary(784)`` rather than Arrow's ``fixed_shape_tensor``: it reads back from
-Parquet into numpy ~19x faster (see BENCHMARKS.md). Schema metadata ``pcapvision`` holds the
+Parquet into numpy ~30x faster (see BENCHMARKS.md). Schema metadata ``pcapvision`` holds the
 representation, its parameters, the input's hash and the imaging summary.
 """
 

@@ -7,7 +7,7 @@ IP-borne protocols without ports. ICMP/ICMPv6 need the spec's type/code mapping 
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import ipaddress
 import struct
@@ -20,6 +20,9 @@ __all__ = ["community_id", "community_id_packed"]
 _PORT_PROTOCOLS = frozenset({6, 17, 132})  # TCP, UDP, SCTP
 _ICMP_PROTOCOLS = frozenset({1, 58})
 _IPV4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+_SEED = struct.Struct("!H")
+_PORT_TAIL = struct.Struct("!BxHH")
+_PROTO_TAIL = struct.Struct("!Bx")
 
 
 def community_id_packed(
@@ -36,13 +39,13 @@ def community_id_packed(
     if protocol in _PORT_PROTOCOLS:
         if (addr_b, port_b) < (addr_a, port_a):
             addr_a, addr_b, port_a, port_b = addr_b, addr_a, port_b, port_a
-        tail = struct.pack("!BxHH", protocol, port_a, port_b)
+        tail = _PORT_TAIL.pack(protocol, port_a, port_b)
     else:
         if addr_b < addr_a:
             addr_a, addr_b = addr_b, addr_a
-        tail = struct.pack("!Bx", protocol)
-    digest = hashlib.sha1(struct.pack("!H", seed) + addr_a + addr_b + tail).digest()
-    return "1:" + base64.b64encode(digest).decode("ascii")
+        tail = _PROTO_TAIL.pack(protocol)
+    digest = hashlib.sha1(_SEED.pack(seed) + addr_a + addr_b + tail, usedforsecurity=False).digest()
+    return "1:" + binascii.b2a_base64(digest, newline=False).decode("ascii")
 
 
 def community_id(

@@ -48,7 +48,7 @@ def classify_chunk(chunk: RecordChunk) -> FastDecode:
     """Decode all frames of ``chunk``; ``status`` is ACCEPT, FALLBACK or a SKIP_CODE value."""
     n = len(chunk)
     out = FastDecode()
-    _empty_fields(out, n)
+    empty_fields(out, n)
     out.status = np.full(n, FALLBACK, np.int8)
     if n == 0 or chunk.buf.shape[0] < 4:
         return out
@@ -166,7 +166,8 @@ def _classify_block(buf: np.ndarray, off: np.ndarray, cap: np.ndarray, lt: np.nd
     dst[v4, 12:16] = iph[v4, 16:20]
 
 
-def _empty_fields(out: FastDecode, n: int) -> None:
+def empty_fields(out: FastDecode, n: int) -> None:
+    """Fill ``out`` with zeroed per-frame arrays for ``n`` frames."""
     out.ip_version = np.zeros(n, np.uint8)
     out.protocol = np.zeros(n, np.uint8)
     out.src_port = np.zeros(n, np.uint16)

@@ -3,8 +3,10 @@
 Packets are grouped into bidirectional flows by their canonical 5-tuple, split by timeouts and TCP
 closure, counted per direction, and their payload is kept (TCP reassembled by sequence number).
 The work is vectorised per chunk: packets are grouped by key with one sort, counters are updated
-with ``bincount``, and Python touches individual packets only while a flow still fills its
-``packet_*`` lists (first ``max_packets``) or its payload (first ``max_bytes`` per direction).
+with ``bincount``, in-order payload is located with array arithmetic; Python runs per (flow,
+chunk) while a flow still fills its ``packet_*`` lists or payload, per packet only for TCP
+directions with a sequence hole, and per flow when it is emitted (as a dict, or as a row of an
+Arrow record batch with :meth:`FlowAssembler.add_columns` / :func:`assemble_flow_batches`).
 The semantics (also in ``docs/ingest-flows.md``):
 
 * **Key and directions.** Flows are keyed by (IP version, protocol, the two (address, port)
@@ -32,7 +34,7 @@ The semantics (also in ``docs/ingest-flows.md``):
   a direction's contiguous prefix, the newly contiguous bytes are appended. All three are capped
   at ``max_bytes``.
 * **Order.** :meth:`FlowAssembler.add` returns the flows that ended during the batch and
-  :meth:`FlowAssembler.flush` the rest, each list sorted by (``first_seen_ns``, frame index of the
+  :meth:`FlowAssembler.flush` the rest, each sorted by (``first_seen_ns``, frame index of the
   first packet, tuple).
 """
 
@@ -293,6 +295,11 @@ class FlowAssembler:
         return slots
 
     # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def open_flows(self) -> int:
+        """Number of flows currently open (memory is proportional to it)."""
+        return len(self._open)
 
     def add(self, batch: PacketBatch) -> list[dict[str, Any]]:
         """Assemble one batch; return the flows that ended during it, as dicts."""

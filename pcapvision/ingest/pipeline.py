@@ -1,9 +1,9 @@
 """The ingest pipeline: capture files -> flows table (Parquet), streamed, labelled, in parallel.
 
-One capture flows through ``read_packets`` (chunks of decoded packets) -> ``assemble_flows`` (flow
-records as they end) -> bounded record batches (:data:`OUTPUT_BATCH_FLOWS`, :data:`OUTPUT_BATCH_BYTES`), stamped with
-``flow_id``/``source_*`` and labels. Memory is bounded by the open flows plus one chunk, never a
-whole capture. :func:`ingest` runs that over many files (worker processes with ``jobs > 1``) into
+One capture flows through ``read_packets`` (chunks of decoded packets) -> ``assemble_flow_batches``
+(Arrow batches of the flows that ended) -> batches bounded by :data:`OUTPUT_BATCH_FLOWS` flows and
+:data:`OUTPUT_BATCH_BYTES` payload bytes, stamped with ``flow_id``/``source_*`` and labels. Memory is
+bounded by the open flows plus one chunk, never a whole capture. :func:`ingest` runs that over many files (worker processes with ``jobs > 1``) into
 one Parquet file or a dataset directory of one part per capture.
 """
 
@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pcapvision.console import progress
 from pcapvision.errors import InputNotFoundError, ParameterError, PcapvisionError
-from pcapvision.ingest.flows import FlowOptions, assemble_flows
+from pcapvision.ingest.flows import FlowOptions, assemble_flow_batches
 from pcapvision.ingest.labels import Labeler
 from pcapvision.ingest.packets import IPV4_MAPPED_PREFIX, PacketBatch
 from pcapvision.ingest.readers import read_packets
@@ -269,14 +270,53 @@ def flow_id(source_sha256: str, src_ip: str, src_port: int, dst_ip: str, dst_por
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
 
 
-def _flows_to_batch(rows: list[dict[str, Any]], source_file: str, source_sha256: str,
-                    labeler: Labeler | None) -> pa.RecordBatch:
-    for row in rows:
-        row["flow_id"] = flow_id(source_sha256, row["src_ip"], row["src_port"], row["dst_ip"], row["dst_port"],
-                                 row["protocol"], row["first_seen_ns"])
-        row["source_file"] = source_file
-        row["source_sha256"] = source_sha256
-    batch = pa.RecordBatch.from_pylist(rows, schema=FLOWS_SCHEMA)  # absent keys (labels) become null
+def _payload_bytes(batch: pa.RecordBatch) -> int:
+    return sum(pc.sum(pc.binary_length(batch.column(name))).as_py() or 0
+               for name in ("payload", "src2dst_payload", "dst2src_payload"))
+
+
+def _rebatch(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Regroup the assembler's batches (one per packet chunk, of any size) into batches of at most
+    :data:`OUTPUT_BATCH_FLOWS` flows or about :data:`OUTPUT_BATCH_BYTES` payload bytes."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    size = 0.0
+    for batch in batches:
+        n = batch.num_rows
+        per_row = _payload_bytes(batch) / n if n else 0.0
+        start = 0
+        while start < n:
+            room = OUTPUT_BATCH_FLOWS - rows
+            if per_row:
+                room = min(room, int((OUTPUT_BATCH_BYTES - size) / per_row))
+            take = max(1, min(n - start, room))
+            pending.append(batch.slice(start, take))
+            rows += take
+            size += take * per_row
+            start += take
+            if rows >= OUTPUT_BATCH_FLOWS or size >= OUTPUT_BATCH_BYTES:
+                yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
+                pending, rows, size = [], 0, 0.0
+    if pending:
+        yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
+
+
+def _to_flows_schema(flows: pa.RecordBatch, source_file: str, source_sha256: str,
+                     labeler: Labeler | None) -> pa.RecordBatch:
+    """Add the pipeline's columns (ids, source, labels) to a batch of the assembler's flows."""
+    n = flows.num_rows
+    ids = [flow_id(source_sha256, *key) for key in zip(*(flows.column(name).to_pylist() for name in (
+        "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "first_seen_ns")))]
+    added = {
+        "flow_id": pa.array(ids, pa.string()),
+        "source_file": pa.array([source_file] * n, pa.string()),
+        "source_sha256": pa.array([source_sha256] * n, pa.string()),
+        "label": pa.nulls(n, pa.string()),
+        "family": pa.nulls(n, pa.string()),
+        "label_source": pa.nulls(n, pa.string()),
+    }
+    columns = [added[f.name] if f.name in added else flows.column(f.name) for f in FLOWS_SCHEMA]
+    batch = pa.RecordBatch.from_arrays(columns, schema=FLOWS_SCHEMA)
     if labeler is not None:
         batch = labeler.apply(batch, source_file)
     return batch
@@ -312,19 +352,9 @@ def iter_flow_tables(
                 on_chunk(batch)
             yield batch
 
-    pending: list[dict[str, Any]] = []
-    pending_bytes = 0
     packets = read_packets(path, reader=options.reader, chunk_packets=options.chunk_packets)
-    for flow in assemble_flows(counted(packets), options.flow_options()):
-        pending.append(flow)
-        pending_bytes += len(flow["payload"]) + len(flow["src2dst_payload"]) + len(flow["dst2src_payload"])
-        if len(pending) >= OUTPUT_BATCH_FLOWS or pending_bytes >= OUTPUT_BATCH_BYTES:
-            batch = _flows_to_batch(pending, source_file, source_sha256, labeler)
-            stats.flows += batch.num_rows
-            pending, pending_bytes = [], 0
-            yield batch
-    if pending:
-        batch = _flows_to_batch(pending, source_file, source_sha256, labeler)
+    for flows in _rebatch(assemble_flow_batches(counted(packets), options.flow_options())):
+        batch = _to_flows_schema(flows, source_file, source_sha256, labeler)
         stats.flows += batch.num_rows
         yield batch
 

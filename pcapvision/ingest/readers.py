@@ -89,7 +89,7 @@ def _decode_chunk(chunk: RecordChunk, *, fast: bool) -> PacketBatch:
         status = d.status
     else:
         d = fastpath.FastDecode()
-        fastpath._empty_fields(d, n)
+        fastpath.empty_fields(d, n)
         status = np.full(n, fastpath.FALLBACK, np.int8)
     accept = status == fastpath.ACCEPT
     for reason, code in fastpath.SKIP_CODE.items():

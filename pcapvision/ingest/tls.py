@@ -173,7 +173,7 @@ def _parse(data: bytes) -> ClientHello | None:
         sni_span=sni_span,
         version=version_name(version),
         ja3=ja3,
-        ja3_hash=hashlib.md5(ja3.encode("ascii")).hexdigest(),
+        ja3_hash=hashlib.md5(ja3.encode("ascii"), usedforsecurity=False).hexdigest(),
     )
 
 

@@ -124,11 +124,12 @@ def load_eval_data(model_dir: str | os.PathLike[str], metadata: dict[str, Any], 
     import pandas as pd
 
     from pcapvision.classify import load_images_dataset
-    from pcapvision.classify.pipeline import SPLIT_MANIFEST_FILE, check_representation
+    from pcapvision.classify.pipeline import SPLIT_MANIFEST_FILE
+    from pcapvision.classify.predict import check_representation
 
     target = metadata.get("target", "label")
     images = load_images_dataset(data, target=target)
-    check_representation(metadata, images.representation, images.params, str(data))
+    check_representation(metadata, images.schema, str(data))
     known = np.isin(images.labels, class_names)
     if not known.any():
         raise DataContractError(f"{data}: no image has a {target} the model knows ({class_names})")
@@ -416,14 +417,18 @@ def _realizable_study(model, ev: EvalData, attack_idx: np.ndarray, flows, cfg: S
     idx = attack_idx
     if binary is not None:  # the attacker is the malicious sender trying to pass as normal
         idx = idx[ev.y[idx] == binary.malicious_index]
-    idx = idx[ev.payload_length[idx] + 5 < int(np.prod(ev.x.shape[1:]))][: cfg.n_realizable]
+    idx = idx[ev.payload_length[idx] + 5 < int(np.prod(ev.x.shape[1:]))]
     if len(idx) == 0:
         return {"skipped": "no attacked flow has padding left after its payload (payloads fill the image)"}
     table = read_flows_table(flows, ev.flow_id[idx])
-    position = {fid: i for i, fid in enumerate(table.column("flow_id").to_pylist())}
-    missing = [f for f in ev.flow_id[idx] if f not in position]
+    tcp = dict(zip(table.column("flow_id").to_pylist(), (p == 6 for p in table.column("protocol").to_pylist())))
+    missing = [f for f in ev.flow_id[idx] if f not in tcp]
     if missing:
         return {"skipped": f"{len(missing)} attacked flow_ids are not in {flows}"}
+    idx = idx[[tcp[f] for f in ev.flow_id[idx]]][: cfg.n_realizable]  # a segment can only be appended to TCP
+    if len(idx) == 0:
+        return {"skipped": "no attacked TCP flow has padding left after its payload"}
+    position = {fid: i for i, fid in enumerate(table.column("flow_id").to_pylist())}
     table = table.take([position[f] for f in ev.flow_id[idx]])
     x, y, lengths = ev.x[idx], ev.y[idx], ev.payload_length[idx]
     attack = realizable_attack(model, x, y, lengths, steps=cfg.realizable_steps, seed=seed, batch_size=cfg.batch_size)

@@ -15,6 +15,8 @@ schema in which each flow looks as it would after that event on the wire:
 * ``timing_jitter``: packet times get N(0, sigma^2) ms of jitter (kept sorted and >= 0).
 
 Payload-based images react to the first four only; ``flowpic`` to all but the payload shift.
+Not modelled: jitter or reordering that swaps data packets of the two directions, which would
+change how the session-order ``payload`` interleaves them.
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ def pad_tls_records(data: bytes, pad: int, rng: np.random.Generator) -> tuple[by
     """Add ``pad`` random bytes to each TLS application-data record found from offset 0.
 
     Walks records while the 5-byte headers look like TLS (type 20..23, version 3.x); the rest of
-    the data is kept as is. Returns the new bytes and the number of records padded.
+    the data is kept as is. A record cut off by the end of ``data`` gets the new length field only.
+    Returns the new bytes and the number of records padded.
     """
     out = bytearray()
     pos, padded = 0, 0
@@ -103,9 +106,11 @@ def pad_tls_records(data: bytes, pad: int, rng: np.random.Generator) -> tuple[by
         if not (20 <= rtype <= 23 and major == 3 and length <= 16384 + 256):
             break
         body = data[pos + 5 : pos + 5 + length]
-        if rtype == TLS_APPLICATION_DATA and len(body) == length:
-            out += bytes([rtype, major, data[pos + 2]]) + (length + pad).to_bytes(2, "big")
-            out += body + rng.integers(0, 256, pad, dtype=np.uint8).tobytes()
+        if rtype == TLS_APPLICATION_DATA:
+            out += bytes([rtype, major, data[pos + 2]]) + (length + pad).to_bytes(2, "big") + body
+            # A record cut off by the payload cap still gets its new length; its padding lies past the cut.
+            if len(body) == length:
+                out += rng.integers(0, 256, pad, dtype=np.uint8).tobytes()
             padded += 1
         else:
             out += data[pos : pos + 5 + length]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
@@ -62,7 +63,7 @@ def test_help_documents_every_option_with_its_default() -> None:
     for action in sub._actions:
         for flag in action.option_strings:
             assert flag in help_text
-        if action.option_strings and action.default not in (None, False) and action.dest != "help":
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) and not action.required:
             assert f"(default: {action.default})" in help_text, action.dest
     for needle in ("--idle-timeout SECONDS", "(default: 120.0)", "(default: 1800.0)", "(default: 4096)",
                    "(default: 64)", "(default: 65536)", "{auto,dpkt,scapy}", "{keep,drop}", "--quiet", "--debug",

@@ -647,6 +647,18 @@ def test_idle_timeout_splits_and_expires_between_batches() -> None:
     assert _one(assembler.flush())["src_ip"] == "10.9.9.9"
 
 
+def test_idle_flows_expire_so_memory_follows_open_flows() -> None:
+    assembler = FlowAssembler(FlowOptions(idle_timeout_s=1.0))
+    emitted = 0
+    for second in range(30):  # 30 batches of 100 new one-packet UDP flows, one second apart
+        packets = [Packet(T0 + second * 10**9 + i, second * 100 + i, 4, pack_address(f"10.1.{second}.{i}"),
+                          SERVER, 17, 5000, 53, 0, 0, 30, b"q") for i in range(100)]
+        emitted += len(assembler.add(PacketBatch.from_packets(packets)))
+        assert assembler.open_flows <= 200
+    assert emitted + len(assembler.flush()) == 3000
+    assert assembler.open_flows == 0
+
+
 def test_active_timeout_splits_long_flows() -> None:
     s = Session(proto=17)
     for i in range(8):

@@ -31,6 +31,8 @@ def read_all(path: Path, reader: str = "auto", chunk_packets: int = 65536) -> tu
 def tiny_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Exercise the guessing walker, gzip windows and decode blocks on tiny captures."""
     monkeypatch.setattr(capture._PcapWalker, "MIN_SPECULATION_BYTES", 64)
+    monkeypatch.setattr(capture._PcapWalker, "SPECULATE_BELOW_BYTES", float("inf"))
+    monkeypatch.setattr(capture._PcapWalker, "LOOP_RECORDS", 3)
     monkeypatch.setattr(capture._PcapWalker, "SCAN_PIECE", 512)
     monkeypatch.setattr(capture, "GZIP_BLOCK_BYTES", 300)
     from pcapvision.ingest import fastpath

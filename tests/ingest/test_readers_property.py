@@ -76,6 +76,8 @@ SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[Heal
 def _small_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     # Make the guessing walker and gzip windows work on these small inputs too.
     monkeypatch.setattr(capture._PcapWalker, "MIN_SPECULATION_BYTES", 64)
+    monkeypatch.setattr(capture._PcapWalker, "SPECULATE_BELOW_BYTES", float("inf"))
+    monkeypatch.setattr(capture._PcapWalker, "LOOP_RECORDS", 3)
     monkeypatch.setattr(capture, "GZIP_BLOCK_BYTES", 256)
 
 

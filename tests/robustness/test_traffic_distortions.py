@@ -99,3 +99,10 @@ def test_pad_tls_records_grows_application_data_only():
     assert padded[15:20] == bytes([23, 3, 3, 0, 9]) and padded[20:25] == b"A" * 5
     assert padded[29:34] == bytes([23, 3, 3, 0, 7])
     assert padded.endswith(b"\x17\x03") and len(padded) == len(data) + 8
+
+
+def test_pad_tls_records_updates_the_length_of_a_record_cut_by_the_cap():
+    data = record(23, b"C" * 10)[:9]  # header + 4 of 10 body bytes
+    padded, n = pad_tls_records(data, 6, np.random.default_rng(0))
+    assert n == 1
+    assert padded == bytes([23, 3, 3, 0, 16]) + b"C" * 4
