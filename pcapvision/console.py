@@ -18,6 +18,21 @@ T = TypeVar("T")
 _quiet = False
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (tests swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201 - logging's own attribute
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001 - StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logging(*, debug: bool = False, quiet: bool = False) -> None:
     """Configure the ``pcapvision`` logger for a command-line run.
 
@@ -29,11 +44,11 @@ def setup_logging(*, debug: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
     root = logging.getLogger("pcapvision")
     root.setLevel(level)
-    if not any(getattr(h, "_pcapvision", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"))
-        handler._pcapvision = True  # type: ignore[attr-defined]
+    handler = next((h for h in root.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
         root.addHandler(handler)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"))
     root.propagate = False
 
 

@@ -72,7 +72,7 @@ def roc_pr_curves(curve_points: Mapping[str, Mapping[str, np.ndarray]], metrics:
         pr_ax.plot(pts["recall"], pts["precision"], lw=1.3, label=f"{name} (AP {ap:.3f})" if ap is not None else name)
     # Log-scale FPR: for a detector the region that matters (FPR 1e-3..1e-2) is invisible on a linear axis.
     positive_fprs = [f for pts in curve_points.values() for f in np.asarray(pts["fpr"]) if f > 0]
-    low = min(positive_fprs) if positive_fprs else 1e-3
+    low = min(min(positive_fprs, default=1e-3), 1e-2)  # at least two decades
     grid = np.logspace(np.log10(low), 0, 50)
     roc_ax.plot(grid, grid, color="grey", ls=":", lw=1, label="chance")
     roc_ax.set_xscale("log")
@@ -101,13 +101,13 @@ def image_grid(
     h, w = imgs[0].shape if n else (28, 28)
     rows = max(1, int(np.ceil(n / columns)))
     gap = 2
-    band = 12 if any(titles) else 0  # blank rows above each image row for its titles
+    band = 14 if any(titles) else 0  # blank rows above each image row for its titles
     step_y, step_x = band + h + gap, w + gap
     mosaic = np.full((rows * step_y - gap, columns * step_x - gap), np.nan, dtype=np.float32)
     for i, img in enumerate(imgs):
         r, c = divmod(i, columns)
         mosaic[r * step_y + band: r * step_y + band + h, c * step_x: c * step_x + w] = img
-    scale = 0.85 if band else 0.7
+    scale = 0.95 if band else 0.7
     fig, ax = plt.subplots(figsize=(scale * columns + (0.8 if row_labels else 0), scale * rows * step_y / step_x))
     colormap = plt.get_cmap(cmap).with_extremes(bad="white")
     ax.imshow(mosaic, cmap=colormap, vmin=0, vmax=1, interpolation="nearest")
@@ -152,7 +152,7 @@ def worst_misclassified(
         return None, []
     confidence = proba[wrong, y_pred[wrong]]
     order = wrong[np.argsort(-confidence, kind="stable")][:count]
-    titles = [f"{class_names[y_true[i]][:10]}→{class_names[y_pred[i]][:10]}\n{proba[i, y_pred[i]]:.2f}" for i in order]
+    titles = [f"{class_names[y_true[i]][:9]}→\n{class_names[y_pred[i]][:9]} {proba[i, y_pred[i]]:.2f}" for i in order]
     rows = [
         {"index": int(i), "true": class_names[y_true[i]], "predicted": class_names[y_pred[i]],
          "p(predicted)": float(proba[i, y_pred[i]]), "p(true)": float(proba[i, y_true[i]])}

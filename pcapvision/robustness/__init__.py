@@ -12,6 +12,8 @@ Public API::
     fooling_images(model, targets, ...); noise_confidence(model)            # Nguyen et al. 2015
     adversarial_training(model, x, y, method="pgd"|"fgsm_rs"|"gaussian")    # defences (fine-tuning)
     certify_smoothing(model, x, y, sigma, n)                                # Cohen et al., via ART
+    realizable_attack(model, x, y, payload_lengths, strategy="append"|"client_hello")
+    round_trip(model, flows_rows, attack, y, payload_lengths, representation, params)  # pcap -> re-ingest
 """
 
 from pcapvision.robustness.attacks import (
@@ -31,6 +33,7 @@ from pcapvision.robustness.certify import certify_smoothing
 from pcapvision.robustness.defences import adversarial_training
 from pcapvision.robustness.distortions import DISTORTIONS, distort, severity_sweep
 from pcapvision.robustness.fooling import fooling_images, noise_confidence
+from pcapvision.robustness.realizable import realizable_attack, round_trip
 from pcapvision.robustness.suite import FULL, QUICK, SUITES, SuiteConfig, run_suite
 from pcapvision.robustness.traffic_distortions import TRAFFIC_DISTORTIONS, distort_flows
 
@@ -38,5 +41,5 @@ __all__ = [
     "ATTACKS", "DISTORTIONS", "FULL", "QUICK", "SUITES", "TRAFFIC_DISTORTIONS", "AttackResult", "AttackSpec",
     "BinaryTarget", "SuiteConfig", "adversarial_training", "art_classifier", "attack_metrics", "certify_smoothing",
     "distort", "distort_flows", "fooling_images", "generate", "noise_confidence", "perturbation_norms",
-    "quantize_to_bytes", "run_attack", "run_suite", "severity_sweep", "tail_mask",
+    "quantize_to_bytes", "realizable_attack", "round_trip", "run_attack", "run_suite", "severity_sweep", "tail_mask",
 ]

@@ -18,6 +18,12 @@ of the flow land exactly on that padding, in order. So the attack
 
 The record body is opaque ciphertext to any observer; only the endpoints (here the attacker's own
 C2 pair) would notice it does not decrypt, and they can agree to discard it.
+
+Payloads of full TLS sessions usually fill the image, leaving nothing to append into. The second
+strategy, ``client_hello``, uses bytes the client chooses freely inside the image instead: the
+32-byte ``random`` and the ``session_id`` of its ClientHello, which opens the session-order
+payload. The round trip rewrites those bytes in the flow's first client segment (same length, so
+no sequence number moves); nothing else in the capture changes.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pcapvision.errors import DataContractError
+from pcapvision.validation import check_choice
 from pcapvision.robustness.attacks import AttackSpec, art_classifier, generate, predict_proba, quantize_to_bytes, tail_mask
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,38 @@ log = logging.getLogger(__name__)
 TLS_HEADER_BYTES = 5
 TLS_RECORD_HEADER = bytes([0x17, 0x03, 0x03])  # application data, TLS 1.2 on the wire (1.3 too)
 PAYLOAD_COLUMNS = ("payload", "src2dst_payload", "dst2src_payload")
+
+
+STRATEGIES = ("append", "client_hello")
+CLIENT_RANDOM = (11, 43)  # record header 5 + handshake header 4 + legacy_version 2; 32 bytes
+SESSION_ID_LENGTH_AT = 43
+
+
+def client_hello_fields(payload: bytes) -> list[tuple[int, int]] | None:
+    """Byte ranges ``[start, end)`` of the ClientHello random and session id opening ``payload``.
+
+    None when ``payload`` does not start with a TLS handshake record holding a ClientHello.
+    """
+    if len(payload) < SESSION_ID_LENGTH_AT + 1 or payload[0] != 0x16 or payload[1] != 3 or payload[5] != 0x01:
+        return None
+    sid_len = payload[SESSION_ID_LENGTH_AT]
+    if sid_len > 32 or len(payload) < SESSION_ID_LENGTH_AT + 1 + sid_len:
+        return None
+    ranges = [CLIENT_RANDOM]
+    if sid_len:
+        ranges.append((SESSION_ID_LENGTH_AT + 1, SESSION_ID_LENGTH_AT + 1 + sid_len))
+    return ranges
+
+
+def client_hello_mask(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[list[tuple[int, int]] | None]]:
+    """Mask of the ClientHello random and session id pixels of byte images, which rows have them, the ranges."""
+    flat = np.round(np.asarray(x, np.float32).reshape(len(x), -1) * 255.0).astype(np.uint8)
+    mask = np.zeros(flat.shape, np.float32)
+    ranges = [client_hello_fields(row.tobytes()) for row in flat]
+    for i, found in enumerate(ranges):
+        for start, end in found or ():
+            mask[i, start:end] = 1.0
+    return mask.reshape(x.shape), np.asarray([r is not None for r in ranges]), ranges
 
 
 def record_header(body_length: int) -> bytes:
@@ -80,16 +119,28 @@ class RealizableAttack:
     mask: np.ndarray
     attackable: np.ndarray  # bool per row
     proba_adv: np.ndarray
+    strategy: str = "append"
+    proba_clean: np.ndarray | None = None  # on the original images
 
 
-def realizable_attack(model: Any, x: np.ndarray, y: np.ndarray, payload_lengths: np.ndarray, *, steps: int = 40,
-                      restarts: int = 1, seed: int = 0, batch_size: int = 256) -> RealizableAttack:
-    """PGD restricted to the appendable bytes (any value: the budget is the whole byte range)."""
-    x_start, mask, attackable = with_record_headers(x, payload_lengths)
+def realizable_attack(model: Any, x: np.ndarray, y: np.ndarray, payload_lengths: np.ndarray, *, strategy: str = "append",
+                      steps: int = 40, restarts: int = 1, seed: int = 0, batch_size: int = 256) -> RealizableAttack:
+    """PGD restricted to bytes the sender controls (any value: the budget is the whole byte range).
+
+    ``strategy``: ``"append"`` (a TLS record after the payload) or ``"client_hello"`` (the
+    ClientHello random and session id).
+    """
+    check_choice("strategy", strategy, STRATEGIES)
+    if strategy == "append":
+        x_start, mask, attackable = with_record_headers(x, payload_lengths)
+    else:
+        x_start = np.array(x, np.float32, copy=True)
+        mask, attackable, _ = client_hello_mask(x_start)
     spec = AttackSpec("pgd_linf", eps=1.0, steps=steps, step_size=0.1, restarts=restarts, batch_size=batch_size)
     x_adv = generate(spec, art_classifier(model), x_start, y, mask=mask, seed=seed)
     x_adv = np.where(mask > 0, quantize_to_bytes(x_adv), x_start)
-    return RealizableAttack(x_start, x_adv, mask, attackable, predict_proba(model, x_adv))
+    return RealizableAttack(x_start, x_adv, mask, attackable, predict_proba(model, x_adv), strategy,
+                            predict_proba(model, np.asarray(x, np.float32)))
 
 
 # --- capture round trip ---------------------------------------------------------------------------
@@ -113,6 +164,69 @@ def _canonical_ip(address: str) -> str:
     return str(ipaddress.ip_address(address))
 
 
+def _flow_packets(capture: str | os.PathLike[str], flow: dict[str, Any], direction: int) -> list[tuple[Any, int]]:
+    """The flow's TCP packets in capture order, each with 0 (from the sender) or 1 (from its peer)."""
+    from scapy.utils import PcapReader
+
+    a = (_canonical_ip(flow["src_ip"]), int(flow["src_port"]))
+    b = (_canonical_ip(flow["dst_ip"]), int(flow["dst_port"]))
+    sender, receiver = (a, b) if direction == 0 else (b, a)
+    packets: list[tuple[Any, int]] = []
+    with PcapReader(os.fspath(capture)) as reader:
+        for pkt in reader:
+            ends = _endpoints(pkt)
+            if ends is None:
+                continue
+            src, dst = (_canonical_ip(ends[0]), ends[1]), (_canonical_ip(ends[2]), ends[3])
+            if (src, dst) == (sender, receiver):
+                packets.append((pkt, 0))
+            elif (src, dst) == (receiver, sender):
+                packets.append((pkt, 1))
+    if not packets:
+        raise DataContractError(f"{capture}: no packet of flow {flow.get('flow_id')} ({a} <-> {b})")
+    return packets
+
+
+def rewrite_client_hello(capture: str | os.PathLike[str], flow: dict[str, Any], new_bytes: dict[int, bytes],
+                         output: str | os.PathLike[str]) -> Path:
+    """Write ``output``: the flow's packets with bytes of the client's first segment replaced.
+
+    ``new_bytes`` maps a payload offset to the bytes written there; every offset must fall in the
+    initiator's first data segment (the one opening the session-order payload).
+    """
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.packet import Raw
+    from scapy.utils import wrpcap
+
+    if int(flow.get("protocol", 6)) != 6:
+        raise DataContractError(f"{capture}: flow {flow.get('flow_id')} is not TCP")
+    packets = _flow_packets(capture, flow, 0)
+    firsts = [i for i, (p, side) in enumerate(packets) if side == 0 and len(bytes(p[TCP].payload)) > 0]
+    if not firsts:
+        raise DataContractError(f"{capture}: the client of flow {flow.get('flow_id')} sent no data")
+    i = firsts[0]
+    payload = bytearray(bytes(packets[i][0][TCP].payload))
+    end = max(offset + len(data) for offset, data in new_bytes.items())
+    if end > len(payload):
+        raise DataContractError(f"{capture}: the ClientHello of flow {flow.get('flow_id')} spans several segments")
+    for offset, data in new_bytes.items():
+        payload[offset : offset + len(data)] = data
+    pkt = packets[i][0].copy()
+    pkt[TCP].remove_payload()
+    pkt[TCP].add_payload(Raw(bytes(payload)))
+    del pkt[TCP].chksum
+    if IP in pkt:
+        del pkt[IP].chksum
+    elif IPv6 in pkt:
+        del pkt[IPv6].plen
+    out = [p for p, _ in packets]
+    out[i] = pkt
+    out_path = Path(output)
+    wrpcap(os.fspath(out_path), out)
+    return out_path
+
+
 def append_record_to_flow(capture: str | os.PathLike[str], flow: dict[str, Any], data: bytes,
                           output: str | os.PathLike[str], *, direction: int = 0) -> Path:
     """Write ``output``: the flow's packets from ``capture`` plus one TCP segment carrying ``data``.
@@ -126,26 +240,11 @@ def append_record_to_flow(capture: str | os.PathLike[str], flow: dict[str, Any],
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
     from scapy.packet import Raw
-    from scapy.utils import PcapReader, wrpcap
+    from scapy.utils import wrpcap
 
     if int(flow.get("protocol", 6)) != 6:
         raise DataContractError(f"{capture}: flow {flow.get('flow_id')} is not TCP: no segment can be appended")
-    a = (_canonical_ip(flow["src_ip"]), int(flow["src_port"]))
-    b = (_canonical_ip(flow["dst_ip"]), int(flow["dst_port"]))
-    sender, receiver = (a, b) if direction == 0 else (b, a)
-    packets: list[tuple[Any, int]] = []  # (packet, 0 = from sender, 1 = from receiver)
-    with PcapReader(os.fspath(capture)) as reader:
-        for pkt in reader:
-            ends = _endpoints(pkt)
-            if ends is None:
-                continue
-            src, dst = (_canonical_ip(ends[0]), ends[1]), (_canonical_ip(ends[2]), ends[3])
-            if (src, dst) == (sender, receiver):
-                packets.append((pkt, 0))
-            elif (src, dst) == (receiver, sender):
-                packets.append((pkt, 1))
-    if not packets:
-        raise DataContractError(f"{capture}: no packet of flow {flow.get('flow_id')} ({a} <-> {b})")
+    packets = _flow_packets(capture, flow, direction)
     with_data = [i for i, (p, _) in enumerate(packets) if len(bytes(p[TCP].payload)) > 0]
     at = (with_data[-1] if with_data else len(packets) - 1) + 1  # insert before packet `at`
     mine = [p for p, side in packets[:at] if side == 0]
@@ -209,18 +308,30 @@ def round_trip(model: Any, flows: pa.Table, attack: RealizableAttack, y: np.ndar
     rows = flows.to_pylist()
     y = np.asarray(y, np.int64)
     pred_before = attack.proba_adv.argmax(1)
+    pred_clean = attack.proba_clean.argmax(1) if attack.proba_clean is not None else np.full(len(y), -1)
     outcome: list[dict[str, Any]] = []
     tmp = tempfile.TemporaryDirectory(dir=workdir)
     try:
         for i, row in enumerate(rows):
             entry: dict[str, Any] = {"flow_id": row["flow_id"], "attackable": bool(attack.attackable[i])}
             if not attack.attackable[i]:
-                entry["reason"] = "payload fills the image: no padding to append into"
+                entry["reason"] = ("payload fills the image: no padding to append into" if attack.strategy == "append"
+                                   else "the payload does not open with a ClientHello")
                 outcome.append(entry)
                 continue
-            data = appended_bytes(attack.x_adv[i], int(payload_lengths[i]))
+            out = Path(tmp.name) / f"{i}.pcap"
             try:
-                path = append_record_to_flow(row["source_file"], row, data, Path(tmp.name) / f"{i}.pcap", direction=direction)
+                if attack.strategy == "append":
+                    data = appended_bytes(attack.x_adv[i], int(payload_lengths[i]))
+                    path = append_record_to_flow(row["source_file"], row, data, out, direction=direction)
+                else:
+                    if direction != 0:
+                        raise DataContractError(f"{column} images do not show the client's ClientHello")
+                    flat = np.round(attack.x_adv[i].reshape(-1) * 255.0).astype(np.uint8)
+                    fields = client_hello_fields(flat.tobytes()) or []
+                    changed = {start: flat[start:end].tobytes() for start, end in fields}
+                    data = b"".join(changed.values())
+                    path = rewrite_client_hello(row["source_file"], row, changed, out)
             except (DataContractError, OSError) as exc:
                 entry["reason"] = " ".join(str(exc).split())
                 outcome.append(entry)
@@ -234,7 +345,8 @@ def round_trip(model: Any, flows: pa.Table, attack: RealizableAttack, y: np.ndar
             x_new, _ = render_for_model(table, representation, representation_params, mask_tls_sni)
             same = bool(np.array_equal(np.round(x_new[0] * 255), np.round(attack.x_adv[i] * 255)))
             pred_after = int(predict_proba(model, x_new).argmax(1)[0])
-            entry.update(realized=same, appended_bytes=len(data), evaded_before=bool(pred_before[i] != y[i]),
+            entry.update(realized=same, controlled_bytes=len(data), missed_clean=bool(pred_clean[i] != y[i]),
+                         evaded_before=bool(pred_before[i] != y[i]),
                          evaded_after_round_trip=bool(pred_after != y[i]))
             outcome.append(entry)
     finally:
@@ -246,12 +358,15 @@ def round_trip(model: Any, flows: pa.Table, attack: RealizableAttack, y: np.ndar
         "n_attackable": int(attack.attackable.sum()),
         "n_round_tripped": len(tried),
         "realizability_rate": float(np.mean([e["realized"] for e in tried])) if tried else float("nan"),
+        "miss_rate_clean": float(np.mean([e["missed_clean"] for e in tried])) if tried else float("nan"),
         "evasion_rate_adversarial_images": float(np.mean([e["evaded_before"] for e in tried])) if tried else float("nan"),
         "evasion_rate_after_round_trip": float(np.mean([e["evaded_after_round_trip"] for e in tried])) if tried else float("nan"),
-        "median_appended_bytes": float(np.median([e["appended_bytes"] for e in tried])) if tried else float("nan"),
+        "median_controlled_bytes": float(np.median([e["controlled_bytes"] for e in tried])) if tried else float("nan"),
+        "strategy": attack.strategy,
         "flows": outcome,
     }
 
 
-__all__ = ["RealizableAttack", "append_record_to_flow", "appended_bytes", "realizable_attack", "record_header",
-           "round_trip", "with_record_headers"]
+__all__ = ["STRATEGIES", "RealizableAttack", "append_record_to_flow", "appended_bytes", "client_hello_fields",
+           "client_hello_mask", "realizable_attack", "record_header", "rewrite_client_hello", "round_trip",
+           "with_record_headers"]

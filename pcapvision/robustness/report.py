@@ -113,12 +113,19 @@ def write_report(path: str | os.PathLike[str], record: dict[str, Any], *, x_att:
     rep.heading("Byte-realizable attack")
     real = record["realizable"]
     if not _skipped(rep, real):
-        rep.paragraph(f"PGD restricted to the body of one TLS application-data record appended after the payload, "
-                      f"bytes on the k/255 grid, then written into a capture, re-ingested and re-rendered: "
-                      f"{real['n_round_tripped']} of {real['n_flows']} flows round-tripped; realizability rate "
-                      f"{real['realizability_rate']:.1%}; evasion {real['evasion_rate_adversarial_images']:.1%} on the "
-                      f"adversarial images, {real['evasion_rate_after_round_trip']:.1%} after the round trip.")
-        rep.table([{k: v for k, v in f.items()} for f in real["flows"]][:50])
+        labels = {"append": "one TLS application-data record appended after the payload",
+                  "client_hello": "the ClientHello random and session id rewritten"}
+        for strategy, res in real.items():
+            rep.heading(labels.get(strategy, strategy), level=3)
+            if _skipped(rep, res):
+                continue
+            rep.paragraph(f"PGD restricted to those bytes, values on the k/255 grid, then written into a capture, "
+                          f"re-ingested and re-rendered: {res['n_round_tripped']} of {res['n_flows']} flows round-tripped; "
+                          f"realizability rate {res['realizability_rate']:.1%}; misclassified before the attack "
+                          f"{res['miss_rate_clean']:.1%}, after it "
+                          f"{res['evasion_rate_adversarial_images']:.1%} on the adversarial images, "
+                          f"{res['evasion_rate_after_round_trip']:.1%} after the round trip.")
+            rep.table(res["flows"][:50])
     rep.heading("Provenance")
     rep.preformatted("\n".join(f"{k}: {v}" for k, v in record["library_versions"].items()))
     return rep.save(path)

@@ -411,33 +411,41 @@ def _realizable_study(model, ev: EvalData, attack_idx: np.ndarray, flows, cfg: S
     if ev.payload_length is None:
         return {"skipped": "the images table has no payload_length column"}
     from pcapvision.io import read_parquet_metadata
-    from pcapvision.robustness.realizable import realizable_attack, round_trip
+    from pcapvision.robustness.realizable import STRATEGIES, client_hello_mask, realizable_attack, round_trip
     from pcapvision.robustness.traffic_distortions import read_flows_table
 
-    idx = attack_idx
+    idx_all = attack_idx
     if binary is not None:  # the attacker is the malicious sender trying to pass as normal
-        idx = idx[ev.y[idx] == binary.malicious_index]
-    idx = idx[ev.payload_length[idx] + 5 < int(np.prod(ev.x.shape[1:]))]
-    if len(idx) == 0:
-        return {"skipped": "no attacked flow has padding left after its payload (payloads fill the image)"}
-    table = read_flows_table(flows, ev.flow_id[idx])
-    tcp = dict(zip(table.column("flow_id").to_pylist(), (p == 6 for p in table.column("protocol").to_pylist())))
-    missing = [f for f in ev.flow_id[idx] if f not in tcp]
+        idx_all = idx_all[ev.y[idx_all] == binary.malicious_index]
+    table_all = read_flows_table(flows, ev.flow_id[idx_all])
+    is_tcp = dict(zip(table_all.column("flow_id").to_pylist(), (p == 6 for p in table_all.column("protocol").to_pylist())))
+    missing = [f for f in ev.flow_id[idx_all] if f not in is_tcp]
     if missing:
         return {"skipped": f"{len(missing)} attacked flow_ids are not in {flows}"}
-    idx = idx[[tcp[f] for f in ev.flow_id[idx]]][: cfg.n_realizable]  # a segment can only be appended to TCP
-    if len(idx) == 0:
-        return {"skipped": "no attacked TCP flow has padding left after its payload"}
-    position = {fid: i for i, fid in enumerate(table.column("flow_id").to_pylist())}
-    table = table.take([position[f] for f in ev.flow_id[idx]])
-    x, y, lengths = ev.x[idx], ev.y[idx], ev.payload_length[idx]
-    attack = realizable_attack(model, x, y, lengths, steps=cfg.realizable_steps, seed=seed, batch_size=cfg.batch_size)
-    mask = bool(((ev.images_schema or {}).get("params") or {}).get("mask_tls_sni", False))
-    result = round_trip(model, table, attack, y, lengths, ev.representation, ev.representation_params,
-                        ingest_params=read_parquet_metadata(flows).get("params"), mask_tls_sni=mask)
-    result["attack"] = {"attack": "pgd_linf masked to the appended TLS record body", "eps": 1.0,
-                        "steps": cfg.realizable_steps, "step_size": 0.1, "quantised_to_bytes": True}
-    return result
+    position = {fid: i for i, fid in enumerate(table_all.column("flow_id").to_pylist())}
+    mask_sni = bool(((ev.images_schema or {}).get("params") or {}).get("mask_tls_sni", False))
+    ingest_params = read_parquet_metadata(flows).get("params")
+    out: dict[str, Any] = {}
+    for strategy in STRATEGIES:
+        if strategy == "append":
+            fits = ev.payload_length[idx_all] + 5 < int(np.prod(ev.x.shape[1:]))
+        else:
+            fits = client_hello_mask(ev.x[idx_all])[1]
+        idx = idx_all[fits & np.asarray([is_tcp[f] for f in ev.flow_id[idx_all]], bool)][: cfg.n_realizable]
+        if len(idx) == 0:
+            out[strategy] = {"skipped": "no attacked TCP flow has padding left after its payload" if strategy == "append"
+                             else "no attacked TCP flow opens with a ClientHello"}
+            continue
+        table = table_all.take([position[f] for f in ev.flow_id[idx]])
+        x, y, lengths = ev.x[idx], ev.y[idx], ev.payload_length[idx]
+        attack = realizable_attack(model, x, y, lengths, strategy=strategy, steps=cfg.realizable_steps, seed=seed,
+                                   batch_size=cfg.batch_size)
+        result = round_trip(model, table, attack, y, lengths, ev.representation, ev.representation_params,
+                            ingest_params=ingest_params, mask_tls_sni=mask_sni)
+        result["attack"] = {"attack": "pgd_linf masked to sender-controlled bytes", "eps": 1.0,
+                            "steps": cfg.realizable_steps, "step_size": 0.1, "quantised_to_bytes": True}
+        out[strategy] = result
+    return out
 
 
 def _write_examples(path: Path, y: np.ndarray, proba: np.ndarray, examples: dict[str, Any]) -> None:

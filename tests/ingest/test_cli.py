@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import subprocess
@@ -32,20 +31,6 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
     bad = tmp_path / "bad.pcap"
     bad.write_bytes(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
     return {"good": good, "bad": bad}
-
-
-@pytest.fixture(autouse=True)
-def fresh_log_handler():
-    """setup_logging binds the stderr of its first call; capsys swaps stderr per test, so start afresh."""
-    logger = logging.getLogger("pcapvision")
-
-    def drop() -> None:
-        for handler in [h for h in logger.handlers if getattr(h, "_pcapvision", False)]:
-            logger.removeHandler(handler)
-
-    drop()
-    yield
-    drop()
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:

@@ -23,7 +23,9 @@ def tls_flow_packets(*, client_port: int = 40000, t0: float = 1_700_000_000.0, f
     c, s = ("10.0.0.1", client_port), ("10.0.0.2", 443)
     eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
     rng = np.random.default_rng(client_port)
-    hello = tls_record(22, rng.integers(0, 256, 120, dtype=np.uint8).tobytes())
+    # ClientHello: type 1, length 116, version 3.3, random (32), session id (32), 48 more bytes.
+    hello = tls_record(22, bytes([1, 0, 0, 116, 3, 3]) + rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
+                       + bytes([32]) + rng.integers(0, 256, 80, dtype=np.uint8).tobytes())
     server = tls_record(22, rng.integers(0, 256, 200, dtype=np.uint8).tobytes())
     body = bytes([marker]) * 60 if marker is not None else rng.integers(0, 256, 60, dtype=np.uint8).tobytes()
     app = tls_record(23, body)

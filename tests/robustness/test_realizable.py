@@ -9,8 +9,11 @@ from pcapvision.robustness.realizable import (
     TLS_HEADER_BYTES,
     append_record_to_flow,
     appended_bytes,
+    client_hello_fields,
+    client_hello_mask,
     realizable_attack,
     record_header,
+    rewrite_client_hello,
     round_trip,
     with_record_headers,
 )
@@ -50,7 +53,7 @@ def test_realizable_round_trip_reproduces_the_image_exactly(tiny_model, crafted,
     result = round_trip(tiny_model, flows, attack, y, lengths, "payload", {"column": "payload"}, workdir=tmp_path)
     assert result["n_round_tripped"] == 1, result["flows"]
     assert result["realizability_rate"] == 1.0
-    assert result["flows"][0]["appended_bytes"] == 784 - lengths[0]
+    assert result["flows"][0]["controlled_bytes"] == 784 - lengths[0]
 
 
 def test_appended_segment_continues_the_senders_sequence(crafted, tmp_path):
@@ -85,3 +88,34 @@ def test_flow_missing_from_the_capture_is_refused(tmp_path):
     row = read_flows(path).to_pylist()[0]
     with pytest.raises(DataContractError, match="no packet of flow"):
         append_record_to_flow(path, {**row, "src_port": 1}, b"x", tmp_path / "o.pcap")
+
+
+def test_client_hello_fields_and_round_trip(tiny_model, crafted, tmp_path):
+    from tests.robustness.pcaps import tls_record
+
+    flows, x, lengths = crafted
+    payload = flows.column("payload")[0].as_py()
+    assert client_hello_fields(payload) == [(11, 43), (44, 76)]
+    assert client_hello_fields(tls_record(23, bytes(60))) is None
+    assert client_hello_fields(tls_record(22, bytes([1, 0, 0, 40, 3, 3]) + bytes(32) + bytes([0]))) == [(11, 43)]
+    mask, ok, _ = client_hello_mask(x)
+    assert ok.tolist() == [True] and mask.sum() == 64
+    y = np.array([0])
+    attack = realizable_attack(tiny_model, x, y, lengths, strategy="client_hello", steps=3)
+    assert np.array_equal(attack.x_adv[mask == 0], x[mask == 0])
+    result = round_trip(tiny_model, flows, attack, y, lengths, "payload", {"column": "payload"}, workdir=tmp_path)
+    assert result["strategy"] == "client_hello" and result["n_round_tripped"] == 1
+    assert result["realizability_rate"] == 1.0 and result["flows"][0]["controlled_bytes"] == 64
+
+
+def test_rewrite_client_hello_changes_only_those_bytes(crafted, tmp_path):
+    from pcapvision.ingest import read_flows
+
+    flows, _, lengths = crafted
+    row = flows.to_pylist()[0]
+    out = rewrite_client_hello(row["source_file"], row, {11: b"\xff" * 32}, tmp_path / "ch.pcap")
+    original = flows.column("payload")[0].as_py()
+    payload = read_flows(out).column("payload")[0].as_py()
+    assert payload == original[:11] + b"\xff" * 32 + original[43:]
+    with pytest.raises(DataContractError, match="spans several segments"):
+        rewrite_client_hello(row["source_file"], row, {120: bytes(20)}, tmp_path / "x.pcap")

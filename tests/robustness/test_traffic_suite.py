@@ -53,11 +53,12 @@ def test_traffic_suite_with_flows(traffic_model, tmp_path):
     for name in ("packet_drop", "packet_duplication", "packet_reordering", "timing_jitter"):
         assert by_name[(name, 5)] == rows[0]["accuracy"]
     assert all("malicious_to_normal_evasion_rate" in r for r in on_disk["attacks"])
-    real = on_disk["realizable"]
-    assert real["n_round_tripped"] >= 1, real
-    assert real["realizability_rate"] == 1.0
-    assert all(f.get("realized", True) for f in real["flows"])
-    assert record["realizable"]["n_flows"] == real["n_flows"]
+    for strategy in ("append", "client_hello"):
+        real = on_disk["realizable"][strategy]
+        assert real["n_round_tripped"] >= 1, real
+        assert real["realizability_rate"] == 1.0
+        assert all(f.get("realized", True) for f in real["flows"])
+        assert record["realizable"][strategy]["n_flows"] == real["n_flows"]
 
 
 def test_traffic_suite_without_flows_says_why(traffic_model, tmp_path):
