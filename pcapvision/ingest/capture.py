@@ -855,7 +855,10 @@ def iter_records(path: str | os.PathLike[str], chunk_records: int = 65536) -> It
 def capture_info(path: str | os.PathLike[str]) -> dict:
     """Format, compression, link types, snaplen and timestamp resolution of a capture.
 
-    For pcapng, the interfaces are those described before the first packet block.
+    Keys: ``path``, ``format`` (pcap/pcapng), ``compressed`` (gzip or None), ``byte_order``,
+    ``link_types`` (list); pcap adds ``version``, ``snaplen`` (int) and ``ts_resolution_ns``;
+    pcapng adds per-interface lists ``snaplen`` and ``ts_resolution`` ("1e-6 s", "2^-20 s"...),
+    for the interfaces described before the first packet block. Reads at most 1 MiB.
     """
     p = _check_path(path)
     source = _Source(p)

@@ -1,8 +1,9 @@
 """Vectorised decoding of the common case: Ethernet (0-2 VLAN tags), Linux SLL/SLL2 or raw IP,
 carrying IPv4 without fragmentation or IPv6 without extension headers, then TCP or UDP.
 
-:func:`classify_chunk` decodes every frame of a :class:`RecordChunk` at once with numpy fancy
-indexing into the capture buffer. Each frame ends up accepted (fields filled in), skipped for a
+:func:`classify_chunk` decodes the frames of a :class:`RecordChunk` in blocks of BLOCK_FRAMES:
+fixed-size windows of the link, IP and L4 headers are copied out of the capture buffer into small
+matrices and every field is computed column-wise. Each frame ends up accepted, skipped for a
 reason it can judge on clean headers (non-IP, ICMP, other protocols, IPv4 fragments), or marked
 for the reference (dpkt) decoder: anything truncated, malformed, tunnelled or otherwise unusual.
 The rules are those of :func:`pcapvision.ingest.readers.decode_frame_dpkt`, which a test checks.
