@@ -12,10 +12,12 @@ import hashlib
 import ipaddress
 import struct
 
+import numpy as np
+
 from pcapvision.errors import ParameterError
 from pcapvision.validation import check_int
 
-__all__ = ["community_id", "community_id_packed"]
+__all__ = ["community_id", "community_id_packed", "community_ids"]
 
 _PORT_PROTOCOLS = frozenset({6, 17, 132})  # TCP, UDP, SCTP
 _ICMP_PROTOCOLS = frozenset({1, 58})
@@ -46,6 +48,52 @@ def community_id_packed(
         tail = _PROTO_TAIL.pack(protocol)
     digest = hashlib.sha1(_SEED.pack(seed) + addr_a + addr_b + tail, usedforsecurity=False).digest()
     return "1:" + binascii.b2a_base64(digest, newline=False).decode("ascii")
+
+
+def community_ids(addr_a: np.ndarray, addr_b: np.ndarray, port_a: np.ndarray, port_b: np.ndarray,
+                  protocol: np.ndarray, seed: int = 0) -> list[str]:
+    """:func:`community_id_packed` of many flows: ``addr_a``/``addr_b`` are (n, 16) uint8 arrays
+    (IPv4 as IPv4-mapped IPv6), the others length-n integer arrays.
+
+    The hashed messages are laid out with numpy, so Python runs only the SHA-1 and base64 of each
+    flow (the flow assembler calls this for every batch of finished flows).
+    """
+    n = len(addr_a)
+    addr_a, addr_b = np.asarray(addr_a, np.uint8).reshape(n, 16), np.asarray(addr_b, np.uint8).reshape(n, 16)
+    protocol = np.asarray(protocol, np.uint8)
+    prefix = np.frombuffer(_IPV4_MAPPED_PREFIX, np.uint8)
+    v4 = (addr_a[:, :12] == prefix).all(axis=1) & (addr_b[:, :12] == prefix).all(axis=1)
+    with_ports = np.isin(protocol, list(_PORT_PROTOCOLS))
+    port_a = np.where(with_ports, port_a, 0).astype(np.int64)
+    port_b = np.where(with_ports, port_b, 0).astype(np.int64)
+    # Order the endpoints by (address, port); big-endian words compare as the bytes do (the
+    # shared IPv4-mapped prefix does not change the order of IPv4 addresses).
+    a_hi, a_lo = addr_a.view(">u8").T
+    b_hi, b_lo = addr_b.view(">u8").T
+    swap = (b_hi < a_hi) | ((b_hi == a_hi) & ((b_lo < a_lo) | ((b_lo == a_lo) & (port_b < port_a))))
+    first = np.where(swap[:, None], addr_b, addr_a)
+    second = np.where(swap[:, None], addr_a, addr_b)
+    p1 = np.where(swap, port_b, port_a)
+    p2 = np.where(swap, port_a, port_b)
+    # Message: seed, the two addresses (4 bytes for IPv4), protocol, a zero byte, then the two
+    # ports for protocols with ports. Rows of 40 bytes, each message a prefix of its row.
+    rows = np.zeros((n, 40), np.uint8)
+    rows[:, 0:2] = np.frombuffer(_SEED.pack(seed), np.uint8)
+    rows[:, 2:18] = first
+    rows[:, 18:34] = second
+    rows[v4, 2:6] = first[v4, 12:]
+    rows[v4, 6:10] = second[v4, 12:]
+    tail = np.where(v4, 10, 34)
+    r = np.arange(n)
+    rows[r, tail] = protocol
+    rows[r, tail + 1] = 0
+    rows[r, tail + 2], rows[r, tail + 3] = p1 >> 8, p1 & 0xFF  # ports big-endian
+    rows[r, tail + 4], rows[r, tail + 5] = p2 >> 8, p2 & 0xFF
+    lengths = tail + np.where(with_ports, 6, 2)
+    packed = rows.tobytes()
+    sha1, b2a = hashlib.sha1, binascii.b2a_base64
+    return ["1:" + b2a(sha1(packed[o : o + m], usedforsecurity=False).digest(), newline=False).decode("ascii")
+            for o, m in zip(range(0, 40 * n, 40), lengths.tolist())]
 
 
 def community_id(

@@ -54,9 +54,9 @@ import numpy as np
 import pyarrow as pa
 
 from pcapvision.errors import ParameterError
-from pcapvision.ingest.community_id import community_id_packed
+from pcapvision.ingest.community_id import community_ids
 from pcapvision.ingest.packets import ACK, FIN, PROTO_TCP, RST, SYN, PacketBatch, format_address
-from pcapvision.ingest.tls import parse_client_hello
+from pcapvision.ingest.tls import client_hello_metadata
 from pcapvision.validation import check_int, check_positive_number
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ _OPEN, _FIN, _RST, _IDLE, _ACTIVE, _EOC = 0, 1, 2, 3, 4, 5
 END_REASONS = ("", "fin", "rst", "idle_timeout", "active_timeout", "end_of_capture")
 
 _INT64_MAX = np.iinfo(np.int64).max
+_INT32_MAX = np.iinfo(np.int32).max
 _NEVER = _INT64_MAX  # position sentinel for "no such packet in the segment"
 _SWAP_DIRECTION = bytes([1, 0]) + bytes(254)  # bytes.translate table: 0 <-> 1
 _MAX_BYTES_LIMIT = 1 << 30  # offsets are computed modulo 2**32 with a sign bit: keep far below
@@ -825,8 +826,9 @@ class FlowAssembler:
     def _finish(self, slots: np.ndarray, codes: np.ndarray) -> dict[str, Any]:
         """Columns of the flows in ``slots``, in output order; frees the slots.
 
-        Numeric columns are numpy arrays, the others lists with one entry per flow; the
-        ``packet_*`` entries are each flow's ``array``/``bytearray`` (directions already src/dst).
+        Numeric columns are numpy arrays, the others lists with one entry per flow; the payload
+        and ``packet_*`` entries are each flow's own buffers (``bytearray``/``array``/``bytes``;
+        directions already src/dst), copied once when a column is built.
         """
         slots = slots.astype(np.int64)
         closure = self._code[slots]
@@ -860,58 +862,54 @@ class FlowAssembler:
         cols["bidirectional_bytes"] = cols["src2dst_bytes"] + cols["dst2src_bytes"]
         cols["end_reason"] = [END_REASONS[c] for c in codes.tolist()]
 
-        addr_a = np.ascontiguousarray(words[:, 0:2].astype(">u8")).view(np.dtype((np.void, 16))).ravel().tolist()
-        addr_b = np.ascontiguousarray(words[:, 2:4].astype(">u8")).view(np.dtype((np.void, 16))).ravel().tolist()
-        names = ("community_id", "src_ip", "dst_ip", "payload", "src2dst_payload", "dst2src_payload",
-                 "packet_time_ms", "packet_direction", "packet_payload_bytes", "packet_ip_bytes",
-                 "packet_tcp_flags", "tls_sni", "tls_version", "tls_ja3", "tls_ja3_hash")
-        lists: list[list[Any]] = [[] for _ in names]
-        (cid, src_ip, dst_ip, payload, s2d_col, d2s_col, times, dirs, plens, ipbytes, flags,
-         sni, version, ja3, ja3_hash) = lists
+        # Per-flow Python work, one comprehension per column: Community ID and address text from
+        # packed addresses, the buffers handed over as they are (joined once per column below).
+        addr_a = np.ascontiguousarray(words[:, 0:2].astype(">u8")).view(np.uint8)
+        addr_b = np.ascontiguousarray(words[:, 2:4].astype(">u8")).view(np.uint8)
+        cols["community_id"] = community_ids(addr_a, addr_b, port_a, port_b, cols["protocol"])
+        src_addr = np.where(swap[:, None], addr_b, addr_a)
+        dst_addr = np.where(swap[:, None], addr_a, addr_b)
+        ipver = cols["ip_version"].tolist()
+        cols["src_ip"] = list(map(_address_text, src_addr.view(np.dtype((np.void, 16))).ravel().tolist(), ipver))
+        cols["dst_ip"] = list(map(_address_text, dst_addr.view(np.dtype((np.void, 16))).ravel().tolist(), ipver))
+
+        slot_list = slots.tolist()
         bufs = self._bufs
-        for slot, a, b, pa_, pb, proto, ipver, flip, end0, end1 in zip(
-            slots.tolist(), addr_a, addr_b, port_a.tolist(), port_b.tolist(), cols["protocol"].tolist(),
-            cols["ip_version"].tolist(), swap.tolist(), self._end[slots, 0].tolist(), self._end[slots, 1].tolist(),
-        ):
-            buf = bufs[slot]
+        flows = [bufs[slot] for slot in slot_list]
+        for slot in slot_list:
             bufs[slot] = None
-            cid.append(community_id_packed(a, b, pa_, pb, proto))
-            if flip:
-                a, b = b, a
-            src_ip.append(_address_text(a, ipver))
-            dst_ip.append(_address_text(b, ipver))
-            if buf.holes is None:
-                s0, s1 = bytes(buf.streams[0]), bytes(buf.streams[1])
-            else:
-                (s0, lost0), (s1, lost1) = buf.stream_bytes(0, end0), buf.stream_bytes(1, end1)
+            self._keys[slot] = None
+        streams = [buf.streams for buf in flows]
+        holed = [i for i, buf in enumerate(flows) if buf.holes is not None]
+        if holed:  # hole mode: a max_bytes buffer of which the first _end bytes are contiguous
+            ends = self._end[slots].tolist()
+            for i in holed:
+                (s0, lost0), (s1, lost1) = (flows[i].stream_bytes(0, ends[i][0]),
+                                            flows[i].stream_bytes(1, ends[i][1]))
                 if lost0 or lost1:
                     self.stats["flows_with_payload_hole"] += 1
-            if flip:
-                s0, s1 = s1, s0
-            payload.append(bytes(buf.payload))
-            s2d_col.append(s0)
-            d2s_col.append(s1)
-            times.append(buf.times)
-            dirs.append(buf.dirs.translate(_SWAP_DIRECTION) if flip else buf.dirs)
-            plens.append(buf.plens)
-            ipbytes.append(buf.ipbytes)
-            flags.append(buf.flags)
-            hello = parse_client_hello(s0) if proto == PROTO_TCP and s0[:1] == b"\x16" else None
-            if hello is None:
-                sni.append(None)
-                version.append(None)
-                ja3.append(None)
-                ja3_hash.append(None)
-            else:
-                sni.append(hello.sni)
-                version.append(hello.version)
-                ja3.append(hello.ja3)
-                ja3_hash.append(hello.ja3_hash)
-        cols.update(zip(names, lists))
-        for slot in slots.tolist():
-            self._keys[slot] = None
+                streams[i] = (s0, s1)
+        flip = swap.tolist()
+        s2d = [pair[f] for pair, f in zip(streams, flip)]
+        cols["src2dst_payload"] = s2d
+        cols["dst2src_payload"] = [pair[not f] for pair, f in zip(streams, flip)]
+        cols["payload"] = [buf.payload for buf in flows]
+        cols["packet_time_ms"] = [buf.times for buf in flows]
+        cols["packet_direction"] = [buf.dirs.translate(_SWAP_DIRECTION) if f else buf.dirs
+                                    for buf, f in zip(flows, flip)]
+        cols["packet_payload_bytes"] = [buf.plens for buf in flows]
+        cols["packet_ip_bytes"] = [buf.ipbytes for buf in flows]
+        cols["packet_tcp_flags"] = [buf.flags for buf in flows]
+        # The initiator's stream holds a ClientHello only if it starts with a handshake record.
+        tcp = (cols["protocol"] == PROTO_TCP).tolist()
+        hellos = [client_hello_metadata(data) if is_tcp and data[:1] == b"\x16" else None
+                  for data, is_tcp in zip(s2d, tcp)]
+        no_hello = (None, None, None, None)
+        for name, values in zip(("tls_sni", "tls_version", "tls_ja3", "tls_ja3_hash"),
+                                zip(*[no_hello if h is None else h for h in hellos]) if hellos else [()] * 4):
+            cols[name] = list(values)
         self._prev_ts[slots] = _INT64_MAX
-        self._free.extend(slots.tolist())
+        self._free.extend(slot_list)
         return cols
 
     @staticmethod
@@ -927,6 +925,8 @@ class FlowAssembler:
             values[name] = [a.tolist() for a in cols[name]]
         for name in ("packet_direction", "packet_tcp_flags"):
             values[name] = [list(a) for a in cols[name]]
+        for name in ("payload", "src2dst_payload", "dst2src_payload"):
+            values[name] = [bytes(a) for a in cols[name]]
         return [dict(zip(FLOW_COLUMNS, row)) for row in zip(*(values[c] for c in FLOW_COLUMNS))]
 
     @staticmethod
@@ -935,12 +935,22 @@ class FlowAssembler:
         arrays = []
         for field in FLOW_SCHEMA_FIELDS:
             value = cols[field.name]
-            if pa.types.is_list(field.type):
-                value_type = field.type.value_type
-                offsets = np.zeros(len(value) + 1, np.int32)
+            if pa.types.is_list(field.type) or pa.types.is_binary(field.type):
+                # One join of the flows' buffers and their offsets: no bytes object per flow.
+                offsets = np.zeros(len(value) + 1, np.int64)
                 np.cumsum(np.fromiter(map(len, value), np.int64, len(value)), out=offsets[1:])
-                flat = np.frombuffer(b"".join(value), dtype=value_type.to_pandas_dtype())
-                arrays.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type)))
+                data = b"".join(value)
+                if pa.types.is_binary(field.type):
+                    if offsets[-1] > _INT32_MAX:  # beyond 32-bit offsets: pyarrow's own (chunking) path
+                        arrays.append(pa.array(list(map(bytes, value)), type=field.type))
+                        continue
+                    arrays.append(pa.Array.from_buffers(field.type, len(value), [
+                        None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]))
+                else:
+                    value_type = field.type.value_type
+                    flat = np.frombuffer(data, dtype=value_type.to_pandas_dtype())
+                    arrays.append(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
+                                                           pa.array(flat, type=value_type)))
             else:
                 arrays.append(pa.array(value, type=field.type))
         return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)

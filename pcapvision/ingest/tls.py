@@ -11,11 +11,13 @@ EllipticCurvePointFormats``, decimal values joined by ``-``, GREASE values (RFC 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass
+from struct import unpack_from
 
-__all__ = ["ClientHello", "parse_client_hello", "is_grease", "version_name"]
+__all__ = ["ClientHello", "parse_client_hello", "client_hello_metadata", "is_grease", "version_name"]
 
 _RECORD_HANDSHAKE = 22
 _HANDSHAKE_CLIENT_HELLO = 1
@@ -102,7 +104,7 @@ def _vector(buf: bytes, pos: int, length_bytes: int, limit: int) -> tuple[int, i
 
 
 def _u16s(buf: bytes, start: int, end: int) -> tuple[int, ...]:
-    return struct.unpack_from(f"!{(end - start) // 2}H", buf, start)
+    return unpack_from(f"!{(end - start) // 2}H", buf, start)
 
 
 def parse_client_hello(data: bytes) -> ClientHello | None:
@@ -111,13 +113,28 @@ def parse_client_hello(data: bytes) -> ClientHello | None:
     ``sni_span`` indexes ``data``; when the host name straddles two records the span also covers
     the record header between its two parts.
     """
+    fields = _parse_fields(data)
+    return None if fields is None else ClientHello(*fields)
+
+
+def client_hello_metadata(data: bytes) -> tuple[str | None, str, str, str] | None:
+    """``(sni, version, ja3, ja3_hash)`` of :func:`parse_client_hello`, without building a
+    :class:`ClientHello` (the flow assembler calls this once per TLS flow)."""
+    fields = _parse_fields(data)
+    return None if fields is None else (fields[0], *fields[2:])
+
+
+def _parse_fields(data: bytes) -> tuple[str | None, tuple[int, int] | None, str, str, str] | None:
     try:
         return _parse(bytes(data))
     except (_Malformed, IndexError, ValueError, struct.error):
         return None
 
 
-def _parse(data: bytes) -> ClientHello | None:
+def _parse(data: bytes) -> tuple[str | None, tuple[int, int] | None, str, str, str] | None:
+    # The per-flow hot path of flow emission: the length-prefixed vectors are bounds-checked
+    # inline (what _vector does) rather than through a call per field, and the fields are
+    # returned as a tuple (a frozen dataclass costs as much to build as half the parse).
     hs, segments = _join_handshake_records(data)
     if len(hs) < 4 or hs[0] != _HANDSHAKE_CLIENT_HELLO:
         return None
@@ -127,13 +144,21 @@ def _parse(data: bytes) -> ClientHello | None:
     if end < 4 + 2 + 32 + 1:
         return None
     client_version = (hs[4] << 8) | hs[5]
-    _, pos = _vector(hs, 4 + 2 + 32, 1, end)  # session id
-    start, pos = _vector(hs, pos, 2, end)
-    ciphers = [c for c in _u16s(hs, start, pos) if c not in _GREASE]
-    _, pos = _vector(hs, pos, 1, end)  # compression methods
+    pos = 4 + 2 + 32 + 1 + hs[4 + 2 + 32]  # after the session id
+    if pos + 2 > end:
+        return None
+    start, pos = pos + 2, pos + 2 + ((hs[pos] << 8) | hs[pos + 1])  # cipher suites
+    if pos > end:
+        return None
+    ciphers = [c for c in unpack_from(f"!{(pos - start) // 2}H", hs, start) if c not in _GREASE]
+    if pos + 1 > end:
+        return None
+    pos += 1 + hs[pos]  # compression methods
+    if pos > end:
+        return None
     extensions: list[int] = []
     groups: list[int] = []
-    point_formats: list[int] = []
+    point_formats: bytes = b""
     offered_versions: list[int] = []
     sni: str | None = None
     sni_span: tuple[int, int] | None = None
@@ -141,11 +166,11 @@ def _parse(data: bytes) -> ClientHello | None:
         pos, ext_end = _vector(hs, pos, 2, end)
         while pos < ext_end:
             if pos + 4 > ext_end:
-                raise _Malformed
-            ext_type, n = struct.unpack_from("!HH", hs, pos)
+                return None
+            ext_type, n = unpack_from("!HH", hs, pos)
             start, pos = pos + 4, pos + 4 + n
             if pos > ext_end:
-                raise _Malformed
+                return None
             if ext_type in _GREASE:
                 continue
             extensions.append(ext_type)
@@ -156,7 +181,7 @@ def _parse(data: bytes) -> ClientHello | None:
                 groups = [g for g in _u16s(hs, g_start, g_end) if g not in _GREASE]
             elif ext_type == _EXT_EC_POINT_FORMATS:
                 p_start, p_end = _vector(hs, start, 1, pos)
-                point_formats = list(hs[p_start:p_end])
+                point_formats = hs[p_start:p_end]
             elif ext_type == _EXT_SUPPORTED_VERSIONS:
                 v_start, v_end = _vector(hs, start, 1, pos)
                 offered_versions = [v for v in _u16s(hs, v_start, v_end) if v not in _GREASE]
@@ -168,13 +193,13 @@ def _parse(data: bytes) -> ClientHello | None:
         "-".join(map(str, groups)),
         "-".join(map(str, point_formats)),
     ])
-    return ClientHello(
-        sni=sni,
-        sni_span=sni_span,
-        version=version_name(version),
-        ja3=ja3,
-        ja3_hash=hashlib.md5(ja3.encode("ascii"), usedforsecurity=False).hexdigest(),
-    )
+    return sni, sni_span, version_name(version), ja3, _md5_hex(ja3)
+
+
+@functools.lru_cache(maxsize=4096)
+def _md5_hex(ja3: str) -> str:
+    # Clients repeat a handful of JA3 strings across thousands of flows.
+    return hashlib.md5(ja3.encode("ascii"), usedforsecurity=False).hexdigest()
 
 
 def _server_name(
