@@ -132,10 +132,19 @@ def _parse_fields(data: bytes) -> tuple[str | None, tuple[int, int] | None, str,
 
 
 def _parse(data: bytes) -> tuple[str | None, tuple[int, int] | None, str, str, str] | None:
-    # The per-flow hot path of flow emission: the length-prefixed vectors are bounds-checked
-    # inline (what _vector does) rather than through a call per field, and the fields are
-    # returned as a tuple (a frozen dataclass costs as much to build as half the parse).
-    hs, segments = _join_handshake_records(data)
+    # The per-flow hot path of flow emission. The walk only checks bounds and notes where the
+    # JA3 fields lie; turning them into the JA3 string and its MD5 is cached on their raw bytes,
+    # as clients repeat a handful of fingerprints across thousands of flows.
+    if data[:1] == b"\x16" and data[1:2] == b"\x03":  # one record holding the whole ClientHello?
+        length = int.from_bytes(data[3:5], "big")
+        hs = data[5 : 5 + length]
+        if 0 < length <= _MAX_RECORD_LENGTH and len(hs) >= 4 and hs[0] == _HANDSHAKE_CLIENT_HELLO \
+                and 4 + int.from_bytes(hs[1:4], "big") <= len(hs):
+            segments = [(0, 5)]  # later records cannot change the result
+        else:
+            hs, segments = _join_handshake_records(data)
+    else:
+        hs, segments = _join_handshake_records(data)
     if len(hs) < 4 or hs[0] != _HANDSHAKE_CLIENT_HELLO:
         return None
     end = 4 + int.from_bytes(hs[1:4], "big")
@@ -143,23 +152,21 @@ def _parse(data: bytes) -> tuple[str | None, tuple[int, int] | None, str, str, s
         return None  # cut short: a partial ClientHello would give a wrong JA3
     if end < 4 + 2 + 32 + 1:
         return None
-    client_version = (hs[4] << 8) | hs[5]
+    # Each length-prefixed vector is bounds-checked inline, as _vector does.
     pos = 4 + 2 + 32 + 1 + hs[4 + 2 + 32]  # after the session id
     if pos + 2 > end:
         return None
-    start, pos = pos + 2, pos + 2 + ((hs[pos] << 8) | hs[pos + 1])  # cipher suites
+    ciphers_at, pos = pos + 2, pos + 2 + ((hs[pos] << 8) | hs[pos + 1])
     if pos > end:
         return None
-    ciphers = [c for c in unpack_from(f"!{(pos - start) // 2}H", hs, start) if c not in _GREASE]
+    ciphers = hs[ciphers_at:pos]
     if pos + 1 > end:
         return None
     pos += 1 + hs[pos]  # compression methods
     if pos > end:
         return None
     extensions: list[int] = []
-    groups: list[int] = []
-    point_formats: bytes = b""
-    offered_versions: list[int] = []
+    groups = point_formats = versions = b""
     sni: str | None = None
     sni_span: tuple[int, int] | None = None
     if pos < end:  # extensions are optional (SSL 3.0 / early TLS clients)
@@ -171,35 +178,38 @@ def _parse(data: bytes) -> tuple[str | None, tuple[int, int] | None, str, str, s
             start, pos = pos + 4, pos + 4 + n
             if pos > ext_end:
                 return None
-            if ext_type in _GREASE:
-                continue
             extensions.append(ext_type)
-            if ext_type == _EXT_SERVER_NAME and sni is None:
-                sni, sni_span = _server_name(hs, start, pos, segments)
+            if ext_type == _EXT_SERVER_NAME:
+                if sni is None:
+                    sni, sni_span = _server_name(hs, start, pos, segments)
             elif ext_type == _EXT_SUPPORTED_GROUPS:
                 g_start, g_end = _vector(hs, start, 2, pos)
-                groups = [g for g in _u16s(hs, g_start, g_end) if g not in _GREASE]
+                groups = hs[g_start:g_end]
             elif ext_type == _EXT_EC_POINT_FORMATS:
                 p_start, p_end = _vector(hs, start, 1, pos)
                 point_formats = hs[p_start:p_end]
             elif ext_type == _EXT_SUPPORTED_VERSIONS:
                 v_start, v_end = _vector(hs, start, 1, pos)
-                offered_versions = [v for v in _u16s(hs, v_start, v_end) if v not in _GREASE]
-    version = max(offered_versions) if offered_versions else client_version
-    ja3 = ",".join([
-        str(client_version),
-        "-".join(map(str, ciphers)),
-        "-".join(map(str, extensions)),
-        "-".join(map(str, groups)),
-        "-".join(map(str, point_formats)),
-    ])
-    return sni, sni_span, version_name(version), ja3, _md5_hex(ja3)
+                versions = hs[v_start:v_end]
+    client_version = (hs[4] << 8) | hs[5]
+    return (sni, sni_span,
+            *_fingerprint(client_version, ciphers, tuple(extensions), groups, point_formats, versions))
 
 
 @functools.lru_cache(maxsize=4096)
-def _md5_hex(ja3: str) -> str:
-    # Clients repeat a handful of JA3 strings across thousands of flows.
-    return hashlib.md5(ja3.encode("ascii"), usedforsecurity=False).hexdigest()
+def _fingerprint(client_version: int, ciphers: bytes, extensions: tuple[int, ...], groups: bytes,
+                 point_formats: bytes, versions: bytes) -> tuple[str, str, str]:
+    """(version name, JA3, JA3 MD5) from the raw fields of a ClientHello; GREASE values removed."""
+    offered = [v for v in _u16s(versions, 0, len(versions)) if v not in _GREASE]
+    ja3 = ",".join([
+        str(client_version),
+        "-".join([str(c) for c in _u16s(ciphers, 0, len(ciphers)) if c not in _GREASE]),
+        "-".join([str(e) for e in extensions if e not in _GREASE]),
+        "-".join([str(g) for g in _u16s(groups, 0, len(groups)) if g not in _GREASE]),
+        "-".join(map(str, point_formats)),
+    ])
+    version = max(offered) if offered else client_version
+    return version_name(version), ja3, hashlib.md5(ja3.encode("ascii"), usedforsecurity=False).hexdigest()
 
 
 def _server_name(
