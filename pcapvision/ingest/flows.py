@@ -904,10 +904,8 @@ class FlowAssembler:
         tcp = (cols["protocol"] == PROTO_TCP).tolist()
         hellos = [client_hello_metadata(data) if is_tcp and data[:1] == b"\x16" else None
                   for data, is_tcp in zip(s2d, tcp)]
-        no_hello = (None, None, None, None)
-        for name, values in zip(("tls_sni", "tls_version", "tls_ja3", "tls_ja3_hash"),
-                                zip(*[no_hello if h is None else h for h in hellos]) if hellos else [()] * 4):
-            cols[name] = list(values)
+        for k, name in enumerate(("tls_sni", "tls_version", "tls_ja3", "tls_ja3_hash")):
+            cols[name] = [None if hello is None else hello[k] for hello in hellos]
         self._prev_ts[slots] = _INT64_MAX
         self._free.extend(slot_list)
         return cols
@@ -941,9 +939,9 @@ class FlowAssembler:
                 np.cumsum(np.fromiter(map(len, value), np.int64, len(value)), out=offsets[1:])
                 data = b"".join(value)
                 if pa.types.is_binary(field.type):
-                    if offsets[-1] > _INT32_MAX:  # beyond 32-bit offsets: pyarrow's own (chunking) path
-                        arrays.append(pa.array(list(map(bytes, value)), type=field.type))
-                        continue
+                    if offsets[-1] > _INT32_MAX:  # the offsets below would wrap around
+                        raise ValueError(f"{field.name}: {offsets[-1]:,} bytes in one batch of flows, more "
+                                         f"than a binary column holds (2 GiB); lower max_bytes")
                     arrays.append(pa.Array.from_buffers(field.type, len(value), [
                         None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]))
                 else:

@@ -79,6 +79,18 @@ def _join_handshake_records(data: bytes) -> tuple[bytes, list[tuple[int, int]]]:
     return b"".join(pieces), segments
 
 
+def _handshake_bytes(data: bytes) -> tuple[bytes, list[tuple[int, int]]]:
+    """:func:`_join_handshake_records`, short-cut when the first record holds the whole handshake
+    message (the usual case): the records after it cannot change what is parsed."""
+    if data[:2] == b"\x16\x03":
+        length = int.from_bytes(data[3:5], "big")
+        first = data[5 : 5 + length]
+        if (0 < length <= _MAX_RECORD_LENGTH and len(first) >= 4
+                and 4 + int.from_bytes(first[1:4], "big") <= len(first)):
+            return first, [(0, 5)]
+    return _join_handshake_records(data)
+
+
 def _data_offset(handshake_offset: int, segments: list[tuple[int, int]]) -> int:
     for joined_start, data_start in reversed(segments):
         if handshake_offset >= joined_start:
@@ -135,16 +147,7 @@ def _parse(data: bytes) -> tuple[str | None, tuple[int, int] | None, str, str, s
     # The per-flow hot path of flow emission. The walk only checks bounds and notes where the
     # JA3 fields lie; turning them into the JA3 string and its MD5 is cached on their raw bytes,
     # as clients repeat a handful of fingerprints across thousands of flows.
-    if data[:1] == b"\x16" and data[1:2] == b"\x03":  # one record holding the whole ClientHello?
-        length = int.from_bytes(data[3:5], "big")
-        hs = data[5 : 5 + length]
-        if 0 < length <= _MAX_RECORD_LENGTH and len(hs) >= 4 and hs[0] == _HANDSHAKE_CLIENT_HELLO \
-                and 4 + int.from_bytes(hs[1:4], "big") <= len(hs):
-            segments = [(0, 5)]  # later records cannot change the result
-        else:
-            hs, segments = _join_handshake_records(data)
-    else:
-        hs, segments = _join_handshake_records(data)
+    hs, segments = _handshake_bytes(data)
     if len(hs) < 4 or hs[0] != _HANDSHAKE_CLIENT_HELLO:
         return None
     end = 4 + int.from_bytes(hs[1:4], "big")

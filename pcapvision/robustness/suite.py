@@ -202,7 +202,9 @@ def run_suite(
     out_dir = Path(output_dir)
     eval_idx = _subsample(len(ev.y), cfg.n_eval, seed)
     x_eval, y_eval = ev.x[eval_idx], ev.y[eval_idx]
-    attack_idx = eval_idx[_subsample(len(eval_idx), cfg.n_attack, seed + 1)]
+    # In random order: DeepFool and certification take the first images of the attacked set, and
+    # data files may be sorted by label.
+    attack_idx = eval_idx[np.random.default_rng(seed + 1).permutation(len(eval_idx))[: cfg.n_attack]]
     x_att, y_att = ev.x[attack_idx], ev.y[attack_idx]
     proba_eval = predict_proba(model, x_eval)
     proba_att = predict_proba(model, x_att)
@@ -309,7 +311,8 @@ def _noise_class_study(model, ev: EvalData, metadata, cfg: SuiteConfig, seed) ->
     if ev.x_train is None:
         return {"skipped": "needs the model's training data (the images table it was trained on)"}
     n_classes = len(ev.class_names)
-    tr = _subsample(len(ev.y_train), cfg.defence_train_n, seed + 7)
+    # Shuffled: data files may be sorted by label, and the last tenth becomes the validation set.
+    tr = np.random.default_rng(seed + 7).permutation(len(ev.y_train))[: cfg.defence_train_n]
     split = int(len(tr) * 0.9)
     new_model, info = retrain_with_noise_class(
         train_model, model, ev.x_train[tr[:split]], ev.y_train[tr[:split]], ev.x_train[tr[split:]],
@@ -318,8 +321,8 @@ def _noise_class_study(model, ev: EvalData, metadata, cfg: SuiteConfig, seed) ->
     targets = np.repeat(np.arange(n_classes), cfg.fooling_per_class)
     before = fooling_images(model, targets, max_steps=cfg.fooling_steps, seed=seed + 100)
     after = fooling_images(new_model, targets, max_steps=cfg.fooling_steps, seed=seed + 100)
-    x_eval = ev.x[: min(len(ev.y), 1000)]
-    y_eval = ev.y[: len(x_eval)]
+    sample = _subsample(len(ev.y), 1000, seed + 11)
+    x_eval, y_eval = ev.x[sample], ev.y[sample]
     noise_after = noise_confidence(new_model, 1000, seed=seed)
     counts = noise_after["predicted_class_counts"]
     return {
