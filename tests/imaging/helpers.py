@@ -7,45 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-FLOWS_COLUMNS = pa.schema([
-    ("flow_id", pa.string()),
-    ("community_id", pa.string()),
-    ("src_ip", pa.string()),
-    ("dst_ip", pa.string()),
-    ("src_port", pa.uint16()),
-    ("dst_port", pa.uint16()),
-    ("protocol", pa.uint8()),
-    ("ip_version", pa.uint8()),
-    ("first_seen_ns", pa.int64()),
-    ("last_seen_ns", pa.int64()),
-    ("duration_ms", pa.float64()),
-    ("src2dst_packets", pa.int64()),
-    ("dst2src_packets", pa.int64()),
-    ("bidirectional_packets", pa.int64()),
-    ("src2dst_bytes", pa.int64()),
-    ("dst2src_bytes", pa.int64()),
-    ("bidirectional_bytes", pa.int64()),
-    ("src2dst_payload_bytes", pa.int64()),
-    ("dst2src_payload_bytes", pa.int64()),
-    ("payload", pa.binary()),
-    ("src2dst_payload", pa.binary()),
-    ("dst2src_payload", pa.binary()),
-    ("packet_time_ms", pa.list_(pa.float64())),
-    ("packet_direction", pa.list_(pa.uint8())),
-    ("packet_payload_bytes", pa.list_(pa.int32())),
-    ("packet_ip_bytes", pa.list_(pa.int32())),
-    ("packet_tcp_flags", pa.list_(pa.uint8())),
-    ("tls_sni", pa.string()),
-    ("tls_version", pa.string()),
-    ("tls_ja3", pa.string()),
-    ("tls_ja3_hash", pa.string()),
-    ("end_reason", pa.string()),
-    ("source_file", pa.string()),
-    ("source_sha256", pa.string()),
-    ("label", pa.string()),
-    ("family", pa.string()),
-    ("label_source", pa.string()),
-])
+from pcapvision.ingest import FLOWS_SCHEMA
 
 
 def make_flow(i: int = 0, **fields: Any) -> dict[str, Any]:
@@ -98,7 +60,7 @@ def make_flow(i: int = 0, **fields: Any) -> dict[str, Any]:
 
 def make_flows_table(rows: list[dict[str, Any]]) -> pa.Table:
     """A flows table with the contract's columns and types from complete row dicts (see make_flow)."""
-    return pa.Table.from_pylist(rows, schema=FLOWS_COLUMNS)
+    return pa.Table.from_pylist(rows, schema=FLOWS_SCHEMA)  # the contract itself: no drift from ingest
 
 
 # --- TLS messages (for name masking) -------------------------------------------------------------

@@ -91,11 +91,3 @@ def test_real_capture_renders_its_payload(shared_captures):
         assert image == payload[:784].ljust(784, b"\0")
     for representation in ("byte-distribution", "flowpic"):
         assert render_flows(flows, representation, dedup=False)[1].rows_rendered > 0
-
-
-def test_test_helper_follows_the_ingest_schema():
-    from pcapvision.ingest import FLOWS_SCHEMA
-
-    from tests.imaging.helpers import FLOWS_COLUMNS
-
-    assert FLOWS_COLUMNS.equals(FLOWS_SCHEMA)

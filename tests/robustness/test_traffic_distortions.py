@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from pcapvision.ingest import FLOWS_SCHEMA
 from pcapvision.robustness.traffic_distortions import (
     RETRANSMIT_DELAY_MS,
     TRAFFIC_DISTORTIONS,
@@ -11,17 +12,9 @@ from pcapvision.robustness.traffic_distortions import (
     pad_tls_records,
 )
 
-SCHEMA = pa.schema([
-    ("flow_id", pa.string()),
-    ("payload", pa.binary()),
-    ("src2dst_payload", pa.binary()),
-    ("dst2src_payload", pa.binary()),
-    ("packet_time_ms", pa.list_(pa.float64())),
-    ("packet_direction", pa.list_(pa.uint8())),
-    ("packet_payload_bytes", pa.list_(pa.int32())),
-    ("packet_ip_bytes", pa.list_(pa.int32())),
-    ("packet_tcp_flags", pa.list_(pa.uint8())),
-])
+SCHEMA = pa.schema([FLOWS_SCHEMA.field(name) for name in (
+    "flow_id", "payload", "src2dst_payload", "dst2src_payload", "packet_time_ms", "packet_direction",
+    "packet_payload_bytes", "packet_ip_bytes", "packet_tcp_flags")])
 
 
 def record(rtype: int, body: bytes) -> bytes:
