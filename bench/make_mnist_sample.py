@@ -4,7 +4,7 @@ The sample is the shared 10,000-digit file unchanged (all of it: it is small), r
 compressed ``.npz`` with just ``x`` (uint8, 10000x28x28) and ``y`` (uint8, 10000), so that
 ``pcapvision train --dataset mnist`` works offline. Usage::
 
-    .venv/bin/python bench/make_mnist_sample.py [/work/shared/datasets/mnist-10k.npz]
+    .venv/bin/python bench/make_mnist_sample.py [../shared/datasets/mnist-10k.npz]
 """
 
 from __future__ import annotations
