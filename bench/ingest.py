@@ -313,7 +313,7 @@ def run_child(argv: list[str]) -> tuple[float, int, int, str, float]:
         stdout = out.read().decode()
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{stdout}\n{err.read().decode()}")
-    # CPU of the process and of its reaped workers: the figure that the other engineers' load on
+    # CPU of the process and of its reaped workers: the figure that other load on
     # the shared cores does not inflate.
     return seconds, peak_rss, peak_anon, stdout, usage.ru_utime + usage.ru_stime
 

@@ -135,9 +135,9 @@ def run_pipeline(
 
     record["seconds"] = round(time.perf_counter() - started, 2)
     record["reports"] = {
+        "preview": os.fspath(out / "preview.png"),
         "model": os.fspath(model_dir / "report" / "report.html"),
         "robustness": os.fspath(out / "robustness" / "robustness.html") if suite != "none" else None,
-        "preview": os.fspath(out / "preview.png"),
     }
     write_json_atomic(record_path, record)
     return record
@@ -165,5 +165,5 @@ def format_run(record: Mapping[str, Any]) -> str:
         lines.append(f"  NOTE: {warning}")
     for name, path in record.get("reports", {}).items():
         if path:
-            lines.append(f"  {name} report: {path}")
+            lines.append(f"  {name + ':':<11} {path}")
     return "\n".join(lines)
