@@ -54,6 +54,7 @@ def main() -> None:
 
     from pcapvision.classify.model import build_cnn
     from pcapvision.robustness.attacks import AttackSpec, art_classifier, generate
+    from pcapvision.robustness.defences import pgd_linf_tf
 
     keras.utils.set_random_seed(0)
     with np.load(args.mnist_file) as data:
@@ -76,16 +77,8 @@ def main() -> None:
             loss = loss_fn(yb, model(xb, training=False))
         return tf.clip_by_value(xb + eps * tf.sign(tape.gradient(loss, xb)), 0.0, 1.0)
 
-    @tf.function
-    def pgd(xb, yb):
-        x_adv = tf.clip_by_value(xb + tf.random.uniform(tf.shape(xb), -eps, eps), 0.0, 1.0)
-        for _ in tf.range(steps):
-            with tf.GradientTape() as tape:
-                tape.watch(x_adv)
-                loss = loss_fn(yb, model(x_adv, training=False))
-            x_adv = x_adv + alpha * tf.sign(tape.gradient(loss, x_adv))
-            x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, xb - eps, xb + eps), 0.0, 1.0)
-        return x_adv
+    # The bare PGD is the compiled one adversarial training uses (no ART in the loop).
+    pgd = pgd_linf_tf(model, eps, steps, alpha)
 
     def batched(fn, batch):
         def run():

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -429,9 +430,8 @@ def _iter_pcap(path: Path, source: _Source, head: bytes, chunk_records: int) -> 
         leftover = window[pos:].tobytes()
 
 
-def _merge_pcap_pieces(walker: _PcapWalker, pieces: list[tuple[np.ndarray, np.ndarray]], index: int) -> RecordChunk:
-    if not pieces:
-        return walker.chunk(np.zeros(0, np.uint8), np.zeros(0, np.int64), index)
+def _stack_windows(pieces: list[tuple[np.ndarray, Any]]) -> tuple[np.ndarray, dict[int, int]]:
+    """One buffer holding each distinct window of ``pieces`` once, and each window's offset in it."""
     windows: list[np.ndarray] = []
     base: dict[int, int] = {}
     total = 0
@@ -440,7 +440,15 @@ def _merge_pcap_pieces(walker: _PcapWalker, pieces: list[tuple[np.ndarray, np.nd
             base[id(window)] = total
             windows.append(window)
             total += window.shape[0]
-    buf = windows[0] if len(windows) == 1 else np.concatenate(windows)
+    if not windows:
+        return np.zeros(0, np.uint8), base
+    return (windows[0] if len(windows) == 1 else np.concatenate(windows)), base
+
+
+def _merge_pcap_pieces(walker: _PcapWalker, pieces: list[tuple[np.ndarray, np.ndarray]], index: int) -> RecordChunk:
+    if not pieces:
+        return walker.chunk(np.zeros(0, np.uint8), np.zeros(0, np.int64), index)
+    buf, base = _stack_windows(pieces)
     starts = np.concatenate([s + base[id(w)] for w, s in pieces])
     return walker.chunk(buf, starts, index)
 
@@ -808,18 +816,7 @@ def _iter_pcapng(path: Path, source: _Source, head: bytes, chunk_records: int) -
 
 def _merge_pcapng_pieces(pieces: list[tuple[np.ndarray, list[int]]], acc: list) -> RecordChunk:
     offs, caps, tss, lts, idxs, skipped = acc
-    windows: list[np.ndarray] = []
-    base: dict[int, int] = {}
-    total = 0
-    for window, _ in pieces:
-        if id(window) not in base:
-            base[id(window)] = total
-            windows.append(window)
-            total += window.shape[0]
-    if not windows:
-        buf = np.zeros(0, np.uint8)
-    else:
-        buf = windows[0] if len(windows) == 1 else np.concatenate(windows)
+    buf, base = _stack_windows(pieces)
     rebased = [os_ + base[id(w)] for w, os_ in pieces]
     return _pcapng_chunk(buf, *(np.concatenate(c) if c else np.zeros(0, np.int64)
                                 for c in (rebased, caps, tss, lts, idxs)), skipped)
