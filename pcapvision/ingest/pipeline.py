@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from pcapvision.console import progress
 from pcapvision.errors import InputNotFoundError, ParameterError, PcapvisionError
-from pcapvision.ingest.flows import FlowOptions, assemble_flow_batches
+from pcapvision.ingest.flows import FLOW_SCHEMA_FIELDS, FlowOptions, assemble_flow_batches
 from pcapvision.ingest.labels import Labeler
 from pcapvision.ingest.packets import IPV4_MAPPED_PREFIX, PacketBatch
 from pcapvision.ingest.readers import read_packets
@@ -59,44 +59,16 @@ OUTPUT_BATCH_FLOWS = 4096
 OUTPUT_BATCH_BYTES = 8 << 20
 _GLOB_CHARS = frozenset("*?[")
 
+# The flows-table contract (docs/contracts.md): the assembler's columns between the id and the
+# provenance/label columns this module adds. Every field is nullable in the file.
 FLOWS_SCHEMA = pa.schema([
-    ("flow_id", pa.string()),
-    ("community_id", pa.string()),
-    ("src_ip", pa.string()),
-    ("dst_ip", pa.string()),
-    ("src_port", pa.uint16()),
-    ("dst_port", pa.uint16()),
-    ("protocol", pa.uint8()),
-    ("ip_version", pa.uint8()),
-    ("first_seen_ns", pa.int64()),
-    ("last_seen_ns", pa.int64()),
-    ("duration_ms", pa.float64()),
-    ("src2dst_packets", pa.int64()),
-    ("dst2src_packets", pa.int64()),
-    ("bidirectional_packets", pa.int64()),
-    ("src2dst_bytes", pa.int64()),
-    ("dst2src_bytes", pa.int64()),
-    ("bidirectional_bytes", pa.int64()),
-    ("src2dst_payload_bytes", pa.int64()),
-    ("dst2src_payload_bytes", pa.int64()),
-    ("payload", pa.binary()),
-    ("src2dst_payload", pa.binary()),
-    ("dst2src_payload", pa.binary()),
-    ("packet_time_ms", pa.list_(pa.float64())),
-    ("packet_direction", pa.list_(pa.uint8())),
-    ("packet_payload_bytes", pa.list_(pa.int32())),
-    ("packet_ip_bytes", pa.list_(pa.int32())),
-    ("packet_tcp_flags", pa.list_(pa.uint8())),
-    ("tls_sni", pa.string()),
-    ("tls_version", pa.string()),
-    ("tls_ja3", pa.string()),
-    ("tls_ja3_hash", pa.string()),
-    ("end_reason", pa.string()),
-    ("source_file", pa.string()),
-    ("source_sha256", pa.string()),
-    ("label", pa.string()),
-    ("family", pa.string()),
-    ("label_source", pa.string()),
+    pa.field("flow_id", pa.string()),
+    *(field.with_nullable(True) for field in FLOW_SCHEMA_FIELDS),
+    pa.field("source_file", pa.string()),
+    pa.field("source_sha256", pa.string()),
+    pa.field("label", pa.string()),
+    pa.field("family", pa.string()),
+    pa.field("label_source", pa.string()),
 ])
 """The flows table's columns and exact types (``docs/contracts.md``)."""
 
