@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pcapvision.errors import ModelFormatError
-from pcapvision.io import sha256_file, write_json_atomic
+from pcapvision.io import atomic_path, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +27,10 @@ def save_model(model: Any, model_dir: str | os.PathLike[str], metadata: Mapping[
     ``metadata`` should come from :func:`pcapvision.io.make_metadata` ("stage": "classify").
     """
     directory = Path(model_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    # Keras insists on the .keras suffix, so the temporary file cannot use io.atomic_path's name.
-    fd, tmp_name = tempfile.mkstemp(prefix=".model.", suffix=".keras", dir=directory)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    # Keras only saves to a name ending in .keras, hence keep_suffix.
+    with atomic_path(directory / MODEL_FILE, keep_suffix=True) as tmp:
         model.save(tmp)
         digest = sha256_file(tmp)
-        os.replace(tmp, directory / MODEL_FILE)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
     record = dict(metadata)
     record.setdefault("stage", STAGE)
     record["model_file"] = MODEL_FILE
