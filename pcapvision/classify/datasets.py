@@ -416,7 +416,9 @@ def split_indices(
     for name in ("validation", "test"):
         absent = sorted(set(np.unique(y)) - set(np.unique(y[split[name]])))
         if absent:
-            log.warning("the %s split holds no example of %s (too few groups)", name, absent)
+            log.warning("the %s split holds no example of class index %s: only %d split groups; its figures "
+                        "will not cover that class (add captures, or use --group-by server when imaging)",
+                        name, [int(a) for a in absent], n_groups)
     return split
 
 
