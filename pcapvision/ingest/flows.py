@@ -144,9 +144,13 @@ class _FlowBuffers:
     ``streams[d]`` is the contiguous prefix of canonical direction ``d``. A TCP direction that
     receives a segment beyond its prefix switches to hole mode: its stream becomes a ``max_bytes``
     buffer and ``holes[d]`` a mask of the bytes received (the contiguous length is ``_end``).
+
+    The interleaved payload only ever takes a direction's next contiguous bytes, so it is kept as
+    ``runs`` (``length << 1 | direction``) and cut from the streams at emission: no third copy
+    of the bytes while the flow is open, and one slice per run instead of one per packet.
     """
 
-    __slots__ = ("times", "dirs", "plens", "ipbytes", "flags", "streams", "holes", "payload")
+    __slots__ = ("times", "dirs", "plens", "ipbytes", "flags", "streams", "holes", "runs")
 
     def __init__(self) -> None:
         self.times = array("d")  # ms since first_seen_ns
@@ -156,7 +160,15 @@ class _FlowBuffers:
         self.flags = bytearray()
         self.streams = (bytearray(), bytearray())
         self.holes: list[bytearray | None] | None = None
-        self.payload = bytearray()
+        self.runs = array("q")
+
+    def add_run(self, d: int, length: int) -> None:
+        """The next ``length`` bytes of direction ``d`` join the interleaved payload."""
+        runs = self.runs
+        if runs and runs[-1] & 1 == d:
+            runs[-1] += length << 1
+        else:
+            runs.append(length << 1 | d)
 
     def to_hole_mode(self, d: int, max_bytes: int, end: int) -> bytearray:
         stream = self.streams[d]
@@ -167,6 +179,17 @@ class _FlowBuffers:
             self.holes = [None, None]
         self.holes[d] = have
         return have
+
+    def payload(self, streams: tuple[bytes | bytearray, bytes | bytearray]) -> bytes:
+        """The interleaved payload, cut from the contiguous ``streams`` by ``runs``."""
+        taken = [0, 0]
+        parts = []
+        for run in self.runs:
+            d, length = run & 1, run >> 1
+            start = taken[d]
+            parts.append(streams[d][start : start + length])
+            taken[d] = start + length
+        return b"".join(parts)
 
     def stream_bytes(self, d: int, end: int) -> tuple[bytes, bool]:
         """Direction ``d``'s contiguous bytes, and whether bytes after a hole were stranded."""
@@ -317,6 +340,27 @@ class FlowAssembler:
     def flush_columns(self) -> pa.RecordBatch:
         """Like :meth:`flush`, as an Arrow record batch of :data:`FLOW_SCHEMA`."""
         return self._record_batch(self._finish(*self._end_all()))
+
+    def flush_column_batches(self, max_flows: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
+        """Like :meth:`flush_columns`, the same rows in several record batches of at most
+        ``max_flows`` flows and about ``max_bytes`` payload bytes (a flow larger than that alone).
+
+        At the end of a capture most flows may still be open: building all their columns at
+        once would hold a second copy of every buffer (and fault in that much fresh memory);
+        slices are built one at a time, each freeing its flows' buffers.
+        """
+        slots, codes = self._end_all()
+        order = self._output_order(slots)
+        slots, codes = slots[order], codes[order]
+        # Bytes each flow will emit: the contiguous stream prefixes and the interleaved payload.
+        emitted = np.cumsum(self._end[slots].sum(axis=1) + self._paylen[slots])
+        start = 0
+        while start < len(slots):
+            before = int(emitted[start - 1]) if start else 0
+            stop = min(start + max_flows, int(np.searchsorted(emitted, before + max_bytes, side="right")))
+            stop = max(stop, start + 1)
+            yield self._record_batch(self._finish(slots[start:stop], codes[start:stop]))
+            start = stop
 
     def _advance(self, batch: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
         """Assemble one batch; the slots of the flows that ended and their end codes."""
@@ -620,7 +664,7 @@ class FlowAssembler:
             lo = hi
 
     def _collect_payload(self, batch, order, slots, seg_id, dc, syn_flag, plen, seg_tcp) -> None:
-        """Extend the per-direction streams and the interleaved payload with this batch.
+        """Extend the per-direction streams and the interleaved payload's runs with this batch.
 
         Vectorised for the common case: UDP, and TCP directions whose segments all start within
         the bytes already contiguous (in order, retransmitted, overlapping). A flow segment with
@@ -725,14 +769,22 @@ class FlowAssembler:
         c = np.cumsum(piece_len) - piece_len
         taken_before = c - c[gstarts][grp]
         take = np.clip(room[grp] - taken_before, 0, piece_len)
-        gathered, totals = _gather(data, piece_src, take, grp, len(gstarts))
-        self._paylen[gslot] += totals
-        if gathered:
-            pos = 0
-            for slot, total in zip(gslot.tolist(), totals.tolist()):
-                if total:
-                    bufs[slot].payload += gathered[pos : pos + total]
-                    pos += total
+        self._paylen[gslot] += np.bincount(grp, weights=take, minlength=len(gstarts)).astype(np.int64)
+        # Runs: consecutive pieces of one flow and direction (see _FlowBuffers).
+        taken = np.flatnonzero(take)
+        if len(taken):
+            t_grp, t_dir = grp[taken], e_dir[taken]
+            run_start = np.flatnonzero(np.concatenate([[True], (t_grp[1:] != t_grp[:-1])
+                                                       | (t_dir[1:] != t_dir[:-1])]))
+            run_len = np.add.reduceat(take[taken], run_start)
+            runs = memoryview(((run_len << 1) | t_dir[run_start]).astype(np.int64).tobytes())
+            run_grp = t_grp[run_start]
+            has_runs = np.flatnonzero(np.bincount(run_grp, minlength=len(gstarts)))
+            ends = np.searchsorted(run_grp, has_runs, side="right").tolist()
+            lo = 0
+            for slot, hi in zip(gslot[has_runs].tolist(), ends):
+                bufs[slot].runs.frombytes(runs[8 * lo : 8 * hi])
+                lo = hi
 
         if replay.any():
             self._payload_by_packet(batch, np.flatnonzero(~keep), e_slot, e_dir, e_len, e_off, e_dseq,
@@ -745,6 +797,15 @@ class FlowAssembler:
         bufs = self._bufs
         stats = self.stats
         state: dict[tuple[int, int], list[int]] = {}  # (slot, dir) -> [base, end]
+        paylen: dict[int, int] = {}  # slot -> length of the interleaved payload
+
+        def to_payload(slot: int, buf: _FlowBuffers, d: int, length: int) -> None:
+            """The next ``length`` contiguous bytes of direction ``d`` join the payload (capped)."""
+            taken = paylen[slot] if slot in paylen else int(self._paylen[slot])
+            if taken < max_bytes:
+                buf.add_run(d, min(length, max_bytes - taken))
+                paylen[slot] = min(taken + length, max_bytes)
+
         for slot, d, length, off, seq, is_syn in zip(
             e_slot[entries].tolist(), e_dir[entries].tolist(), e_len[entries].tolist(),
             e_off[entries].tolist(), e_dseq[entries].tolist(), e_syn[entries].tolist(),
@@ -780,11 +841,9 @@ class FlowAssembler:
                         continue
                     if lo < end:
                         stats["overlapping_segments"] += 1
-                    piece = data[off + end - rel : off + hi - rel]
-                    stream += piece
+                    stream += data[off + end - rel : off + hi - rel]
                     st[1] = hi
-                    if len(buf.payload) < max_bytes:
-                        buf.payload += piece[: max_bytes - len(buf.payload)]
+                    to_payload(slot, buf, d, hi - end)
                     continue
                 have = buf.to_hole_mode(d, max_bytes, end)
             if lo > end:
@@ -812,16 +871,22 @@ class FlowAssembler:
                 if new_end == -1:
                     new_end = max_bytes
                 st[1] = new_end
-                if len(buf.payload) < max_bytes:
-                    buf.payload += stream[end : min(new_end, end + max_bytes - len(buf.payload))]
+                to_payload(slot, buf, d, new_end - end)
         for (slot, d), (base, end) in state.items():
             self._base[slot, d] = base
             self._end[slot, d] = end
             self._done[slot, d] = end >= max_bytes
             self._hole[slot, d] = bufs[slot].holes is not None and bufs[slot].holes[d] is not None
-            self._paylen[slot] = len(bufs[slot].payload)
+        for slot, taken in paylen.items():
+            self._paylen[slot] = taken
 
     # --- emission -----------------------------------------------------------------------------
+
+    def _output_order(self, slots: np.ndarray) -> np.ndarray:
+        """The order flows are emitted in: (first_seen_ns, frame index of the first packet, tuple)."""
+        words = self._words[slots]
+        return np.lexsort((words[:, 4], words[:, 3], words[:, 2], words[:, 1], words[:, 0],
+                           self._first_frame[slots], self._first_ts[slots]))
 
     def _finish(self, slots: np.ndarray, codes: np.ndarray) -> dict[str, Any]:
         """Columns of the flows in ``slots``, in output order; frees the slots.
@@ -833,10 +898,9 @@ class FlowAssembler:
         slots = slots.astype(np.int64)
         closure = self._code[slots]
         codes = np.where(closure != _OPEN, closure, codes)
+        order = self._output_order(slots)
+        slots, codes = slots[order], codes[order]
         words = self._words[slots]
-        order = np.lexsort((words[:, 4], words[:, 3], words[:, 2], words[:, 1], words[:, 0],
-                           self._first_frame[slots], self._first_ts[slots]))
-        slots, codes, words = slots[order], codes[order], words[order]
         # Map canonical (A, B) to (src, dst) by the initiator's side.
         init = np.where(self._syn_dir[slots] >= 0, self._syn_dir[slots], self._first_dir[slots]).astype(np.int64)
         rows = np.arange(len(slots))
@@ -893,7 +957,7 @@ class FlowAssembler:
         s2d = [pair[f] for pair, f in zip(streams, flip)]
         cols["src2dst_payload"] = s2d
         cols["dst2src_payload"] = [pair[not f] for pair, f in zip(streams, flip)]
-        cols["payload"] = [buf.payload for buf in flows]
+        cols["payload"] = [buf.payload(pair) for buf, pair in zip(flows, streams)]
         cols["packet_time_ms"] = [buf.times for buf in flows]
         cols["packet_direction"] = [buf.dirs.translate(_SWAP_DIRECTION) if f else buf.dirs
                                     for buf, f in zip(flows, flip)]
@@ -964,16 +1028,20 @@ def assemble_flows(batches: Iterable[PacketBatch], options: FlowOptions = FlowOp
 
 
 def assemble_flow_batches(
-    batches: Iterable[PacketBatch], options: FlowOptions = FlowOptions()
+    batches: Iterable[PacketBatch], options: FlowOptions = FlowOptions(), *,
+    flush_flows: int | None = None, flush_bytes: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The flows of :func:`assemble_flows` as Arrow record batches of :data:`FLOW_SCHEMA` (one per
-    input batch that ended flows, then one for the flush); skips building a dict per flow."""
+    input batch that ended flows, then the flush: one batch, or slices of at most ``flush_flows``
+    flows and about ``flush_bytes`` payload bytes when given); skips building a dict per flow."""
     assembler = FlowAssembler(options)
     for batch in batches:
         ended = assembler.add_columns(batch)
         if ended.num_rows:
             yield ended
-    ended = assembler.flush_columns()
-    if ended.num_rows:
-        yield ended
+    if flush_flows is None and flush_bytes is None:
+        flushed: Iterable[pa.RecordBatch] = [assembler.flush_columns()]
+    else:
+        flushed = assembler.flush_column_batches(flush_flows or _INT64_MAX, flush_bytes or _INT64_MAX)
+    yield from (ended for ended in flushed if ended.num_rows)
     log.debug("flow assembly: %s", dict(assembler.stats))

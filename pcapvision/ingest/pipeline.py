@@ -338,7 +338,9 @@ def iter_flow_tables(
             yield batch
 
     packets = read_packets(path, reader=options.reader, chunk_packets=options.chunk_packets)
-    for flows in _rebatch(assemble_flow_batches(counted(packets), options.flow_options())):
+    flows_stream = assemble_flow_batches(counted(packets), options.flow_options(),
+                                         flush_flows=OUTPUT_BATCH_FLOWS, flush_bytes=OUTPUT_BATCH_BYTES)
+    for flows in _rebatch(flows_stream):
         batch = _to_flows_schema(flows, source_file, source_sha256, labeler)
         stats.flows += batch.num_rows
         yield batch
