@@ -36,13 +36,7 @@ def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> I
     (Keras only saves to ``*.keras``).
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    suffix = target.suffix if keep_suffix else ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    # mkstemp creates the file owner-only; outputs should get the usual permissions.
-    os.chmod(tmp, 0o666 & ~_current_umask())
+    tmp = temp_path_beside(target, suffix=target.suffix if keep_suffix else ".tmp")
     try:
         yield tmp
         os.replace(tmp, target)
@@ -50,6 +44,18 @@ def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> I
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def temp_path_beside(path: str | os.PathLike[str], suffix: str = ".tmp") -> Path:
+    """A new empty hidden file in ``path``'s directory (created if needed), for writers that
+    rename their output into place themselves; readers of a dataset directory ignore it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    # mkstemp creates the file owner-only; outputs should get the usual permissions.
+    os.chmod(tmp_name, 0o666 & ~_current_umask())
+    return Path(tmp_name)
 
 
 def _current_umask() -> int:

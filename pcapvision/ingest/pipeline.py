@@ -43,6 +43,7 @@ from pcapvision.io import (
     make_metadata,
     metadata_from_schema,
     sha256_file,
+    temp_path_beside,
     with_metadata,
 )
 from pcapvision.validation import check_choice, check_positive_int
@@ -411,9 +412,7 @@ class FlowsWriter:
         self._pending_rows = 0
 
     def _open(self) -> None:
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=_mkdir(self.path.parent))
-        os.close(fd)
-        self._tmp = Path(name)
+        self._tmp = temp_path_beside(self.path)
         self._writer = pq.ParquetWriter(self._tmp, FLOWS_SCHEMA, compression=self.compression, store_schema=False,
                                         use_dictionary=_DICTIONARY_COLUMNS, write_statistics=_STATISTICS_COLUMNS)
 

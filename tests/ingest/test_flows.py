@@ -406,6 +406,19 @@ def test_record_batches_equal_the_dicts(seed: int) -> None:
     assert table.to_pylist() == dicts
 
 
+@pytest.mark.parametrize(("max_flows", "max_bytes"), [(1, 1 << 40), (3, 1 << 40), (1 << 40, 100), (2, 50)])
+def test_sliced_flush_gives_the_same_rows_in_bounded_batches(max_flows, max_bytes) -> None:
+    options = FlowOptions(idle_timeout_s=1e6, active_timeout_s=1e6, max_bytes=64, max_packets=6)
+    chunks = [PacketBatch.from_packets(random_capture(seed, n_tuples=8)) for seed in (3, 4)]
+    whole, sliced = FlowAssembler(options), FlowAssembler(options)
+    for chunk in chunks:
+        assert whole.add_columns(chunk).equals(sliced.add_columns(chunk))
+    expected = whole.flush_columns()
+    slices = list(sliced.flush_column_batches(max_flows, max_bytes))
+    assert pa.Table.from_batches(slices, schema=FLOW_SCHEMA).equals(pa.Table.from_batches([expected]))
+    assert len(slices) > 1 and all(0 < b.num_rows <= max_flows for b in slices)
+
+
 def test_hash_collisions_fall_back_to_exact_grouping(monkeypatch: pytest.MonkeyPatch) -> None:
     import pcapvision.ingest.flows as flows_module
 
