@@ -115,7 +115,7 @@ _SUBCOMMANDS.append(_add_ingest)
 
 
 def _add_image(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from pcapvision.imaging.representations import REPRESENTATIONS
+    from pcapvision.imaging import REPRESENTATIONS
 
     param_help = "\n".join(
         f"  {name}: {cls.summary}\n" + "".join(f"    {p.name} (default {p.default!r}): {p.help}\n" for p in cls.param_specs)
@@ -203,9 +203,11 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
                        help="approximate fraction of images (of the training data for MNIST) used for early stopping")
     split.add_argument("--threshold", type=float, default=0.5,
                        help="binary models: operating threshold on p(malicious)")
+    split.add_argument("--positive-class", metavar="CLASS", default=None,
+                       help="two-class models: the class that is positive (malicious); default: the class named 'malicious' (any case)")
 
     def run(args: argparse.Namespace) -> int:
-        from pcapvision.classify.pipeline import train_images, train_mnist
+        from pcapvision.classify import train_images, train_mnist
 
         common_kw = dict(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                          learning_rate=args.learning_rate, patience=args.patience,
@@ -213,6 +215,8 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
         if args.dataset == "mnist":
             if args.images is not None:
                 raise ParameterError("--dataset mnist takes no IMAGES argument (use --mnist-file for a file)")
+            if args.positive_class is not None:
+                raise ParameterError("--positive-class applies to two-class images tables, not to MNIST")
             record = train_mnist(args.output, mnist_file=args.mnist_file, allow_download=not args.no_download, **common_kw)
         else:
             if args.images is None:
@@ -220,7 +224,7 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
             if args.mnist_file is not None:
                 raise ParameterError("--mnist-file needs --dataset mnist")
             record = train_images(args.images, args.output, target=args.target, test_fraction=args.test_fraction,
-                                  threshold=args.threshold, **common_kw)
+                                  threshold=args.threshold, positive_class=args.positive_class, **common_kw)
         test = record["test"]
         print(f"{args.output}: test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro']['f1']:.4f} "
               f"on {test['n_samples']} images; report {args.output}/report/report.html")
@@ -237,7 +241,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction, common: argparse.Argum
         "evaluate", parents=[common], formatter_class=_Formatter,
         help="metrics, baselines and report of a model on data",
         description="Evaluate MODEL_DIR on DATA: 'mnist' (the model's own MNIST test split) or an images table.\n"
-                    "On the model's training table the stored test split is used; other tables are used whole.\n"
+                    "On the model's training table the stored test split is used; on any other table every row\n"
+                    "except those the model saw in training or validation (counted and reported).\n"
                     "Writes metrics.json and report.html.",
     )
     parser.add_argument("model", metavar="MODEL_DIR", help="model directory written by 'pcapvision train'")
@@ -246,11 +251,14 @@ def _add_evaluate(subparsers: argparse._SubParsersAction, common: argparse.Argum
                         help="report directory (default: MODEL_DIR/evaluation-<DATA name>)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="binary models: operating threshold on p(malicious) (default: the model's)")
+    parser.add_argument("--positive-class", metavar="CLASS", default=None,
+                        help="two-class models: the positive (malicious) class (default: the one stored with the model)")
 
     def run(args: argparse.Namespace) -> int:
-        from pcapvision.classify.pipeline import evaluate
+        from pcapvision.classify import evaluate
 
-        record = evaluate(args.model, args.data, out_dir=args.output, threshold=args.threshold)
+        record = evaluate(args.model, args.data, out_dir=args.output, threshold=args.threshold,
+                          positive_class=args.positive_class)
         test = record["test"]
         line = f"accuracy {test['accuracy']:.4f}, macro-F1 {test['macro']['f1']:.4f} on {test['n_samples']} images"
         if "positive" in test:
@@ -284,7 +292,7 @@ def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.Argume
     parser.add_argument("--batch-size", type=int, default=512, help="images per inference batch")
 
     def run(args: argparse.Namespace) -> int:
-        from pcapvision.classify.predict import predict_pcaps
+        from pcapvision.classify import predict_pcaps
 
         verdicts = predict_pcaps(args.model, args.pcaps, args.output, threshold=args.threshold,
                                  batch_size=args.batch_size)
@@ -366,6 +374,8 @@ def _add_robustness(subparsers: argparse._SubParsersAction, common: argparse.Arg
                         help="flows table the images were rendered from: enables network-level distortions "
                              "(skipped with a stated reason without it)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of every study")
+    parser.add_argument("--positive-class", metavar="CLASS", default=None,
+                        help="two-class models: the malicious (positive) class (default: the one stored with the model)")
 
     def run(args: argparse.Namespace) -> int:
         from pcapvision.robustness import run_suite
@@ -376,7 +386,7 @@ def _add_robustness(subparsers: argparse._SubParsersAction, common: argparse.Arg
         if data is None:
             raise ParameterError("The 'data' parameter must be an images table or 'mnist' (or --dataset mnist). Got None instead.")
         record = run_suite(args.model, data, args.output, args.suite, mnist_file=args.mnist_file, flows=args.flows,
-                           seed=args.seed)
+                           seed=args.seed, positive_class=args.positive_class)
         for row in record["summary"]:
             value = row["value"]
             print(f"{row['measure']}: {value:.4f}" if isinstance(value, float) else f"{row['measure']}: {value}")
@@ -408,6 +418,8 @@ def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--epochs", type=int, default=20, help="maximum training epochs (early stopping on)")
     parser.add_argument("--suite", choices=("quick", "full", "none"), default="quick", help="robustness suite")
     parser.add_argument("--seed", type=int, default=0, help="random seed for every stage")
+    parser.add_argument("--positive-class", metavar="CLASS", default=None,
+                        help="two-class models: the class that is positive (malicious); default: the class named 'malicious' (any case)")
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="ingest worker processes")
     parser.add_argument("--force", action="store_true", help="redo every stage even if its output is up to date")
     parser.set_defaults(handler=_run_run)
@@ -418,7 +430,7 @@ def _run_run(args: argparse.Namespace) -> int:
 
     record = run_pipeline(args.captures, args.output, labels=args.labels, representation=args.representation,
                           target=args.target, arch=args.arch, epochs=args.epochs, suite=args.suite, seed=args.seed,
-                          jobs=args.jobs, force=args.force, quiet=args.quiet)
+                          jobs=args.jobs, force=args.force, quiet=args.quiet, positive_class=args.positive_class)
     print(format_run(record))
     return EXIT_INPUT_FAILED if record["stages"]["ingest"].get("files_failed") else EXIT_OK
 

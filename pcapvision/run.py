@@ -60,15 +60,16 @@ def run_pipeline(
     jobs: int = 1,
     force: bool = False,
     quiet: bool = False,
+    positive_class: str | None = None,
 ) -> dict[str, Any]:
     """Run every stage on ``captures`` and return the run record (also written to ``OUT/run.json``).
 
     ``labels``: a label rules CSV; by default ``labels.csv`` inside the single capture directory.
     ``suite``: the robustness suite (``quick``, ``full``) or ``none`` to stop after training.
+    ``positive_class``: the malicious class of a two-class target (default: the class named malicious).
     """
-    from pcapvision.classify.pipeline import train_images
-    from pcapvision.imaging import image_flows
-    from pcapvision.imaging.table import dataset_sha256
+    from pcapvision.classify import train_images
+    from pcapvision.imaging import dataset_sha256, image_flows
     from pcapvision.ingest import Labeler, ingest
     from pcapvision.robustness import run_suite
 
@@ -119,9 +120,10 @@ def run_pipeline(
 
     model_dir = out / "model"
     log.info("[3/4] train %s on %s (%s) -> %s", arch, images_path, target, model_dir)
-    train_params = {"target": target, "arch": arch, "epochs": epochs, "seed": seed}
+    train_params = {"target": target, "arch": arch, "epochs": epochs, "seed": seed, "positive_class": positive_class}
     result = stage("train", model_dir / "metadata.json", sha256_file(images_path), train_params,
-                   lambda: train_images(images_path, model_dir, target=target, arch=arch, epochs=epochs, seed=seed))
+                   lambda: train_images(images_path, model_dir, target=target, arch=arch, epochs=epochs, seed=seed,
+                                        positive_class=positive_class))
     if result is not None:
         record["stages"]["train"]["test"] = {k: result["test"][k] for k in ("accuracy", "macro") if k in result["test"]}
         record["stages"]["train"]["baseline_warnings"] = result.get("baseline_warnings", [])
@@ -130,8 +132,10 @@ def run_pipeline(
         robustness_dir = out / "robustness"
         log.info("[4/4] robustness (%s suite) -> %s", suite, robustness_dir)
         model_hash = sha256_file(model_dir / "model.keras")
-        stage("robustness", robustness_dir / "robustness.json", model_hash, {"suite": suite, "seed": seed},
-              lambda: run_suite(model_dir, images_path, robustness_dir, suite, flows=flows_dir, seed=seed))
+        result = stage("robustness", robustness_dir / "robustness.json", model_hash, {"suite": suite, "seed": seed},
+                       lambda: run_suite(model_dir, images_path, robustness_dir, suite, flows=flows_dir, seed=seed))
+        if result is not None:
+            record["stages"]["robustness"]["headline"] = result["summary"]
 
     record["seconds"] = round(time.perf_counter() - started, 2)
     record["reports"] = {
@@ -163,6 +167,9 @@ def format_run(record: Mapping[str, Any]) -> str:
         lines.append(f"  test accuracy {test.get('accuracy', float('nan')):.4f}, macro F1 {macro.get('f1', float('nan')):.4f}")
     for warning in record.get("stages", {}).get("train", {}).get("baseline_warnings", []):
         lines.append(f"  NOTE: {warning}")
+    for row in record.get("stages", {}).get("robustness", {}).get("headline", []):
+        value = row["value"]
+        lines.append(f"  {row['measure']}: {value:.4f}" if isinstance(value, float) else f"  {row['measure']}: {value}")
     for name, path in record.get("reports", {}).items():
         if path:
             lines.append(f"  {name + ':':<11} {path}")

@@ -53,3 +53,25 @@ def test_run_end_to_end_then_reuse(small_sample, tmp_path):
 
     changed = run_pipeline([small_sample], out, epochs=3, suite="none", seed=0, quiet=True)
     assert changed["stages"]["image"]["reused"] and not changed["stages"]["train"]["reused"]
+
+
+def test_run_json_holds_the_robustness_headline_figures(small_sample, tmp_path, monkeypatch):
+    import pcapvision.robustness
+
+    calls = []
+
+    def fake_suite(model_dir, data, output_dir, suite, **kw):
+        calls.append(kw)
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "robustness.json").write_text("{}")
+        return {"summary": [{"measure": "clean accuracy", "value": 0.9},
+                            {"measure": "pgd_linf eps 0.1 malicious->normal evasion", "value": 0.25}]}
+
+    monkeypatch.setattr(pcapvision.robustness, "run_suite", fake_suite)
+    out = tmp_path / "out"
+    record = run_pipeline([small_sample], out, epochs=1, suite="quick", seed=0, quiet=True, positive_class="malicious")
+    on_disk = json.loads((out / "run.json").read_text())
+    assert on_disk["stages"]["robustness"]["headline"][1]["value"] == 0.25
+    assert "malicious->normal evasion: 0.2500" in format_run(record)
+    again = run_pipeline([small_sample], out, epochs=1, suite="quick", seed=0, quiet=True, positive_class="malicious")
+    assert again["stages"]["robustness"]["reused"] and again["stages"]["robustness"]["headline"] and len(calls) == 1

@@ -9,7 +9,12 @@ Public API::
     load_mnist(mnist_file=None, seed=0) -> (x_train, y_train, x_test, y_test, info)
     mnist_test_split(metadata) -> (x_test, y_test)
     save_model(model, model_dir, metadata) / load_model(model_dir) -> (model, metadata)
-    train_mnist(...), train_images(...), evaluate(...), predict_pcaps(...)
+    train_mnist(...), train_images(...), evaluate(...), predict_pcaps(...)   # what the CLI calls
+    resolve_test_rows(model_dir, metadata, images) -> TestRows              # the ONE test-row rule
+    find_training_table(model_dir, metadata, candidates) -> (dataset | None, why)
+    resolve_positive_class(class_names, positive_class=None) / model_positive_class(metadata, override)
+    reload_mnist(info); check_representation(metadata, images_schema, source)
+    classification_metrics(y, proba, class_names, threshold=, positive_class=); predict_labels(...)
 """
 
 from __future__ import annotations
@@ -26,13 +31,26 @@ from pcapvision.classify.datasets import (
     load_images_dataset,
     load_mnist,
     mnist_test_split,
+    reload_mnist,
     split_indices,
 )
+from pcapvision.classify.evaluate import (
+    classification_metrics,
+    model_positive_class,
+    positive_class_index,
+    predict_labels,
+    resolve_positive_class,
+)
 from pcapvision.classify.model import build_cnn, build_mlp, build_model
+from pcapvision.classify.pipeline import evaluate, train_images, train_mnist
+from pcapvision.classify.predict import check_representation, predict_pcaps
+from pcapvision.classify.rows import SPLIT_MANIFEST_FILE, TestRows, find_training_table, resolve_test_rows
 from pcapvision.classify.train import make_dataset, train_model
 
 __all__ = [
-    "ImagesDataset", "build_cnn", "build_mlp", "build_model", "load_images_dataset", "load_mnist",
-    "load_model", "make_dataset", "mnist_test_split", "read_metadata", "save_model", "split_indices",
-    "train_model",
+    "SPLIT_MANIFEST_FILE", "ImagesDataset", "TestRows", "build_cnn", "build_mlp", "build_model",
+    "check_representation", "classification_metrics", "evaluate", "find_training_table", "load_images_dataset",
+    "load_mnist", "load_model", "make_dataset", "mnist_test_split", "model_positive_class", "positive_class_index",
+    "predict_labels", "predict_pcaps", "read_metadata", "reload_mnist", "resolve_positive_class", "resolve_test_rows",
+    "save_model", "split_indices", "train_images", "train_mnist", "train_model",
 ]

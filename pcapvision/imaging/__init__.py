@@ -8,6 +8,7 @@ Public API (the classify and robustness stages code against exactly this)::
     image_flows(flows_path, output, representation, params, *, ...) -> ImagingSummary
     load_images(path, target="label") -> (x float32 (N,28,28,1) in [0,1], y str, ImageSetMeta)
     preview_grid(images_path_or_table, output_png, per_class=8, seed=0) -> Path
+    dataset_sha256(path) -> str     # content hash of a Parquet file or dataset directory
 """
 
 from pcapvision.imaging.masking import MaskingStats, mask_tls_names
@@ -24,6 +25,7 @@ from pcapvision.imaging.table import (
     IMAGES_SCHEMA,
     ImageSetMeta,
     ImagingSummary,
+    dataset_sha256,
     image_flows,
     images_to_array,
     load_images,
@@ -41,6 +43,7 @@ __all__ = [
     "MaskingStats",
     "RenderResult",
     "Representation",
+    "dataset_sha256",
     "get_representation",
     "image_flows",
     "images_to_array",

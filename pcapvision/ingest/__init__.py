@@ -22,9 +22,11 @@ from pcapvision.ingest.pipeline import (
     read_flows,
 )
 from pcapvision.ingest.readers import read_packets
+from pcapvision.ingest.tls import ClientHello, parse_client_hello
 
 __all__ = [
     "FLOWS_SCHEMA",
+    "ClientHello",
     "FlowAssembler",
     "FlowOptions",
     "IngestOptions",
@@ -37,6 +39,7 @@ __all__ = [
     "discover_captures",
     "ingest",
     "iter_flow_tables",
+    "parse_client_hello",
     "read_flows",
     "read_packets",
 ]

@@ -41,7 +41,16 @@ import pyarrow.compute as pc
 
 from pcapvision.errors import DataContractError
 from pcapvision.validation import check_choice
-from pcapvision.robustness.attacks import AttackSpec, art_classifier, generate, predict_proba, quantize_to_bytes, tail_mask
+from pcapvision.robustness.attacks import (
+    AttackSpec,
+    art_classifier,
+    decide,
+    decision_rule,
+    generate,
+    predict_proba,
+    quantize_to_bytes,
+    tail_mask,
+)
 
 log = logging.getLogger(__name__)
 
@@ -290,10 +299,14 @@ def append_record_to_flow(capture: str | os.PathLike[str], flow: dict[str, Any],
 
 def round_trip(model: Any, flows: pa.Table, attack: RealizableAttack, y: np.ndarray, payload_lengths: np.ndarray,
                representation: str, representation_params: dict[str, Any], *, ingest_params: dict[str, Any] | None = None,
-               mask_tls_sni: bool = False, workdir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+               mask_tls_sni: bool = False, workdir: str | os.PathLike[str] | None = None,
+               binary: Any = None) -> dict[str, Any]:
     """Rebuild a capture per attacked flow, re-ingest and re-render it; measure what survives.
 
     ``flows`` holds the rows of the attacked images, in the same order (joined by ``flow_id``).
+    Every decision is taken at the model's operating point (``binary``: the suite's
+    BinaryTarget of a two-class model; arg-max otherwise). The attack's success rates count only
+    flows the model classified correctly before the attack; a clean miss is not an evasion.
     """
     from pcapvision.ingest import IngestOptions, read_flows
     from pcapvision.robustness.traffic_distortions import render_for_model
@@ -307,8 +320,8 @@ def round_trip(model: Any, flows: pa.Table, attack: RealizableAttack, y: np.ndar
                                if k in ("idle_timeout_s", "active_timeout_s", "max_bytes", "max_packets")})
     rows = flows.to_pylist()
     y = np.asarray(y, np.int64)
-    pred_before = attack.proba_adv.argmax(1)
-    pred_clean = attack.proba_clean.argmax(1) if attack.proba_clean is not None else np.full(len(y), -1)
+    pred_before = decide(attack.proba_adv, binary)
+    pred_clean = decide(attack.proba_clean, binary) if attack.proba_clean is not None else np.full(len(y), -1)
     outcome: list[dict[str, Any]] = []
     tmp = tempfile.TemporaryDirectory(dir=workdir)
     try:
@@ -344,7 +357,7 @@ def round_trip(model: Any, flows: pa.Table, attack: RealizableAttack, y: np.ndar
                 continue
             x_new, _ = render_for_model(table, representation, representation_params, mask_tls_sni)
             same = bool(np.array_equal(np.round(x_new[0] * 255), np.round(attack.x_adv[i] * 255)))
-            pred_after = int(predict_proba(model, x_new).argmax(1)[0])
+            pred_after = int(decide(predict_proba(model, x_new), binary)[0])
             entry.update(realized=same, controlled_bytes=len(data), missed_clean=bool(pred_clean[i] != y[i]),
                          evaded_before=bool(pred_before[i] != y[i]),
                          evaded_after_round_trip=bool(pred_after != y[i]))
@@ -352,15 +365,22 @@ def round_trip(model: Any, flows: pa.Table, attack: RealizableAttack, y: np.ndar
     finally:
         tmp.cleanup()
     tried = [e for e in outcome if "realized" in e]
-    n = len(rows)
+    correct = [e for e in tried if not e["missed_clean"]]
+
+    def rate(entries: list[dict[str, Any]], key: str) -> float:
+        return float(np.mean([e[key] for e in entries])) if entries else float("nan")
+
     return {
-        "n_flows": n,
+        "n_flows": len(rows),
         "n_attackable": int(attack.attackable.sum()),
         "n_round_tripped": len(tried),
-        "realizability_rate": float(np.mean([e["realized"] for e in tried])) if tried else float("nan"),
-        "miss_rate_clean": float(np.mean([e["missed_clean"] for e in tried])) if tried else float("nan"),
-        "evasion_rate_adversarial_images": float(np.mean([e["evaded_before"] for e in tried])) if tried else float("nan"),
-        "evasion_rate_after_round_trip": float(np.mean([e["evaded_after_round_trip"] for e in tried])) if tried else float("nan"),
+        "decision": decision_rule(binary),
+        "realizability_rate": rate(tried, "realized"),
+        "miss_rate_clean": rate(tried, "missed_clean"),
+        "n_detected_clean": len(correct),
+        "attack_success_rate_adversarial_images": rate(correct, "evaded_before"),
+        "attack_success_rate_after_round_trip": rate(correct, "evaded_after_round_trip"),
+        "error_rate_after_round_trip_unconditioned": rate(tried, "evaded_after_round_trip"),
         "median_controlled_bytes": float(np.median([e["controlled_bytes"] for e in tried])) if tried else float("nan"),
         "strategy": attack.strategy,
         "flows": outcome,
