@@ -175,7 +175,8 @@ def _import_ingest_labels(args: argparse.Namespace) -> MatchReport | None:
     if args.labels_format == "rules":
         given = [f"--{k.replace('_', '-')}" for k, v in _IMPORT_DEFAULTS.items() if getattr(args, k) != v]
         if given:
-            raise ParameterError(f"{', '.join(given)} need --labels-format other than rules")
+            raise ParameterError(f"{', '.join(given)}: only used to import ground truth "
+                                 "(--labels FILE --labels-format FMT, FMT other than rules)")
         return None
     if args.labels is None:
         raise ParameterError("--labels-format needs --labels FILE")
@@ -184,7 +185,7 @@ def _import_ingest_labels(args: argparse.Namespace) -> MatchReport | None:
 
 def _add_labels(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
-        "labels", formatter_class=_Formatter, help="label tools: import other tools' ground truth as rules",
+        "labels", parents=[common], formatter_class=_Formatter, help="label tools: import other tools' ground truth as rules",
         description="Label tools. 'pcapvision labels import --help' for the importers.")
     commands = parser.add_subparsers(dest="labels_command", metavar="LABELS_COMMAND", required=True)
     importer = commands.add_parser(

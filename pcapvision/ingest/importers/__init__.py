@@ -115,7 +115,7 @@ class MatchReport:
             f"rules: {self.rules} written to {self.rules_path}; {len(self.conflicts)} conflicting time span(s) "
             "left without a rule",
         ]
-        lines += [f"failed: {f['path']}: {f['error']}" for f in self.failed]
+        lines += [f"failed: {f['error']}" for f in self.failed]
         lines += [f"note: {f.path}: {note}" for f in self.files for note in f.notes]
         if self.match is None:
             lines.append("match: no flows table given (pass the flows to see whether the labels land)")
@@ -162,14 +162,12 @@ def read_ground_truth(paths: list[str | os.PathLike[str]], fmt: str,
                 raise InputNotFoundError(f"{path}: no such file or directory")
             results.append(READERS[fmt](path, options))
         except csv.Error as exc:
-            failed.append({"path": str(path), "error": f"malformed CSV ({exc})"})
+            failed.append({"path": str(path), "error": f"{path}: malformed CSV ({exc})"})
         except ParameterError:
             raise  # a usage error (bad option), not a bad file
         except (PcapvisionError, OSError, UnicodeError) as exc:
-            failed.append({"path": str(path), "error": " ".join(str(exc).split())})
-        else:
-            continue
-        log.error("%s: %s", path, failed[-1]["error"])
+            message = " ".join(str(exc).split())
+            failed.append({"path": str(path), "error": message if str(path) in message else f"{path}: {message}"})
     return results, failed
 
 
@@ -185,7 +183,10 @@ def import_labels(paths: list[str | os.PathLike[str]], fmt: str, output: str | o
     options = options or ImportOptions()
     files, failed = read_ground_truth(list(paths), fmt, options)
     if not files:
-        raise _first_error(failed)
+        more = f" (and {len(failed) - 1} more file(s) failed)" if len(failed) > 1 else ""
+        raise GroundTruthFormatError(failed[0]["error"] + more)
+    for failure in failed:
+        log.error("%s", failure["error"])
     records = [r for f in files for r in f.records]
     rows, conflicts = build_rules(records, options.default_label, options.default_family)
     rules_path = write_rules(rows, output)
@@ -194,12 +195,6 @@ def import_labels(paths: list[str | os.PathLike[str]], fmt: str, output: str | o
         return report.with_flows(flows)
     report.write()
     return report
-
-
-def _first_error(failed: list[dict[str, str]]) -> PcapvisionError:
-    first = failed[0]
-    return GroundTruthFormatError(f"{first['error']}" if first["error"].startswith(first["path"])
-                                  else f"{first['path']}: {first['error']}")
 
 
 __all__ = [
