@@ -52,9 +52,15 @@ def seconds_text(ns: int) -> str:
 def _segments(records: list[Record]) -> tuple[list[tuple[int, int, Record, str | None]], list[Conflict]]:
     """Non-overlapping (from, to, first record, family) pieces where the covering records agree."""
     spans = [(w.from_ns, w.to_ns, order, r) for order, r in enumerate(records) for w in r.windows]
-    if len(spans) == 1:
-        start, end, _, record = spans[0]
-        return [(start, end, record, record.family)], []
+    if len(records) == 1:  # the usual case: nothing to agree on
+        spans.sort()
+        pieces = []
+        for start, end, _, record in spans:
+            if pieces and start <= pieces[-1][1]:
+                pieces[-1] = (pieces[-1][0], max(end, pieces[-1][1]), record, record.family)
+            else:
+                pieces.append((start, end, record, record.family))
+        return pieces, []
     bounds = sorted({b for s in spans for b in s[:2]})
     pieces: list[tuple[int, int, Record, str | None]] = []
     conflicts: list[Conflict] = []
@@ -115,8 +121,7 @@ def write_rules(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """Write rule rows as a rules CSV, atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, RULES_HEADER, lineterminator="\n")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(RULES_HEADER)
+            writer.writerows([row.get(name) for name in RULES_HEADER] for row in rows)
     return Path(path)
