@@ -32,15 +32,15 @@ from pcapvision.ingest.importers.records import (
     read_text,
 )
 
-COLUMNS = {
-    "src_ip": ("source ip", "src ip"),
-    "src_port": ("source port", "src port"),
-    "dst_ip": ("destination ip", "dst ip"),
-    "dst_port": ("destination port", "dst port"),
-    "protocol": ("protocol",),
-    "timestamp": ("timestamp",),
-    "duration": ("flow duration",),
-    "label": ("label",),
+COLUMNS = {  # as CIC-IDS2017 / CSE-CIC-IDS2018 spell them; compared stripped and case-insensitively
+    "src_ip": ("Source IP", "Src IP"),
+    "src_port": ("Source Port", "Src Port"),
+    "dst_ip": ("Destination IP", "Dst IP"),
+    "dst_port": ("Destination Port", "Dst Port"),
+    "protocol": ("Protocol",),
+    "timestamp": ("Timestamp",),
+    "duration": ("Flow Duration",),
+    "label": ("Label",),
 }
 _DMY = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2})(\.\d+)?)?(?:\s*([AaPp])\.?[Mm]\.?)?$")
 
@@ -49,9 +49,9 @@ def _columns(header: list[str], path: Path) -> dict[str, int]:
     names = [h.strip().lower() for h in header]
     found = {}
     for key, aliases in COLUMNS.items():
-        index = next((names.index(a) for a in aliases if a in names), None)
+        index = next((names.index(a.lower()) for a in aliases if a.lower() in names), None)
         if index is None:
-            raise fail(path, 1, f"no {' / '.join(repr(a.title()) for a in aliases)} column; "
+            raise fail(path, 1, f"no {' / '.join(repr(a) for a in aliases)} column; "
                                 f"not a CICFlowMeter CSV with addresses (header: {', '.join(header[:8])}...)")
         found[key] = index
     return found
