@@ -112,7 +112,9 @@ def run_pipeline(
 
     images_path = out / "images.parquet"
     log.info("[2/4] image (%s) -> %s", representation, images_path)
-    result = stage("image", images_path, dataset_sha256(flows_dir), {"representation": representation},
+    # The labeler hash too: flows relabelled by new rules make every later stage stale.
+    image_params = {"representation": representation, "labeler_sha256": labeler.sha256() if labeler else None}
+    result = stage("image", images_path, dataset_sha256(flows_dir), image_params,
                    lambda: image_flows(flows_dir, images_path, representation, preview=out / "preview.png", quiet=quiet))
     if result is not None:
         record["stages"]["image"]["summary"] = result.to_dict()
