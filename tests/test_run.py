@@ -53,3 +53,13 @@ def test_run_end_to_end_then_reuse(small_sample, tmp_path):
 
     changed = run_pipeline([small_sample], out, epochs=3, suite="none", seed=0, quiet=True)
     assert changed["stages"]["image"]["reused"] and not changed["stages"]["train"]["reused"]
+
+    # New label rules (same file, one more rule): the parts are re-ingested and every later
+    # stage is redone, even where no flow's label changed.
+    with open(small_sample / "labels.csv", "a", newline="") as rules:
+        header = (small_sample / "labels.csv").read_text().splitlines()[0].split(",")
+        csv.DictWriter(rules, fieldnames=header).writerow({**{c: "" for c in header}, "label": "never",
+                                                           "src_ip": "192.0.2.255"})
+    relabelled = run_pipeline([small_sample], out, epochs=3, suite="none", seed=0, quiet=True)
+    assert relabelled["stages"]["ingest"]["files_reingested"] == 6
+    assert not relabelled["stages"]["image"]["reused"] and not relabelled["stages"]["train"]["reused"]
