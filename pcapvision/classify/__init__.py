@@ -29,10 +29,11 @@ from pcapvision.classify.datasets import (
     split_indices,
 )
 from pcapvision.classify.model import build_cnn, build_mlp, build_model
+from pcapvision.classify.pipeline import evaluate, train_images, train_mnist
 from pcapvision.classify.train import make_dataset, train_model
 
 __all__ = [
-    "ImagesDataset", "build_cnn", "build_mlp", "build_model", "load_images_dataset", "load_mnist",
+    "ImagesDataset", "build_cnn", "build_mlp", "build_model", "evaluate", "load_images_dataset", "load_mnist",
     "load_model", "make_dataset", "mnist_test_split", "read_metadata", "save_model", "split_indices",
-    "train_model",
+    "train_images", "train_mnist", "train_model",
 ]
