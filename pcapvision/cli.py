@@ -189,8 +189,10 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
     parser.add_argument("--target", choices=("label", "family"), default="label",
                         help="images tables: class column (label: binary malicious/normal; family: multi-class)")
     model = parser.add_argument_group("model and training")
-    model.add_argument("--arch", choices=("cnn", "mlp"), default="cnn",
-                       help="cnn: Conv32-Pool-Conv64-Pool-Dense128, Adam; mlp: 784-128-64-n ReLU, SGD lr 0.01")
+    model.add_argument("--arch", choices=("cnn", "mlp", "cnn-embed", "cnn1d"), default="cnn",
+                       help="cnn: Conv32-Pool-Conv64-Pool-Dense128, Adam; mlp: 784-128-64-n ReLU, SGD lr 0.01; "
+                            "cnn-embed: the cnn after a learned 8-d embedding of each byte value; "
+                            "cnn1d: Conv1D(32,25)-Pool3-Conv1D(64,25)-Pool3-Dense128 over the 784 bytes in order")
     model.add_argument("--epochs", type=int, default=20, help="maximum epochs (early stopping on validation loss)")
     model.add_argument("--patience", type=int, default=3, help="epochs without validation-loss improvement before stopping")
     model.add_argument("--batch-size", type=int, default=128, help="images per training batch")
