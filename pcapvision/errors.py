@@ -31,3 +31,7 @@ class DataContractError(PcapvisionError, ValueError):
 
 class ModelFormatError(PcapvisionError, ValueError):
     """A model directory is missing, corrupt, foreign, or incompatible with the data given."""
+
+
+class LockedError(PcapvisionError, RuntimeError):
+    """Another process holds the lock a job needs (the job did not start)."""
