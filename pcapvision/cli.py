@@ -127,6 +127,7 @@ def _add_image(subparsers: argparse._SubParsersAction, common: argparse.Argument
         description="Render each flow of a flows table as a 28x28 image; write an images table (Parquet) and\n"
                     "IMAGES.summary.json (rows in/out, skipped by reason, duplicates, label conflicts, classes).\n\n"
                     f"Representations and their --param options:\n{param_help}\n"
+                    "Images made by other tools (IDX, npz, PNG folders): 'pcapvision image import --help'.\n"
                     "Details in docs/imaging.md. Exit codes: 0 ok; 1 bad input; 2 usage error.",
     )
     parser.add_argument("flows", metavar="FLOWS", help="flows table: Parquet file or dataset directory")
@@ -428,6 +429,16 @@ def _run_run(args: argparse.Namespace) -> int:
 _SUBCOMMANDS.append(_add_run)
 
 
+def _add_compare_and_import(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from pcapvision.cli_compare import add_compare, add_image_import
+
+    add_compare(subparsers, common, _Formatter)
+    add_image_import(subparsers, common, _Formatter)
+
+
+_SUBCOMMANDS.append(_add_compare_and_import)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pcapvision`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -446,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pcapvision`` console script; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["image", "import"]:  # `image import` is its own subcommand: `image` takes a FLOWS path
+        argv = ["image-import", *argv[2:]]
     args = parser.parse_args(argv)
     if not args.debug:
         # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) is noise on a CLI.
