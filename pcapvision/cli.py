@@ -11,10 +11,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from pcapvision import __version__
 from pcapvision.console import setup_logging
 from pcapvision.errors import ParameterError, PcapvisionError
+
+if TYPE_CHECKING:
+    from pcapvision.ingest import ImportOptions, MatchReport
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,10 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                         help="with --labels: keep flows no rule matches (label null) or drop them")
     labels.add_argument("--default-label", metavar="NAME", help="with --labels: label of flows no rule matches")
     labels.add_argument("--default-family", metavar="NAME", help="with --default-label: their family")
+    labels.add_argument("--labels-format", default="rules", choices=("rules", *_label_formats()),
+                        help="format of --labels: a rules CSV, or ground truth to import (written as "
+                             "OUT.rules.csv, match report OUT.rules.match.json; see 'pcapvision labels import')")
+    _add_label_import_options(parser)
     parser.set_defaults(handler=_run_ingest)
 
 
@@ -100,18 +108,119 @@ def _run_ingest(args: argparse.Namespace) -> int:
     if args.labels is None and (args.default_label or args.default_family or args.unlabeled != "keep"):
         raise ParameterError("--default-label, --default-family and --unlabeled need --labels")
     labeler = None
+    imported = _import_ingest_labels(args)
     if args.label is not None:
         labeler = Labeler.from_label(args.label, family=args.family)
     elif args.labels is not None:
-        labeler = Labeler.from_rules_csv(args.labels, unlabeled=args.unlabeled, default_label=args.default_label,
+        rules = args.labels if imported is None else imported.rules_path
+        labeler = Labeler.from_rules_csv(rules, unlabeled=args.unlabeled, default_label=args.default_label,
                                          default_family=args.default_family)
     summary = ingest(args.paths, args.output, options, labeler=labeler, jobs=args.jobs, quiet=args.quiet,
                      force=args.force)
     print(summary.format())
-    return EXIT_INPUT_FAILED if summary.files_failed else EXIT_OK
+    if imported is not None and (summary.files_ok or summary.files_skipped_already_ingested):
+        print(imported.with_flows(args.output).format())
+    failed = summary.files_failed or (imported is not None and imported.failed)
+    return EXIT_INPUT_FAILED if failed else EXIT_OK
 
 
 _SUBCOMMANDS.append(_add_ingest)
+
+
+# --- labels: ground-truth importers (pcapvision.ingest.importers) --------------------------------
+def _label_formats() -> tuple[str, ...]:
+    from pcapvision.ingest import LABEL_FORMATS
+
+    return LABEL_FORMATS
+
+
+_IMPORT_DEFAULTS = {"tz": "UTC", "time_slack": 1.0, "clock": "auto", "min_severity": None, "uid_labels": None,
+                    "class_level": None, "class_regex": None, "class_map": None}
+
+
+def _add_label_import_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("label import (formats other than rules; docs/ingest-labels.md)")
+    group.add_argument("--tz", default="UTC", metavar="ZONE",
+                       help="cicflowmeter, binetflow: IANA zone of timestamps without one (the capture site's, "
+                            "e.g. America/Halifax)")
+    group.add_argument("--time-slack", type=float, default=1.0, metavar="SECONDS",
+                       help="tolerance on both sides of each record's time window")
+    group.add_argument("--clock", choices=("auto", "24", "12"), default="auto",
+                       help="cicflowmeter: hours of 'dd/mm/yyyy h:mm'; auto = 12-hour without AM/PM when no hour "
+                            "is 0 or above 12 (both readings kept, the match report says which matched)")
+    group.add_argument("--min-severity", type=int, metavar="N",
+                       help="suricata: keep alerts of severity N or more severe (1 is the most severe)")
+    group.add_argument("--uid-labels", metavar="CSV", help="zeek: labels from a CSV keyed by uid "
+                       "(columns uid, label[, family]) instead of the log's label column")
+    group.add_argument("--class-level", type=int, metavar="N",
+                       help="folders: the class is the N-th directory below SRC (default 1)")
+    group.add_argument("--class-regex", metavar="RE",
+                       help="folders: the class is the first group (or group 'class') of RE in the relative path")
+    group.add_argument("--class-map", metavar="CSV",
+                       help="folders: CSV with columns class,label (else well-known names: malware, benign...)")
+
+
+def _import_options(args: argparse.Namespace, **extra: object) -> ImportOptions:
+    from pcapvision.ingest import ImportOptions
+
+    return ImportOptions(tz=args.tz, time_slack_s=args.time_slack, clock=args.clock, min_severity=args.min_severity,
+                         uid_labels=args.uid_labels, class_level=args.class_level, class_regex=args.class_regex,
+                         class_map=args.class_map, **extra)
+
+
+def _import_ingest_labels(args: argparse.Namespace) -> MatchReport | None:
+    """With ``ingest --labels FILE --labels-format FMT``: import FILE as OUT.rules.csv first."""
+    from pcapvision.ingest import import_labels, rules_path_for
+
+    if args.labels_format == "rules":
+        given = [f"--{k.replace('_', '-')}" for k, v in _IMPORT_DEFAULTS.items() if getattr(args, k) != v]
+        if given:
+            raise ParameterError(f"{', '.join(given)}: only used to import ground truth "
+                                 "(--labels FILE --labels-format FMT, FMT other than rules)")
+        return None
+    if args.labels is None:
+        raise ParameterError("--labels-format needs --labels FILE")
+    return import_labels([args.labels], args.labels_format, rules_path_for(args.output), _import_options(args))
+
+
+def _add_labels(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "labels", parents=[common], formatter_class=_Formatter, help="label tools: import other tools' ground truth as rules",
+        description="Label tools. 'pcapvision labels import --help' for the importers.")
+    commands = parser.add_subparsers(dest="labels_command", metavar="LABELS_COMMAND", required=True)
+    importer = commands.add_parser(
+        "import", parents=[common], formatter_class=_Formatter,
+        help="ground truth (CICFlowMeter, binetflow, Zeek, Suricata, class folders) -> rules CSV + match report",
+        description="Turn another tool's ground truth into a label rules CSV for 'ingest --labels', and write\n"
+                    "RULES.match.json: records read and skipped, conflicts, and with --flows how many records\n"
+                    "matched a flow (by reason when not) and which labels the flows get. Formats and traps in\n"
+                    "docs/ingest-labels.md. Exit codes: 0 ok; 1 a file could not be read (the rest is written);\n"
+                    "2 usage error.")
+    importer.add_argument("sources", nargs="+", metavar="FILE",
+                          help="ground-truth files (for --format folders: the SRC directory)")
+    importer.add_argument("--format", required=True, choices=_label_formats(), dest="label_format",
+                          help="what the files are")
+    importer.add_argument("-o", "--output", required=True, metavar="RULES.csv", help="rules CSV to write")
+    importer.add_argument("--flows", metavar="FLOWS",
+                          help="flows table (from 'pcapvision ingest') to match the records against")
+    importer.add_argument("--default-label", metavar="NAME",
+                          help="a last catch-all rule: label of flows no record labels (suricata: the flows "
+                               "without alerts)")
+    importer.add_argument("--default-family", metavar="NAME", help="with --default-label: their family")
+    _add_label_import_options(importer)
+
+    def run(args: argparse.Namespace) -> int:
+        from pcapvision.ingest import import_labels
+
+        options = _import_options(args, default_label=args.default_label, default_family=args.default_family)
+        report = import_labels(args.sources, args.label_format, args.output, options, flows=args.flows)
+        print(report.format())
+        return EXIT_INPUT_FAILED if report.failed else EXIT_OK
+
+    importer.set_defaults(handler=run)
+
+
+_SUBCOMMANDS.append(_add_labels)
 
 
 def _add_image(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -33,11 +33,13 @@ from pcapvision.classify.datasets import (
 )
 from pcapvision.classify.evaluate import classification_metrics, run_baselines
 from pcapvision.classify.model import ARCHITECTURES, build_cnn, build_cnn1d, build_cnn_embed, build_mlp, build_model
+from pcapvision.classify.pipeline import evaluate, train_images, train_mnist
 from pcapvision.classify.predict import predict_proba
 from pcapvision.classify.train import make_dataset, train_model
 
 __all__ = [
-    "ARCHITECTURES", "ImagesDataset", "build_cnn", "build_cnn1d", "build_cnn_embed", "classification_metrics", "build_mlp", "build_model", "load_images_dataset", "load_mnist",
-    "load_model", "make_dataset", "mnist_test_split", "predict_proba", "read_metadata", "run_baselines", "save_model", "split_indices",
-    "train_model",
+    "ARCHITECTURES", "ImagesDataset", "build_cnn", "build_cnn1d", "build_cnn_embed", "build_mlp", "build_model",
+    "classification_metrics", "evaluate", "load_images_dataset", "load_mnist", "load_model", "make_dataset",
+    "mnist_test_split", "predict_proba", "read_metadata", "run_baselines", "save_model", "split_indices",
+    "train_images", "train_mnist", "train_model",
 ]
