@@ -241,6 +241,7 @@ def _add_image(subparsers: argparse._SubParsersAction, common: argparse.Argument
         description="Render each flow of a flows table as a 28x28 image; write an images table (Parquet) and\n"
                     "IMAGES.summary.json (rows in/out, skipped by reason, duplicates, label conflicts, classes).\n\n"
                     f"Representations and their --param options:\n{param_help}\n"
+                    "Images made by other tools (IDX, npz, PNG folders): 'pcapvision image import --help'.\n"
                     "Details in docs/imaging.md. Exit codes: 0 ok; 1 bad input; 2 usage error.",
     )
     parser.add_argument("flows", metavar="FLOWS", help="flows table: Parquet file or dataset directory")
@@ -303,8 +304,10 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
     parser.add_argument("--target", choices=("label", "family"), default="label",
                         help="images tables: class column (label: binary malicious/normal; family: multi-class)")
     model = parser.add_argument_group("model and training")
-    model.add_argument("--arch", choices=("cnn", "mlp"), default="cnn",
-                       help="cnn: Conv32-Pool-Conv64-Pool-Dense128, Adam; mlp: 784-128-64-n ReLU, SGD lr 0.01")
+    model.add_argument("--arch", choices=("cnn", "mlp", "cnn-embed", "cnn1d"), default="cnn",
+                       help="cnn: Conv32-Pool-Conv64-Pool-Dense128, Adam; mlp: 784-128-64-n ReLU, SGD lr 0.01; "
+                            "cnn-embed: the cnn after a learned 8-d embedding of each byte value; "
+                            "cnn1d: Conv1D(32,25)-Pool3-Conv1D(64,25)-Pool3-Dense128 over the 784 bytes in order")
     model.add_argument("--epochs", type=int, default=20, help="maximum epochs (early stopping on validation loss)")
     model.add_argument("--patience", type=int, default=3, help="epochs without validation-loss improvement before stopping")
     model.add_argument("--batch-size", type=int, default=128, help="images per training batch")
@@ -543,6 +546,16 @@ def _run_run(args: argparse.Namespace) -> int:
 _SUBCOMMANDS.append(_add_run)
 
 
+def _add_compare_and_import(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from pcapvision.cli_compare import add_compare, add_image_import
+
+    add_compare(subparsers, common, _Formatter)
+    add_image_import(subparsers, common, _Formatter)
+
+
+_SUBCOMMANDS.append(_add_compare_and_import)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pcapvision`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -561,6 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pcapvision`` console script; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["image", "import"]:  # `image import` is its own subcommand: `image` takes a FLOWS path
+        argv = ["image-import", *argv[2:]]
     args = parser.parse_args(argv)
     if not args.debug:
         # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) is noise on a CLI.
