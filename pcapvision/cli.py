@@ -1,7 +1,8 @@
 """Command-line interface: argument parsing only; every command calls a library function.
 
 Exit codes: 0 success; 1 some inputs failed or an input was bad (the rest was written);
-2 usage error (bad option or parameter value).
+2 usage error (bad option or parameter value); 3 internal error (a bug in pcapvision: the
+traceback is shown, please report it; work on other inputs is kept).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_INPUT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -53,14 +55,16 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
         "ingest", parents=[common], formatter_class=_Formatter,
         help="packet captures -> flows table (Parquet)",
         description="Read pcap/pcapng captures (plain or gzip) into a table of bidirectional flows.\n"
-                    "Exit codes: 0 all inputs ok; 1 some inputs failed (the rest is written); 2 usage error.",
+                    "Exit codes: 0 all inputs ok; 1 some inputs failed (the rest is written); 2 usage error;\n"
+                    "3 internal error while reading some input (a bug: traceback shown; the rest is written).",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="capture files, directories (searched recursively for *.pcap, *.pcapng, *.cap, "
                              "optionally .gz) or glob patterns")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", default=argparse.SUPPRESS,
                         help="a *.parquet file holding all flows, or a dataset directory with one part per "
-                             "capture (<sha256[:16]>.parquet; re-runs skip captures already there)")
+                             "capture (<sha256[:16]>.parquet; re-runs skip captures already there with the same "
+                             "parameters and labels, and re-ingest the others)")
     flows = parser.add_argument_group("flows")
     flows.add_argument("--idle-timeout", type=float, default=120.0, metavar="SECONDS",
                        help="a flow ends after this long without a packet")
@@ -78,7 +82,8 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                          help="packets decoded per chunk (memory holds one chunk plus the open flows)")
     reading.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (parallel over files)")
     reading.add_argument("--force", action="store_true",
-                         help="re-ingest captures whose part already exists in a dataset directory")
+                         help="re-ingest captures whose part already exists in a dataset directory, even when "
+                              "made with the same parameters and labels")
     labels = parser.add_argument_group("labels (default: flows unlabeled)")
     labels.add_argument("--label", metavar="NAME", help="label every flow NAME")
     labels.add_argument("--family", metavar="NAME", help="with --label: family of every flow")
@@ -121,7 +126,7 @@ def _run_ingest(args: argparse.Namespace) -> int:
     if imported is not None and (summary.files_ok or summary.files_skipped_already_ingested):
         print(imported.with_flows(args.output).format())
     failed = summary.files_failed or (imported is not None and imported.failed)
-    return EXIT_INPUT_FAILED if failed else EXIT_OK
+    return EXIT_INTERNAL if summary.internal_errors else EXIT_INPUT_FAILED if failed else EXIT_OK
 
 
 _SUBCOMMANDS.append(_add_ingest)
@@ -236,6 +241,7 @@ def _add_image(subparsers: argparse._SubParsersAction, common: argparse.Argument
         description="Render each flow of a flows table as a 28x28 image; write an images table (Parquet) and\n"
                     "IMAGES.summary.json (rows in/out, skipped by reason, duplicates, label conflicts, classes).\n\n"
                     f"Representations and their --param options:\n{param_help}\n"
+                    "Images made by other tools (IDX, npz, PNG folders): 'pcapvision image import --help'.\n"
                     "Details in docs/imaging.md. Exit codes: 0 ok; 1 bad input; 2 usage error.",
     )
     parser.add_argument("flows", metavar="FLOWS", help="flows table: Parquet file or dataset directory")
@@ -298,8 +304,10 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
     parser.add_argument("--target", choices=("label", "family"), default="label",
                         help="images tables: class column (label: binary malicious/normal; family: multi-class)")
     model = parser.add_argument_group("model and training")
-    model.add_argument("--arch", choices=("cnn", "mlp"), default="cnn",
-                       help="cnn: Conv32-Pool-Conv64-Pool-Dense128, Adam; mlp: 784-128-64-n ReLU, SGD lr 0.01")
+    model.add_argument("--arch", choices=("cnn", "mlp", "cnn-embed", "cnn1d"), default="cnn",
+                       help="cnn: Conv32-Pool-Conv64-Pool-Dense128, Adam; mlp: 784-128-64-n ReLU, SGD lr 0.01; "
+                            "cnn-embed: the cnn after a learned 8-d embedding of each byte value; "
+                            "cnn1d: Conv1D(32,25)-Pool3-Conv1D(64,25)-Pool3-Dense128 over the 784 bytes in order")
     model.add_argument("--epochs", type=int, default=20, help="maximum epochs (early stopping on validation loss)")
     model.add_argument("--patience", type=int, default=3, help="epochs without validation-loss improvement before stopping")
     model.add_argument("--batch-size", type=int, default=128, help="images per training batch")
@@ -529,10 +537,23 @@ def _run_run(args: argparse.Namespace) -> int:
                           target=args.target, arch=args.arch, epochs=args.epochs, suite=args.suite, seed=args.seed,
                           jobs=args.jobs, force=args.force, quiet=args.quiet)
     print(format_run(record))
-    return EXIT_INPUT_FAILED if record["stages"]["ingest"].get("files_failed") else EXIT_OK
+    ingest_summary = record["stages"]["ingest"]
+    if ingest_summary.get("internal_errors"):
+        return EXIT_INTERNAL
+    return EXIT_INPUT_FAILED if ingest_summary.get("files_failed") else EXIT_OK
 
 
 _SUBCOMMANDS.append(_add_run)
+
+
+def _add_compare_and_import(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from pcapvision.cli_compare import add_compare, add_image_import
+
+    add_compare(subparsers, common, _Formatter)
+    add_image_import(subparsers, common, _Formatter)
+
+
+_SUBCOMMANDS.append(_add_compare_and_import)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -553,6 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pcapvision`` console script; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["image", "import"]:  # `image import` is its own subcommand: `image` takes a FLOWS path
+        argv = ["image-import", *argv[2:]]
     args = parser.parse_args(argv)
     if not args.debug:
         # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) is noise on a CLI.
@@ -572,6 +596,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pcapvision {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug, not bad input: say so, with the traceback
+        log.critical("internal error, please report it with this traceback", exc_info=True)
+        print(f"pcapvision {args.command}: internal error (a bug in pcapvision; traceback above)", file=sys.stderr)
+        return EXIT_INTERNAL
     return EXIT_OK  # pragma: no cover - parser.exit does not return
 
 

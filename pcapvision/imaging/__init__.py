@@ -9,8 +9,10 @@ Public API (the classify and robustness stages code against exactly this)::
     dataset_sha256(path) -> str                  # content hash of a Parquet file or dataset directory
     load_images(path, target="label") -> (x float32 (N,28,28,1) in [0,1], y str, ImageSetMeta)
     preview_grid(images_path_or_table, output_png, per_class=8, seed=0) -> Path
+    import_images(src, output, *, labels=None, format="auto", dedup=True) -> ImagingSummary   # IDX, npz, PNG folders
 """
 
+from pcapvision.imaging.importers import import_images
 from pcapvision.imaging.masking import MaskingStats, mask_tls_names
 from pcapvision.imaging.preview import preview_grid
 from pcapvision.imaging.representations import (
@@ -47,6 +49,7 @@ __all__ = [
     "get_representation",
     "image_flows",
     "images_to_array",
+    "import_images",
     "load_images",
     "mask_tls_names",
     "preview_grid",
