@@ -5,9 +5,9 @@ time; a segment covered by records that agree on the label becomes one rule (pin
 5-tuple, ``time_from``/``time_to`` = the segment); a segment covered by records with different
 labels becomes no rule at all and is listed as a conflict, so a flow starting there is left
 unlabelled (or takes ``--default-label``) instead of being decided by rule order. Records that
-agree on the label but not on the family give a rule without family. Each segment is written in
-both directions (the record's, then the reverse), as the ground truth's initiator need not be
-pcapvision's (no SYN seen, a flow meter that orders by port...). Per-file records become ``file`` rules.
+agree on the label but not on the family give a rule without family. The rules pin an exact
+5-tuple, so they match a flow in either direction (the ground truth's initiator need not be
+pcapvision's: no SYN seen, a flow meter that orders by port...). Per-file records become ``file`` rules.
 """
 
 from __future__ import annotations
@@ -106,12 +106,10 @@ def build_rules(records: list[Record], default_label: str | None = None,
         pieces, found = _segments(group)
         conflicts.extend(found)
         for low, high, record, family in pieces:
-            ends = ((record.src_ip, record.src_port), (record.dst_ip, record.dst_port))
-            for (src_ip, src_port), (dst_ip, dst_port) in (ends, ends[::-1]):
-                rows.append({"label": record.label, "family": family, "rule_id": record.source,
-                             "src_ip": src_ip, "dst_ip": dst_ip, "src_port": src_port, "dst_port": dst_port,
-                             "protocol": record.protocol, "time_from": seconds_text(low),
-                             "time_to": seconds_text(high)})
+            rows.append({"label": record.label, "family": family, "rule_id": record.source,
+                         "src_ip": record.src_ip, "dst_ip": record.dst_ip, "src_port": record.src_port,
+                         "dst_port": record.dst_port, "protocol": record.protocol,
+                         "time_from": seconds_text(low), "time_to": seconds_text(high)})
     if default_label is not None:
         rows.append({"label": default_label, "family": default_family, "rule_id": DEFAULT_RULE_ID})
     return rows, conflicts
