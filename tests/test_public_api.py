@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pcapvision"
-STAGES = ("ingest", "imaging", "classify", "robustness", "synth")
+STAGES = ("ingest", "imaging", "classify", "robustness", "synth", "compare")
 
 
 def _imports(path: Path):

@@ -4,6 +4,8 @@ Public API::
 
     build_cnn(input_shape=(28, 28, 1), n_classes=10) -> keras.Model        # compiled, Adam
     build_mlp(input_shape=(28, 28, 1), n_classes=10) -> keras.Model        # compiled, SGD lr 0.01
+    build_cnn_embed(...), build_cnn1d(...)   # byte-embedding CNN, 1-D CNN over the 784 bytes
+    ARCHITECTURES                            # "cnn", "mlp", "cnn-embed", "cnn1d": train_model(arch=...)
     train_model(x_train, y_train, x_val, y_val, *, arch="cnn", epochs, batch_size, seed, ...)
         -> (model, history)                                                # the ONE training function
     load_mnist(mnist_file=None, seed=0) -> (x_train, y_train, x_test, y_test, info)
@@ -15,6 +17,7 @@ Public API::
     resolve_positive_class(class_names, positive_class=None) / model_positive_class(metadata, override)
     reload_mnist(info); check_representation(metadata, images_schema, source)
     classification_metrics(y, proba, class_names, threshold=, positive_class=); predict_labels(...)
+    run_baselines(...), predict_proba(model, x)
 """
 
 from __future__ import annotations
@@ -40,17 +43,19 @@ from pcapvision.classify.evaluate import (
     positive_class_index,
     predict_labels,
     resolve_positive_class,
+    run_baselines,
 )
-from pcapvision.classify.model import build_cnn, build_mlp, build_model
+from pcapvision.classify.model import ARCHITECTURES, build_cnn, build_cnn1d, build_cnn_embed, build_mlp, build_model
 from pcapvision.classify.pipeline import evaluate, train_images, train_mnist
-from pcapvision.classify.predict import check_representation, predict_pcaps
+from pcapvision.classify.predict import check_representation, predict_pcaps, predict_proba
 from pcapvision.classify.rows import SPLIT_MANIFEST_FILE, TestRows, find_training_table, resolve_test_rows
 from pcapvision.classify.train import make_dataset, train_model
 
 __all__ = [
-    "SPLIT_MANIFEST_FILE", "ImagesDataset", "TestRows", "build_cnn", "build_mlp", "build_model",
-    "check_representation", "classification_metrics", "evaluate", "find_training_table", "load_images_dataset",
-    "load_mnist", "load_model", "make_dataset", "mnist_test_split", "model_positive_class", "positive_class_index",
-    "predict_labels", "predict_pcaps", "read_metadata", "reload_mnist", "resolve_positive_class", "resolve_test_rows",
-    "save_model", "split_indices", "train_images", "train_mnist", "train_model",
+    "ARCHITECTURES", "SPLIT_MANIFEST_FILE", "ImagesDataset", "TestRows", "build_cnn", "build_cnn1d", "build_cnn_embed",
+    "build_mlp", "build_model", "check_representation", "classification_metrics", "evaluate", "find_training_table",
+    "load_images_dataset", "load_mnist", "load_model", "make_dataset", "mnist_test_split", "model_positive_class",
+    "positive_class_index", "predict_labels", "predict_pcaps", "predict_proba", "read_metadata", "reload_mnist",
+    "resolve_positive_class", "resolve_test_rows", "run_baselines", "save_model", "split_indices", "train_images",
+    "train_mnist", "train_model",
 ]

@@ -34,7 +34,7 @@ from pcapvision.classify.evaluate import (
     resolve_positive_class,
     run_baselines,
 )
-from pcapvision.classify.model import DEFAULT_LEARNING_RATE
+from pcapvision.classify.model import DEFAULT_LEARNING_RATE, OPTIMIZERS
 from pcapvision.classify.predict import check_representation, predict_proba
 from pcapvision.classify.rows import SPLIT_MANIFEST_FILE, find_training_table, resolve_test_rows, training_table_record
 from pcapvision.classify.train import train_model
@@ -54,7 +54,7 @@ def _training_params(arch: str, epochs: int, batch_size: int, seed: int, learnin
         "arch": arch, "epochs": check_positive_int("epochs", epochs), "batch_size": check_positive_int("batch_size", batch_size),
         "seed": check_int("seed", seed, min_value=0),
         "learning_rate": DEFAULT_LEARNING_RATE.get(arch) if learning_rate is None else learning_rate,
-        "optimizer": "adam" if arch == "cnn" else "sgd", "patience": check_int("patience", patience, min_value=0),
+        "optimizer": OPTIMIZERS.get(arch), "patience": check_int("patience", patience, min_value=0),
         "validation_fraction": check_number("validation_fraction", validation_fraction, min_value=0, max_value=0.5, min_inclusive=False),
         "threshold": check_number("threshold", threshold, min_value=0, max_value=1), **extra,
     }
@@ -130,7 +130,7 @@ def train_images(
     Two-class tables need a positive class: ``positive_class``, or a class named ``malicious``.
     """
     params = _training_params(arch, epochs, batch_size, seed, learning_rate, patience, validation_fraction,
-                              threshold, test_fraction=test_fraction, target=target)
+                              threshold, test_fraction=test_fraction, target=target, positive_class=positive_class)
     data = load_images_dataset(images_path, target=target)
     class_names = sorted(set(data.labels.tolist()))
     if len(class_names) < 2:

@@ -228,7 +228,8 @@ def run_suite(
     proba_eval = predict_proba(model, x_eval)
     proba_att = predict_proba(model, x_att)
     record: dict[str, Any] = make_metadata(
-        "robustness", {"suite": suite, "seed": seed, "config": asdict(cfg), "flows": None if flows is None else str(flows)},
+        "robustness", {"suite": suite, "seed": seed, "config": asdict(cfg), "flows": None if flows is None else str(flows),
+                       "positive_class": None if binary is None else names[binary.malicious_index]},
         model={"dir": str(model_dir), "model_sha256": metadata.get("model_sha256"), "class_names": names,
                "arch": (metadata.get("params") or {}).get("arch"), "representation": metadata.get("representation")},
         data={**ev.description, "n_test": int(len(ev.y)), "n_eval": int(len(y_eval)), "n_attacked": int(len(y_att))},
