@@ -1,7 +1,8 @@
 """Command-line interface: argument parsing only; every command calls a library function.
 
 Exit codes: 0 success; 1 some inputs failed or an input was bad (the rest was written);
-2 usage error (bad option or parameter value).
+2 usage error (bad option or parameter value); 3 internal error (a bug in pcapvision: the
+traceback is shown, please report it; work on other inputs is kept).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_INPUT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -53,14 +55,16 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
         "ingest", parents=[common], formatter_class=_Formatter,
         help="packet captures -> flows table (Parquet)",
         description="Read pcap/pcapng captures (plain or gzip) into a table of bidirectional flows.\n"
-                    "Exit codes: 0 all inputs ok; 1 some inputs failed (the rest is written); 2 usage error.",
+                    "Exit codes: 0 all inputs ok; 1 some inputs failed (the rest is written); 2 usage error;\n"
+                    "3 internal error while reading some input (a bug: traceback shown; the rest is written).",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="capture files, directories (searched recursively for *.pcap, *.pcapng, *.cap, "
                              "optionally .gz) or glob patterns")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", default=argparse.SUPPRESS,
                         help="a *.parquet file holding all flows, or a dataset directory with one part per "
-                             "capture (<sha256[:16]>.parquet; re-runs skip captures already there)")
+                             "capture (<sha256[:16]>.parquet; re-runs skip captures already there with the same "
+                             "parameters and labels, and re-ingest the others)")
     flows = parser.add_argument_group("flows")
     flows.add_argument("--idle-timeout", type=float, default=120.0, metavar="SECONDS",
                        help="a flow ends after this long without a packet")
@@ -78,7 +82,8 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                          help="packets decoded per chunk (memory holds one chunk plus the open flows)")
     reading.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (parallel over files)")
     reading.add_argument("--force", action="store_true",
-                         help="re-ingest captures whose part already exists in a dataset directory")
+                         help="re-ingest captures whose part already exists in a dataset directory, even when "
+                              "made with the same parameters and labels")
     labels = parser.add_argument_group("labels (default: flows unlabeled)")
     labels.add_argument("--label", metavar="NAME", help="label every flow NAME")
     labels.add_argument("--family", metavar="NAME", help="with --label: family of every flow")
@@ -121,7 +126,7 @@ def _run_ingest(args: argparse.Namespace) -> int:
     if imported is not None and (summary.files_ok or summary.files_skipped_already_ingested):
         print(imported.with_flows(args.output).format())
     failed = summary.files_failed or (imported is not None and imported.failed)
-    return EXIT_INPUT_FAILED if failed else EXIT_OK
+    return EXIT_INTERNAL if summary.internal_errors else EXIT_INPUT_FAILED if failed else EXIT_OK
 
 
 _SUBCOMMANDS.append(_add_ingest)
@@ -532,7 +537,10 @@ def _run_run(args: argparse.Namespace) -> int:
                           target=args.target, arch=args.arch, epochs=args.epochs, suite=args.suite, seed=args.seed,
                           jobs=args.jobs, force=args.force, quiet=args.quiet)
     print(format_run(record))
-    return EXIT_INPUT_FAILED if record["stages"]["ingest"].get("files_failed") else EXIT_OK
+    ingest_summary = record["stages"]["ingest"]
+    if ingest_summary.get("internal_errors"):
+        return EXIT_INTERNAL
+    return EXIT_INPUT_FAILED if ingest_summary.get("files_failed") else EXIT_OK
 
 
 _SUBCOMMANDS.append(_add_run)
@@ -588,6 +596,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pcapvision {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug, not bad input: say so, with the traceback
+        log.critical("internal error, please report it with this traceback", exc_info=True)
+        print(f"pcapvision {args.command}: internal error (a bug in pcapvision; traceback above)", file=sys.stderr)
+        return EXIT_INTERNAL
     return EXIT_OK  # pragma: no cover - parser.exit does not return
 
 

@@ -102,7 +102,9 @@ def run_pipeline(
     image_params = {"representation": rep.name, "representation_params": rep.params, "dedup": True,
                     "mask_tls_sni": False, "group_by": "capture"}
     _, result = run_stage(
-        record, "image", images_path, inputs={"flows_sha256": flows_sha}, params=image_params, force=force,
+        record, "image", images_path, params=image_params, force=force,
+        # The labeler hash too: flows relabelled by new rules make every later stage stale.
+        inputs={"flows_sha256": flows_sha, "labeler_sha256": labeler.sha256() if labeler else None},
         check=lambda: check_images(images_path, flows_sha, image_params),
         action=lambda: image_flows(flows_dir, images_path, representation, preview=out / "preview.png", quiet=quiet))
     if result is not None:

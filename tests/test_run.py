@@ -112,3 +112,20 @@ def test_each_stage_is_recorded_when_it_finishes_and_a_killed_stage_is_redone(sm
     model_file.write_bytes(model_file.read_bytes() + b"\0")
     record = _run(small_sample, out)
     assert record["stages"]["train"]["reused"] is False
+
+
+def test_new_label_rules_redo_every_stage(small_sample, tmp_path):
+    """Edited label rules (same file, one more rule): the parts are re-ingested and the images
+    redone; here no flow's label changed, so the images' data is the same and the model is
+    reused on its content hash."""
+    sample = tmp_path / "sample"
+    shutil.copytree(small_sample, sample)
+    out = tmp_path / "out"
+    _run(sample, out)
+    with open(sample / "labels.csv", "a", newline="") as rules:
+        header = (sample / "labels.csv").read_text().splitlines()[0].split(",")
+        csv.DictWriter(rules, fieldnames=header).writerow({**{c: "" for c in header}, "label": "never",
+                                                           "src_ip": "192.0.2.255"})
+    relabelled = _run(sample, out)
+    assert relabelled["stages"]["ingest"]["files_reingested"] == 6
+    assert not relabelled["stages"]["image"]["reused"] and relabelled["stages"]["train"]["reused"]

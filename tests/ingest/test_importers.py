@@ -115,7 +115,7 @@ def test_cicflowmeter_errors_name_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(GroundTruthFormatError, match=r"t\.csv:2: column 'Timestamp': 'yesterday'"):
         import_labels([bad_time], "cicflowmeter", tmp_path / "r.csv")
     no_ip = write(tmp_path / "n.csv", "Dst Port,Protocol,Timestamp,Label\n80,6,3/7/2017 1:55,Benign\n")
-    with pytest.raises(GroundTruthFormatError, match=r"n\.csv:1: no 'Source Ip' / 'Src Ip' column"):
+    with pytest.raises(GroundTruthFormatError, match=r"n\.csv:1: no 'Source IP' / 'Src IP' column"):
         import_labels([no_ip], "cicflowmeter", tmp_path / "r.csv")
     assert not (tmp_path / "r.csv").exists()
 
@@ -125,7 +125,7 @@ def test_a_bad_file_does_not_stop_the_others(tmp_path: Path, capture: Path) -> N
     bad = write(tmp_path / "bad.csv", "not,a,flow,csv\n1,2,3,4\n")
     report = import_labels([bad, good], "cicflowmeter", tmp_path / "rules.csv", HALIFAX)
     assert [f["path"] for f in report.failed] == [str(bad)]
-    assert "bad.csv:1: no 'Source Ip'" in report.failed[0]["error"]
+    assert "bad.csv:1: no 'Source IP'" in report.failed[0]["error"]
     assert labels_by_flow(capture, tmp_path / "rules.csv")["F1"] == ("malicious", "DDoS")
 
 

@@ -59,11 +59,11 @@ def test_bad_ground_truth_file_exit_codes(tmp_path: Path, files: dict[str, Path]
     code, out, err = run(["labels", "import", str(bad), str(files["csv"]), "--format", "cicflowmeter", "-o",
                           str(tmp_path / "rules.csv"), "--quiet"], capsys)
     assert code == 1 and (tmp_path / "rules.csv").is_file()
-    assert f"failed: {bad}:1: no 'Source Ip' / 'Src Ip' column" in out
+    assert f"failed: {bad}:1: no 'Source IP' / 'Src IP' column" in out
     code, out, err = run(["labels", "import", str(bad), "--format", "cicflowmeter", "-o", str(tmp_path / "r2.csv")],
                          capsys)
     assert code == 1 and not (tmp_path / "r2.csv").exists()
-    assert err.strip().splitlines()[-1].startswith(f"pcapvision labels: error: {bad}:1: no 'Source Ip'")
+    assert err.strip().splitlines()[-1].startswith(f"pcapvision labels: error: {bad}:1: no 'Source IP'")
     assert "Traceback" not in err
 
 
@@ -74,3 +74,14 @@ def test_import_options_without_import_are_usage_errors(tmp_path: Path, files: d
     code, _, err = run(["labels", "import", str(files["csv"]), "--format", "cicflowmeter", "-o",
                         str(tmp_path / "r.csv"), "--tz", "Mars/Base"], capsys)
     assert code == 2 and "The 'tz' parameter must be an IANA time zone" in err
+
+
+def test_flows_option_must_be_a_flows_table(tmp_path: Path, files: dict[str, Path], capsys) -> None:
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"flow_id": ["a"], "image": [b"x"]}), tmp_path / "images.parquet")
+    code, _, err = run(["labels", "import", str(files["csv"]), "--format", "cicflowmeter", "-o",
+                        str(tmp_path / "r.csv"), "--flows", str(tmp_path / "images.parquet")], capsys)
+    assert code == 1 and "images.parquet: not a pcapvision flows table (no column 'src_ip')" in err
+    assert not (tmp_path / "r.csv").exists()
+    assert "Traceback" not in err

@@ -76,11 +76,13 @@ class MatchReport:
     def report_path(self) -> Path:
         return report_path_for(self.rules_path)
 
-    def with_flows(self, flows: str | os.PathLike[str] | pa.Table) -> MatchReport:
-        """Match the records against ``flows`` and rewrite the report file; returns the new report."""
+    def with_flows(self, flows: str | os.PathLike[str] | pa.Table, source: str | None = None) -> MatchReport:
+        """Match the records against ``flows`` and rewrite the report file; returns the new report.
+
+        ``source`` names a table given in memory in the report (a path names itself)."""
         table = read_flow_keys(flows)
         match = match_flows(self.records, table, self.rules_path, self.options.default_label)
-        source = None if isinstance(flows, pa.Table) else os.fspath(flows)
+        source = source if isinstance(flows, pa.Table) else os.fspath(flows)
         report = MatchReport(self.format_name, self.options, self.rules_path, self.files, self.failed, self.records,
                              self.rules, self.conflicts, match, source)
         report.write()
@@ -181,6 +183,7 @@ def import_labels(paths: list[str | os.PathLike[str]], fmt: str, output: str | o
     be read, the first error is raised and nothing is written.
     """
     options = options or ImportOptions()
+    table = None if flows is None else read_flow_keys(flows)  # a wrong flows table fails before any write
     files, failed = read_ground_truth(list(paths), fmt, options)
     if not files:
         more = f" (and {len(failed) - 1} more file(s) failed)" if len(failed) > 1 else ""
@@ -191,8 +194,8 @@ def import_labels(paths: list[str | os.PathLike[str]], fmt: str, output: str | o
     rows, conflicts = build_rules(records, options.default_label, options.default_family)
     rules_path = write_rules(rows, output)
     report = MatchReport(fmt, options, rules_path, files, failed, records, len(rows), conflicts)
-    if flows is not None:
-        return report.with_flows(flows)
+    if table is not None:
+        return report.with_flows(table, None if isinstance(flows, pa.Table) else os.fspath(flows))
     report.write()
     return report
 

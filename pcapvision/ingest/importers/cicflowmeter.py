@@ -32,15 +32,15 @@ from pcapvision.ingest.importers.records import (
     read_text,
 )
 
-COLUMNS = {
-    "src_ip": ("source ip", "src ip"),
-    "src_port": ("source port", "src port"),
-    "dst_ip": ("destination ip", "dst ip"),
-    "dst_port": ("destination port", "dst port"),
-    "protocol": ("protocol",),
-    "timestamp": ("timestamp",),
-    "duration": ("flow duration",),
-    "label": ("label",),
+COLUMNS = {  # as CIC-IDS2017 / CSE-CIC-IDS2018 spell them; compared stripped and case-insensitively
+    "src_ip": ("Source IP", "Src IP"),
+    "src_port": ("Source Port", "Src Port"),
+    "dst_ip": ("Destination IP", "Dst IP"),
+    "dst_port": ("Destination Port", "Dst Port"),
+    "protocol": ("Protocol",),
+    "timestamp": ("Timestamp",),
+    "duration": ("Flow Duration",),
+    "label": ("Label",),
 }
 _DMY = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2})(\.\d+)?)?(?:\s*([AaPp])\.?[Mm]\.?)?$")
 
@@ -49,9 +49,9 @@ def _columns(header: list[str], path: Path) -> dict[str, int]:
     names = [h.strip().lower() for h in header]
     found = {}
     for key, aliases in COLUMNS.items():
-        index = next((names.index(a) for a in aliases if a in names), None)
+        index = next((names.index(a.lower()) for a in aliases if a.lower() in names), None)
         if index is None:
-            raise fail(path, 1, f"no {' / '.join(repr(a.title()) for a in aliases)} column; "
+            raise fail(path, 1, f"no {' / '.join(repr(a) for a in aliases)} column; "
                                 f"not a CICFlowMeter CSV with addresses (header: {', '.join(header[:8])}...)")
         found[key] = index
     return found
@@ -84,6 +84,7 @@ def read(path: Path, options: ImportOptions) -> FileResult:
     col = _columns(header, path)
     width = max(col.values()) + 1
     parsed = []
+    times: dict[str, tuple[datetime, int, bool, bool]] = {}  # timestamps repeat (minute resolution)
     has_ampm = evidence_24h = False
     for cells in rows:
         line = rows.line_num
@@ -109,11 +110,14 @@ def read(path: Path, options: ImportOptions) -> FileResult:
             sport, dport = parse_port(cells[col["src_port"]]), parse_port(cells[col["dst_port"]])
         except ValueError as exc:
             raise fail(path, line, f"bad address or port ({exc})") from None
-        try:
-            moment, resolution, ampm, is_24h = _parse_time(cells[col["timestamp"]])
-        except ValueError:
-            raise fail(path, line, f"column 'Timestamp': {cells[col['timestamp']]!r} is not "
-                                   "dd/mm/yyyy h:mm[:ss] [AM|PM] or ISO-8601") from None
+        stamp = cells[col["timestamp"]]
+        if stamp not in times:
+            try:
+                times[stamp] = _parse_time(stamp)
+            except ValueError:
+                raise fail(path, line, f"column 'Timestamp': {stamp!r} is not "
+                                       "dd/mm/yyyy h:mm[:ss] [AM|PM] or ISO-8601") from None
+        moment, resolution, ampm, is_24h = times[stamp]
         has_ampm |= ampm
         evidence_24h |= is_24h
         try:
@@ -127,11 +131,14 @@ def read(path: Path, options: ImportOptions) -> FileResult:
     twelve_hour = options.clock == "12" or (options.clock == "auto" and not has_ampm and not evidence_24h)
     if twelve_hour and parsed:
         result.notes.append("12-hour clock without AM/PM: each record gets an am and a pm window")
+    starts: dict[datetime, list[tuple[int, str]]] = {}
     for line, label_text, src, dst, sport, dport, protocol, moment, resolution, duration_us in parsed:
         benign = label_text.lower() == "benign"
         span = resolution + round(duration_us * 1000)
+        if moment not in starts:
+            starts[moment] = _starts(moment, twelve_hour, options)
         windows = tuple(Window(start - options.slack_ns, start + span + options.slack_ns, note)
-                        for start, note in _starts(moment, twelve_hour, options))
+                        for start, note in starts[moment])
         result.records.append(Record(f"{path.name}:{line}", NORMAL if benign else MALICIOUS,
                                      None if benign else label_text, src, dst, sport, dport, protocol, windows))
     return result

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pcapvision.errors import DataContractError
 from pcapvision.ingest.importers.records import Record
 from pcapvision.ingest.importers.rules import seconds_text
 from pcapvision.ingest.labels import Labeler
@@ -34,9 +35,16 @@ MAX_EXAMPLES = 5
 
 def read_flow_keys(flows: str | Path | pa.Table) -> pa.Table:
     """The columns matching needs, from a flows table (Parquet file, dataset directory or a table)."""
+    parts = [flows] if isinstance(flows, pa.Table) else parquet_files(flows)
+    for part in parts:
+        schema = part.schema if isinstance(part, pa.Table) else pq.read_schema(part)
+        missing = [c for c in FLOW_COLUMNS if c not in schema.names]
+        if missing:
+            where = "the flows table" if isinstance(part, pa.Table) else str(part)
+            raise DataContractError(f"{where}: not a pcapvision flows table (no column {missing[0]!r})")
     if isinstance(flows, pa.Table):
         return flows.select(list(FLOW_COLUMNS))
-    tables = [pq.read_table(part, columns=list(FLOW_COLUMNS)) for part in parquet_files(flows)]
+    tables = [pq.read_table(part, columns=list(FLOW_COLUMNS)) for part in parts]
     return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
 
 

@@ -9,6 +9,7 @@ dataset itself leaves unlabelled (CTU-13 ``Background``): they are counted, neve
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import ipaddress
 import logging
@@ -168,6 +169,7 @@ def csv_rows(text: str) -> csv.reader:
     return csv.reader(io.StringIO(text, newline=""))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def canonical_ip(text: str) -> str:
     """Dotted IPv4 (also for IPv4-mapped IPv6) or compressed IPv6, as flows tables write them."""
     ip = ipaddress.ip_address(text.strip())

@@ -5,9 +5,9 @@ time; a segment covered by records that agree on the label becomes one rule (pin
 5-tuple, ``time_from``/``time_to`` = the segment); a segment covered by records with different
 labels becomes no rule at all and is listed as a conflict, so a flow starting there is left
 unlabelled (or takes ``--default-label``) instead of being decided by rule order. Records that
-agree on the label but not on the family give a rule without family. Each segment is written in
-both directions (the record's, then the reverse), as the ground truth's initiator need not be
-pcapvision's (no SYN seen, a flow meter that orders by port...). Per-file records become ``file`` rules.
+agree on the label but not on the family give a rule without family. The rules pin an exact
+5-tuple, so they match a flow in either direction (the ground truth's initiator need not be
+pcapvision's: no SYN seen, a flow meter that orders by port...). Per-file records become ``file`` rules.
 """
 
 from __future__ import annotations
@@ -52,9 +52,15 @@ def seconds_text(ns: int) -> str:
 def _segments(records: list[Record]) -> tuple[list[tuple[int, int, Record, str | None]], list[Conflict]]:
     """Non-overlapping (from, to, first record, family) pieces where the covering records agree."""
     spans = [(w.from_ns, w.to_ns, order, r) for order, r in enumerate(records) for w in r.windows]
-    if len(spans) == 1:
-        start, end, _, record = spans[0]
-        return [(start, end, record, record.family)], []
+    if len(records) == 1:  # the usual case: nothing to agree on
+        spans.sort()
+        pieces = []
+        for start, end, _, record in spans:
+            if pieces and start <= pieces[-1][1]:
+                pieces[-1] = (pieces[-1][0], max(end, pieces[-1][1]), record, record.family)
+            else:
+                pieces.append((start, end, record, record.family))
+        return pieces, []
     bounds = sorted({b for s in spans for b in s[:2]})
     pieces: list[tuple[int, int, Record, str | None]] = []
     conflicts: list[Conflict] = []
@@ -100,12 +106,10 @@ def build_rules(records: list[Record], default_label: str | None = None,
         pieces, found = _segments(group)
         conflicts.extend(found)
         for low, high, record, family in pieces:
-            ends = ((record.src_ip, record.src_port), (record.dst_ip, record.dst_port))
-            for (src_ip, src_port), (dst_ip, dst_port) in (ends, ends[::-1]):
-                rows.append({"label": record.label, "family": family, "rule_id": record.source,
-                             "src_ip": src_ip, "dst_ip": dst_ip, "src_port": src_port, "dst_port": dst_port,
-                             "protocol": record.protocol, "time_from": seconds_text(low),
-                             "time_to": seconds_text(high)})
+            rows.append({"label": record.label, "family": family, "rule_id": record.source,
+                         "src_ip": record.src_ip, "dst_ip": record.dst_ip, "src_port": record.src_port,
+                         "dst_port": record.dst_port, "protocol": record.protocol,
+                         "time_from": seconds_text(low), "time_to": seconds_text(high)})
     if default_label is not None:
         rows.append({"label": default_label, "family": default_family, "rule_id": DEFAULT_RULE_ID})
     return rows, conflicts
@@ -115,8 +119,7 @@ def write_rules(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """Write rule rows as a rules CSV, atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, RULES_HEADER, lineterminator="\n")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(RULES_HEADER)
+            writer.writerows([row.get(name) for name in RULES_HEADER] for row in rows)
     return Path(path)
