@@ -130,10 +130,20 @@ def image_captures(
     **kwargs: Any,
 ) -> Any:
     """Render a flows table into an images table (see :func:`pcapvision.imaging.image_flows`,
-    whose keyword arguments pass through). Returns an ``ImagingSummary``."""
+    whose keyword arguments pass through). On Dask each Parquet file (one per capture) is
+    rendered by one task; deduplication and the summary are done here, over all files, so the
+    table equals the local executor's. Returns an ``ImagingSummary``."""
     from pcapvision.imaging import image_flows
 
     check_choice("executor", executor, EXECUTORS)
     if executor == "local":
         return image_flows(flows, output, representation, params, **kwargs)
-    raise NotImplementedError
+    import dask.bag as db
+
+    def map_files(function: Any, paths: list[str]) -> list[Any]:
+        log.info("image: %d flows files on Dask (%s)", len(paths), client.scheduler.address)
+        bag = db.from_sequence(paths, npartitions=max(1, len(paths))).map(function)
+        return client.compute(bag).result()
+
+    with dask_client(scheduler, jobs) as client:
+        return image_flows(flows, output, representation, params, map_files=map_files, **kwargs)
