@@ -64,6 +64,8 @@ SECTIONS: dict[str, tuple[str, tuple[Key, ...]]] = {
         Key("active_timeout_s", 1800.0, "a flow is split after lasting this long", minimum=0),
         Key("max_bytes", 4096, "payload bytes kept per flow", minimum=1),
         Key("max_packets", 64, "packets kept in the per-packet lists", minimum=1),
+        Key("on_hole", "stop", "a TCP direction with missing bytes: stop its payload at the hole, or skip the "
+                               "gap", choices=("stop", "skip")),
         Key("reader", "auto", "capture decoder", choices=("auto", "dpkt", "scapy")),
         Key("chunk_packets", 65536, "packets decoded per chunk", minimum=1),
     )),

@@ -24,6 +24,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +62,23 @@ def _ingest_one(path: str, output: str, options: Any, labeler: Any, force: bool)
 
 
 def _merge(output: str, parts: Sequence[Mapping[str, Any]]) -> Any:
+    """One ``IngestSummary`` from the per-capture ones (counts added, counters and lists joined)."""
     from pcapvision.ingest import IngestSummary
 
     summary = IngestSummary(output=output)
-    skipped: Counter[str] = Counter()
-    for part in parts:
-        summary.files_ok += part["files_ok"]
-        summary.files_failed.extend((path, reason) for path, reason in part["files_failed"])
-        summary.files_skipped_already_ingested += part["files_skipped_already_ingested"]
-        summary.packets += part["packets"]
-        summary.flows += part["flows"]
-        summary.bytes_read += part["bytes_read"]
-        skipped.update(part["packets_skipped"])
-    summary.packets_skipped = skipped
+    for f in fields(IngestSummary):
+        if f.name in ("output", "seconds"):
+            continue
+        for part in parts:
+            value, current = part.get(f.name), getattr(summary, f.name)
+            if value is None:
+                continue
+            if isinstance(current, Counter):
+                current.update(value)
+            elif isinstance(current, list):
+                current.extend(tuple(v) if isinstance(v, list) else v for v in value)
+            else:
+                setattr(summary, f.name, current + value)
     return summary
 
 

@@ -146,7 +146,7 @@ class _Run:
         captures = self.cfg["run"]["captures"]
         if self.labels_path is None:
             log.warning("no label rules given and no labels.csv beside the captures: flows stay unlabeled")
-        labeler = Labeler.from_rules_csv(self.labels_path) if self.labels_path is not None else None
+        self.labeler = labeler = Labeler.from_rules_csv(self.labels_path) if self.labels_path is not None else None
         # Ingest is incremental by itself: captures already in the dataset directory are skipped.
         log.info("[%d/%d] ingest %s -> %s", step, steps, ", ".join(captures), self.flows_dir)
         summary = ingest_captures(captures, self.flows_dir, IngestOptions(**self.cfg["ingest"]), labeler=labeler,
@@ -168,7 +168,9 @@ class _Run:
                   "mask_tls_sni": c["mask_tls_sni"], "group_by": c["group_by"]}
         self.flows_sha = flows_sha
         _, result = self._stage(
-            "image", self.images_path, inputs={"flows_sha256": flows_sha}, params=params,
+            "image", self.images_path, params=params,
+            # The labeler hash too: flows relabelled by new rules make every later stage stale.
+            inputs={"flows_sha256": flows_sha, "labeler_sha256": self.labeler.sha256() if self.labeler else None},
             check=lambda: check_images(self.images_path, flows_sha, params),
             action=lambda: image_captures(
                 self.flows_dir, self.images_path, rep.name, rep.params, dedup=c["dedup"], mask_tls_sni=c["mask_tls_sni"],

@@ -165,3 +165,20 @@ def test_default_run_trains_both_models_writes_one_report_then_reuses_everything
     assert [name for name in expected - {"ingest"} if not again["stages"][name]["reused"]] == []
     assert again["stages"]["ingest"]["files_skipped_already_ingested"] == 6
     assert (out / "report.html").read_text() == page
+
+
+def test_new_label_rules_redo_every_stage(small_sample, tmp_path):
+    """Edited label rules (same file, one more rule): the parts are re-ingested and the images
+    redone; here no flow's label changed, so the images' data is the same and the model is
+    reused on its content hash."""
+    sample = tmp_path / "sample"
+    shutil.copytree(small_sample, sample)
+    out = tmp_path / "out"
+    _run(sample, out)
+    with open(sample / "labels.csv", "a", newline="") as rules:
+        header = (sample / "labels.csv").read_text().splitlines()[0].split(",")
+        csv.DictWriter(rules, fieldnames=header).writerow({**{c: "" for c in header}, "label": "never",
+                                                           "src_ip": "192.0.2.255"})
+    relabelled = _run(sample, out)
+    assert relabelled["stages"]["ingest"]["files_reingested"] == 6
+    assert not relabelled["stages"]["image"]["reused"] and relabelled["stages"]["train"]["reused"]

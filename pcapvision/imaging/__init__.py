@@ -9,8 +9,11 @@ Public API (the classify and robustness stages code against exactly this)::
     dataset_sha256(path) -> str                  # content hash of a Parquet file or dataset directory
     load_images(path, target="label") -> (x float32 (N,28,28,1) in [0,1], y str, ImageSetMeta)
     preview_grid(images_path_or_table, output_png, per_class=8, seed=0) -> Path
+    import_images(src, output, *, labels=None, format="auto", dedup=True) -> ImagingSummary   # IDX, npz, PNG folders
+    read_idx(path) -> np.ndarray                  # an unsigned-byte IDX file, gzip or not
 """
 
+from pcapvision.imaging.importers import import_images, read_idx
 from pcapvision.imaging.masking import MaskingStats, mask_tls_names
 from pcapvision.imaging.preview import preview_grid
 from pcapvision.imaging.representations import (
@@ -47,9 +50,11 @@ __all__ = [
     "get_representation",
     "image_flows",
     "images_to_array",
+    "import_images",
     "load_images",
     "mask_tls_names",
     "preview_grid",
+    "read_idx",
     "render_flows",
     "summary_path",
 ]

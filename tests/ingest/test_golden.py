@@ -109,6 +109,39 @@ def vlan(path: Path) -> Path:
     return path
 
 
+def tcp_hole(path: Path) -> Path:
+    """The capture missed the client's first 100-byte segment (seq 1001): 200 bytes follow it
+    ("B" * 100 at 1101, "C" * 100 at 1201), a retransmission of "C" fills nothing; the server
+    answers 50 bytes, then misses 30 (seq 5051..5080) and sends 20 more."""
+    c, s = ("10.2.0.1", 40001), ("10.2.0.2", 8080)
+    steps = [(c, S, 1000, b""), (s, SA, 5000, b""), (c, A, 1001, b""), (c, PA, 1101, b"B" * 100),
+             (c, PA, 1201, b"C" * 100), (c, PA, 1201, b"C" * 100), (s, PA, 5001, b"x" * 50),
+             (s, PA, 5081, b"y" * 20), (c, FA, 1301, b""), (s, FA, 5101, b"")]
+    packets = []
+    for i, (src, flags, seq, data) in enumerate(steps):
+        dst = s if src == c else c
+        packets.append(at(eth(IP(src=src[0], dst=dst[0]) / TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq)
+                              / data), i))
+    wrpcap(str(path), packets)
+    return path
+
+
+def two_vlans(path: Path) -> Path:
+    """One 5-tuple seen on VLAN 10 and again on VLAN 20 (a router on a stick), then in QinQ with
+    outer tag 100 (inner 10), then untagged: four flows, keyed by the outermost tag."""
+    def udp(tags: tuple[int, ...], forward: bool, data: bytes, t: int) -> Any:
+        frame = Ether(src=MAC_A, dst=MAC_B)
+        for tag in tags:
+            frame = frame / Dot1Q(vlan=tag)
+        ends = (("172.16.0.1", 1111), ("172.16.0.2", 2222))
+        (src, sport), (dst, dport) = ends if forward else ends[::-1]
+        return at(frame / IP(src=src, dst=dst) / UDP(sport=sport, dport=dport) / data, t)
+
+    wrpcap(str(path), [udp((10,), True, b"abc", 0), udp((20,), True, b"abc", 1), udp((10,), False, b"de", 2),
+                       udp((20,), False, b"de", 3), udp((100, 10), True, b"q", 4), udp((), True, b"u", 5)])
+    return path
+
+
 def ipv6(path: Path) -> Path:
     c, s = ("2001:db8::1", 50000), ("2001:db8::2", 443)
     steps = [(c, S, 10, b""), (s, SA, 20, b""), (c, A, 11, b""), (c, PA, 11, b"ping"), (s, PA, 21, b"pong"),
@@ -175,14 +208,18 @@ def fragments_and_noise(path: Path) -> Path:
 def flow(src: str, sport: int, dst: str, dport: int, proto: int, version: int, first_ms: float, last_ms: float,
          packets: tuple[int, int], ip_bytes: tuple[int, int], payload_bytes: tuple[int, int], payload: bytes,
          s2d: bytes, d2s: bytes, times: list[float], dirs: list[int], plens: list[int], ipbs: list[int],
-         flags: list[int], end: str) -> dict[str, Any]:
+         flags: list[int], end: str, *, vlan: int = 0, missed: tuple[int, int] = (0, 0),
+         holes: tuple[list[int], list[int]] = ([], [])) -> dict[str, Any]:
     return {
         "src_ip": src, "dst_ip": dst, "src_port": sport, "dst_port": dport, "protocol": proto, "ip_version": version,
+        "vlan_id": vlan,
         "first_seen_ns": T0_NS + int(first_ms * 10**6), "last_seen_ns": T0_NS + int(last_ms * 10**6),
         "duration_ms": float(last_ms - first_ms),
         "src2dst_packets": packets[0], "dst2src_packets": packets[1], "bidirectional_packets": sum(packets),
         "src2dst_bytes": ip_bytes[0], "dst2src_bytes": ip_bytes[1], "bidirectional_bytes": sum(ip_bytes),
         "src2dst_payload_bytes": payload_bytes[0], "dst2src_payload_bytes": payload_bytes[1],
+        "src2dst_missed_bytes": missed[0], "dst2src_missed_bytes": missed[1],
+        "src2dst_payload_holes": holes[0], "dst2src_payload_holes": holes[1],
         "payload": payload, "src2dst_payload": s2d, "dst2src_payload": d2s,
         "packet_time_ms": times, "packet_direction": dirs, "packet_payload_bytes": plens, "packet_ip_bytes": ipbs,
         "packet_tcp_flags": flags,
@@ -214,7 +251,30 @@ EXPECTED: dict[str, tuple[Any, list[dict[str, Any]], dict[str, int]]] = {
     ], {}),
     "vlan.pcap": (vlan, [
         flow("172.16.0.1", 1111, "172.16.0.2", 2222, 17, 4, 0, 5, (1, 1), (31, 30), (3, 2), b"abcde", b"abc", b"de",
-             [0.0, 5.0], [0, 1], [3, 2], [31, 30], [0, 0], "end_of_capture"),
+             [0.0, 5.0], [0, 1], [3, 2], [31, 30], [0, 0], "end_of_capture", vlan=7),
+    ], {}),
+    "tcp_hole.pcap": (tcp_hole, [  # --on-hole stop (default): each direction stops at its hole
+        flow("10.2.0.1", 40001, "10.2.0.2", 8080, 6, 4, 0, 9, (6, 4), (540, 230), (300, 70), b"x" * 50, b"",
+             b"x" * 50, [float(i) for i in range(10)], [0, 1, 0, 0, 0, 0, 1, 1, 0, 1],
+             [0, 0, 0, 100, 100, 100, 50, 20, 0, 0], [40, 40, 40, 140, 140, 140, 90, 60, 40, 40],
+             [S, SA, A, PA, PA, PA, PA, PA, FA, FA], "fin", missed=(100, 30), holes=([0], [50])),
+    ], {}),
+    "tcp_hole_skip.pcap": (tcp_hole, [  # --on-hole skip: holes closed, joins marked
+        flow("10.2.0.1", 40001, "10.2.0.2", 8080, 6, 4, 0, 9, (6, 4), (540, 230), (300, 70),
+             b"x" * 50 + b"B" * 100 + b"C" * 100 + b"y" * 20, b"B" * 100 + b"C" * 100, b"x" * 50 + b"y" * 20,
+             [float(i) for i in range(10)], [0, 1, 0, 0, 0, 0, 1, 1, 0, 1],
+             [0, 0, 0, 100, 100, 100, 50, 20, 0, 0], [40, 40, 40, 140, 140, 140, 90, 60, 40, 40],
+             [S, SA, A, PA, PA, PA, PA, PA, FA, FA], "fin", missed=(100, 30), holes=([0], [50])),
+    ], {}),
+    "two_vlans.pcap": (two_vlans, [
+        flow("172.16.0.1", 1111, "172.16.0.2", 2222, 17, 4, 0, 2, (1, 1), (31, 30), (3, 2), b"abcde", b"abc", b"de",
+             [0.0, 2.0], [0, 1], [3, 2], [31, 30], [0, 0], "end_of_capture", vlan=10),
+        flow("172.16.0.1", 1111, "172.16.0.2", 2222, 17, 4, 1, 3, (1, 1), (31, 30), (3, 2), b"abcde", b"abc", b"de",
+             [0.0, 2.0], [0, 1], [3, 2], [31, 30], [0, 0], "end_of_capture", vlan=20),
+        flow("172.16.0.1", 1111, "172.16.0.2", 2222, 17, 4, 4, 4, (1, 0), (29, 0), (1, 0), b"q", b"q", b"",
+             [0.0], [0], [1], [29], [0], "end_of_capture", vlan=100),
+        flow("172.16.0.1", 1111, "172.16.0.2", 2222, 17, 4, 5, 5, (1, 0), (29, 0), (1, 0), b"u", b"u", b"",
+             [0.0], [0], [1], [29], [0], "end_of_capture"),
     ], {}),
     "ipv6.pcap": (ipv6, [
         flow("2001:db8::1", 50000, "2001:db8::2", 443, 6, 6, 0, 5, (4, 2), (244, 124), (4, 4), b"pingpong", b"ping",
@@ -236,6 +296,9 @@ EXPECTED: dict[str, tuple[Any, list[dict[str, Any]], dict[str, int]]] = {
              [0.0], [0], [2], [30], [0], "end_of_capture"),
     ], {"ipv4_fragment": 2, "non_ip": 1, "icmp": 1}),
 }
+
+
+OPTIONS = {"tcp_hole_skip.pcap": IngestOptions(on_hole="skip")}
 
 
 def reference_community_id(src: str, dst: str, sport: int, dport: int, proto: int) -> str:
@@ -266,7 +329,7 @@ def test_golden_flow_table(crafted: dict[str, Path], name: str) -> None:
     path = crafted[name]
     _, expected_rows, expected_skipped = EXPECTED[name]
     stats = CaptureStats(str(path), sha256_file(path))
-    batches = list(iter_flow_tables(path, IngestOptions(), None, stats=stats))
+    batches = list(iter_flow_tables(path, OPTIONS.get(name, IngestOptions()), None, stats=stats))
     rows = sorted(pa.Table.from_batches(batches).to_pylist(), key=_sort_key)
     assert len(rows) == len(expected_rows)
     sha = sha256_file(path)
@@ -278,9 +341,11 @@ def test_golden_flow_table(crafted: dict[str, Path], name: str) -> None:
         assert row["community_id"] == reference_community_id(row["src_ip"], row["dst_ip"], row["src_port"],
                                                              row["dst_port"], row["protocol"])
         assert row["flow_id"] == flow_id(sha, row["src_ip"], row["src_port"], row["dst_ip"], row["dst_port"],
-                                         row["protocol"], row["first_seen_ns"])
+                                         row["protocol"], row["first_seen_ns"], row["vlan_id"])
     assert len({r["flow_id"] for r in rows}) == len(rows)
     assert Counter({k: v for k, v in stats.packets_skipped.items() if v}) == Counter(expected_skipped)
+    missed = [r["src2dst_missed_bytes"] + r["dst2src_missed_bytes"] for r in expected_rows]
+    assert (stats.tcp_flows_with_holes, stats.tcp_missed_bytes) == (sum(m > 0 for m in missed), sum(missed))
 
 
 @pytest.mark.parametrize("reader", ["dpkt", "scapy"])
