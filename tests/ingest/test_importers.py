@@ -86,16 +86,20 @@ def test_cicflowmeter_flow_by_flow(tmp_path: Path, capture: Path, flows: Path) -
     on_disk = json.loads((tmp_path / "rules.match.json").read_text())
     assert on_disk["match"]["flows"] == matched_flows and on_disk["params"]["tz"] == "America/Halifax"
     text = report.format()
+    assert report.match["time_outside_shift_h"] == {"-1.0": 1} and "time outside:" not in text   # one record
     assert "matched a flow: 4 of 6" in text and "conflict 1" in text and "pm 4" in text
 
 
 def test_cicflowmeter_wrong_zone_or_clock_lands_nothing_and_says_so(tmp_path: Path, flows: Path) -> None:
     csv_path = write(tmp_path / "Monday.csv", CIC)
-    for options in (ImportOptions(), ImportOptions(tz="America/Halifax", clock="24")):
+    # UTC instead of UTC-3: the flows start 3 h after the records; a 24-hour reading of 1:55: 12 h.
+    for options, shift in ((ImportOptions(), "+3.0"), (ImportOptions(tz="America/Halifax", clock="24"), "+12.0")):
         report = import_labels([csv_path], "cicflowmeter", tmp_path / "rules.csv", options, flows=flows)
         assert report.match["records"]["labeled_matched"] == 0
         assert report.match["records"]["labeled_unmatched_time_outside"] == 5
         assert report.match["flows"]["labels_by_rules"] == {"unlabeled": 5}
+        assert next(iter(report.match["time_outside_shift_h"].items())) == (shift, 4)   # F1, F2, F3 twice
+        assert f"4 of 5 such records miss their nearest flow by {shift} h - check --tz" in report.format()
 
 
 def test_cicflowmeter_seconds_ampm_cp1252_and_2018_headers(tmp_path: Path, capture: Path) -> None:

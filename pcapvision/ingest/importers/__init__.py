@@ -132,6 +132,11 @@ class MatchReport:
                          f"reversed direction {rec.get('labeled_reversed_direction', 0)}, "
                          f"several flows {rec.get('labeled_matched_several_flows', 0)}"
                          + (f"; unmatched: {_counts(unmatched)}" if unmatched else ""))
+            hours, count = next(iter(self.match.get("time_outside_shift_h", {}).items()), (None, 0))
+            outside = rec["labeled_unmatched_time_outside"]
+            if count >= 3 and 2 * count >= outside and abs(float(hours)) >= 0.5:  # a pattern, not one record
+                lines.append(f"time outside: {count} of {outside} such records miss their nearest flow by "
+                             f"{hours} h - check --tz and --clock")
             readings = {k.removeprefix("labeled_matched_").removesuffix("_reading"): v for k, v in rec.items()
                         if k.endswith("_reading")}
             if readings:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pcapvision.errors import DataContractError
-from pcapvision.ingest.importers.records import Record
+from pcapvision.ingest.importers.records import Record, Window
 from pcapvision.ingest.importers.rules import seconds_text
 from pcapvision.ingest.labels import Labeler
 from pcapvision.io import parquet_files
@@ -91,6 +91,7 @@ def match_flows(records: list[Record], flows: pa.Table, rules_path: str | Path |
         by_file[name].append(i)
 
     hits: list[list[int]] = [[] for _ in range(n)]
+    shifts: dict[str, Counter] = {"labeled": Counter(), "unlabeled": Counter()}
     counts: Counter = Counter()
     notes: Counter = Counter()
     examples = _Examples()
@@ -110,8 +111,9 @@ def match_flows(records: list[Record], flows: pa.Table, rules_path: str | Path |
                 reason = "no_flow_with_5tuple"
             elif not matched:
                 reason = "time_outside"
-                gap = min(min(abs(int(first_seen[i]) - w.from_ns), abs(int(first_seen[i]) - w.to_ns))
-                          for i in candidates for w in record.windows)
+                gap, shift = min((_gap(int(first_seen[i]), w) for i in candidates for w in record.windows),
+                                 key=lambda pair: pair[0])
+                shifts[kind][shift] += 1
                 examples.add(f"{kind}_{reason}", _example(record, flows_with_5tuple=len(candidates),
                                                           nearest_gap_s=round(gap / 1e9, 3)))
             else:
@@ -185,7 +187,18 @@ def match_flows(records: list[Record], flows: pa.Table, rules_path: str | Path |
                 notes[f"{kind}_{name}"] += 0
     records_section = {k: counts[k] for k in sorted(counts)}
     records_section.update({k: notes[k] for k in sorted(notes)})
-    return {"records": records_section, "flows": flows_section, "examples": dict(sorted(examples.items()))}
+    out = {"records": records_section, "flows": flows_section, "examples": dict(sorted(examples.items()))}
+    if shifts["labeled"]:
+        # A wrong --tz or clock reading shows as most records missing their flow by the same hours.
+        out["time_outside_shift_h"] = {f"{h:+.1f}": c for h, c in shifts["labeled"].most_common(5)}
+    return out
+
+
+def _gap(first_seen: int, window: Window) -> tuple[int, float]:
+    """(ns from the window to a flow start outside it, the flow's shift from the window's start
+    in hours rounded to the half hour: how far a time zone or clock reading would be off)."""
+    gap = window.from_ns - first_seen if first_seen < window.from_ns else first_seen - window.to_ns + 1
+    return gap, round((first_seen - window.from_ns) / 1_800e9) / 2
 
 
 def _file_matches(name: str, globs: tuple[str, ...]) -> bool:
