@@ -127,7 +127,8 @@ def test_cicflowmeter_errors_name_file_and_line(tmp_path: Path) -> None:
 def test_a_bad_file_does_not_stop_the_others(tmp_path: Path, capture: Path) -> None:
     good = write(tmp_path / "good.csv", CIC)
     bad = write(tmp_path / "bad.csv", "not,a,flow,csv\n1,2,3,4\n")
-    report = import_labels([bad, good], "cicflowmeter", tmp_path / "rules.csv", HALIFAX)
+    report = import_labels([str(tmp_path / "*.csv")], "cicflowmeter", tmp_path / "rules.csv", HALIFAX)
+    assert [f.path for f in report.files] == [str(good)]
     assert [f["path"] for f in report.failed] == [str(bad)]
     assert "bad.csv:1: no 'Source IP'" in report.failed[0]["error"]
     assert labels_by_flow(capture, tmp_path / "rules.csv")["F1"] == ("malicious", "DDoS")

@@ -13,6 +13,7 @@ rules, conflicts), :mod:`.matcher` (records x flows -> report). Described in doc
 from __future__ import annotations
 
 import csv
+import glob
 import logging
 import os
 from collections import Counter
@@ -162,8 +163,7 @@ def read_ground_truth(paths: list[str | os.PathLike[str]], fmt: str,
     check_choice("format", fmt, LABEL_FORMATS)
     options = options or ImportOptions()
     results, failed = [], []
-    for raw in paths:
-        path = Path(raw)
+    for path in _expand(paths):
         try:
             if not path.exists():
                 raise InputNotFoundError(f"{path}: no such file or directory")
@@ -176,6 +176,19 @@ def read_ground_truth(paths: list[str | os.PathLike[str]], fmt: str,
             message = " ".join(str(exc).split())
             failed.append({"path": str(path), "error": message if str(path) in message else f"{path}: {message}"})
     return results, failed
+
+
+def _expand(paths: list[str | os.PathLike[str]]) -> list[Path]:
+    """Paths as given; a pattern that names no file (quoted on the command line) is expanded."""
+    out = []
+    for raw in paths:
+        text = os.fspath(raw)
+        matches = sorted(glob.glob(text)) if not os.path.exists(text) and set("*?[") & set(text) else []
+        if matches:
+            out.extend(Path(m) for m in matches)
+        else:
+            out.append(Path(text))  # read_ground_truth reports it missing
+    return out
 
 
 def import_labels(paths: list[str | os.PathLike[str]], fmt: str, output: str | os.PathLike[str],
