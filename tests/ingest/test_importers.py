@@ -325,6 +325,8 @@ def test_options_are_validated_in_one_place(tmp_path: Path) -> None:
         ImportOptions(tz="Mars/Base")
     with pytest.raises(ParameterError, match=r"The 'time_slack_s' parameter must be a number in \[0.0, inf\)"):
         ImportOptions(time_slack_s=-1)
+    with pytest.raises(ParameterError, match=r"The 'class_regex' parameter must be a regular expression. Got '\('"):
+        ImportOptions(class_regex="(")
     with pytest.raises(ParameterError, match="'class_level' and 'class_regex' parameters cannot be combined"):
         ImportOptions(class_level=1, class_regex="x")
     with pytest.raises(ParameterError, match=r"The 'format' parameter must be one of"):
