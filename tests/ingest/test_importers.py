@@ -306,6 +306,8 @@ def test_folders_class_level_and_well_known_names(tmp_path: Path, class_tree: Pa
         "Facetime.pcap": {UNLABELED}, "tinba[1].pcap": {("malicious", "Tinba")}}   # label from 'Malware' above
     assert level2.files[0].skipped == {"no_class_in_path": 1}
     assert report.match is None and level2.match["flows"]["rules_disagree"] == 0
+    assert level2.match["records"]["labeled_unmatched_no_flow_from_file"] == 0
+    assert "labelled records that matched a flow: 1 of 1 (100.0%)" in level2.format()
 
 
 def test_folders_regex_and_class_map(tmp_path: Path, class_tree: Path) -> None:
