@@ -74,7 +74,8 @@ def test_cicflowmeter_flow_by_flow(tmp_path: Path, capture: Path, flows: Path) -
     assert records["labeled_reversed_direction"] == 1
     assert records["labeled_matched_pm_reading"] == 4 and "labeled_matched_am_reading" not in records
     assert records["labeled_5tuple_reused_told_apart_by_time"] == 1        # F1's record did not take F5
-    assert matched_flows == {"total": 5, "matched_no_record": 2, "matched_one_record": 2,
+    assert matched_flows == {"total": 5, "matched_no_record": 2, "matched_no_record_5tuple_known_at_other_times": 1,
+                             "matched_one_record": 2,
                              "matched_several_records_agreeing": 0, "conflict": 1,
                              "labels_by_rules": {"malicious": 1, "normal": 1, "unlabeled": 3}, "rules_disagree": 0}
     examples = report.match["examples"]

@@ -84,8 +84,10 @@ def match_flows(records: list[Record], flows: pa.Table, rules_path: str | Path |
     files = flows.column("source_file").to_pylist()
     flow_id = flows.column("flow_id").to_pylist()
     by_key: dict[Any, list[int]] = defaultdict(list)
+    keys: list[Any] = []
     for i in range(n):
-        by_key[_flow_key(src[i], sport[i], dst[i], dport[i], proto[i])].append(i)
+        keys.append(_flow_key(src[i], sport[i], dst[i], dport[i], proto[i]))
+        by_key[keys[-1]].append(i)
     by_file: dict[str, list[int]] = defaultdict(list)
     for i, name in enumerate(files):
         by_file[name].append(i)
@@ -145,12 +147,15 @@ def match_flows(records: list[Record], flows: pa.Table, rules_path: str | Path |
             for i in matched:
                 hits[i].append(index)
 
+    labeled_keys = {r.key for r in records if r.label is not None and r.key is not None}
     expected: list[str | None] = []
     flow_counts: Counter = Counter()
     for i in range(n):
         labels = sorted({records[r].label for r in hits[i]})
         if not hits[i]:
             flow_counts["matched_no_record"] += 1
+            if keys[i] in labeled_keys:  # the ground truth knows the 5-tuple, at other times
+                flow_counts["matched_no_record_5tuple_known_at_other_times"] += 1
         elif len(hits[i]) == 1:
             flow_counts["matched_one_record"] += 1
         elif len(labels) == 1:
@@ -164,7 +169,8 @@ def match_flows(records: list[Record], flows: pa.Table, rules_path: str | Path |
         expected.append(labels[0] if len(labels) == 1 else default_label)
 
     flows_section: dict[str, Any] = {"total": n, **{k: flow_counts.get(k, 0) for k in (
-        "matched_no_record", "matched_one_record", "matched_several_records_agreeing", "conflict")}}
+        "matched_no_record", "matched_no_record_5tuple_known_at_other_times", "matched_one_record",
+        "matched_several_records_agreeing", "conflict")}}
     if rules_path is not None:
         applied = _apply_rules(rules_path, flows)
         disagree = [i for i in range(n) if applied[i] != expected[i]]

@@ -107,7 +107,9 @@ class MatchReport:
                         if k.endswith("_reading")}
             if readings:
                 lines.append(f"12-hour clock readings that matched: {_counts(readings)}")
-            lines.append(f"flows: {flows['total']}; matched no record {flows['matched_no_record']}, one "
+            lines.append(f"flows: {flows['total']}; matched no record {flows['matched_no_record']} "
+                         f"({flows['matched_no_record_5tuple_known_at_other_times']} of them with a 5-tuple the "
+                         f"ground truth has at other times), one "
                          f"{flows['matched_one_record']}, several agreeing {flows['matched_several_records_agreeing']}, "
                          f"conflict {flows['conflict']}")
             if "labels_by_rules" in flows:
