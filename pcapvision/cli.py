@@ -206,7 +206,7 @@ def _add_labels(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                     "docs/ingest-labels.md. Exit codes: 0 ok; 1 a file could not be read (the rest is written);\n"
                     "2 usage error.")
     importer.add_argument("sources", nargs="+", metavar="FILE",
-                          help="ground-truth files (for --format folders: the SRC directory)")
+                          help="ground-truth files or quoted glob patterns (for --format folders: the SRC directory)")
     importer.add_argument("--format", required=True, choices=_label_formats(), dest="label_format",
                           help="what the files are")
     importer.add_argument("-o", "--output", required=True, metavar="RULES.csv", help="rules CSV to write")
