@@ -18,6 +18,7 @@ Public API::
     reload_mnist(info); check_representation(metadata, images_schema, source)
     classification_metrics(y, proba, class_names, threshold=, positive_class=); predict_labels(...)
     run_baselines(...), predict_proba(model, x)
+    plot_training_curves(history), plot_confusion_matrix(cm, names), plot_samples_per_class(x, y, names)
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ from pcapvision.classify.evaluate import (
 )
 from pcapvision.classify.model import ARCHITECTURES, build_cnn, build_cnn1d, build_cnn_embed, build_mlp, build_model
 from pcapvision.classify.pipeline import evaluate, train_images, train_mnist
+from pcapvision.classify.plots import confusion_matrix as plot_confusion_matrix
+from pcapvision.classify.plots import samples_per_class as plot_samples_per_class
+from pcapvision.classify.plots import training_curves as plot_training_curves
 from pcapvision.classify.predict import check_representation, predict_pcaps, predict_proba
 from pcapvision.classify.rows import SPLIT_MANIFEST_FILE, TestRows, find_training_table, resolve_test_rows
 from pcapvision.classify.train import make_dataset, train_model
@@ -55,7 +59,7 @@ __all__ = [
     "ARCHITECTURES", "SPLIT_MANIFEST_FILE", "ImagesDataset", "TestRows", "build_cnn", "build_cnn1d", "build_cnn_embed",
     "build_mlp", "build_model", "check_representation", "classification_metrics", "evaluate", "find_training_table",
     "load_images_dataset", "load_mnist", "load_model", "make_dataset", "mnist_test_split", "model_positive_class",
-    "positive_class_index", "predict_labels", "predict_pcaps", "predict_proba", "read_metadata", "reload_mnist",
-    "resolve_positive_class", "resolve_test_rows", "run_baselines", "save_model", "split_indices", "train_images",
-    "train_mnist", "train_model",
+    "plot_confusion_matrix", "plot_samples_per_class", "plot_training_curves", "positive_class_index",
+    "predict_labels", "predict_pcaps", "predict_proba", "read_metadata", "reload_mnist", "resolve_positive_class",
+    "resolve_test_rows", "run_baselines", "save_model", "split_indices", "train_images", "train_mnist", "train_model",
 ]
