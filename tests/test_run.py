@@ -208,9 +208,11 @@ def test_run_json_holds_the_robustness_headline_figures(small_sample, tmp_path, 
 
     monkeypatch.setattr(pcapvision.robustness, "run_suite", fake_suite)
     out = tmp_path / "out"
-    record = run_pipeline([small_sample], out, epochs=1, suite="quick", seed=0, quiet=True, positive_class="malicious")
+    record = run_pipeline([small_sample], out, epochs=1, suite="quick", seed=0, quiet=True, positive_class="malicious",
+                          mnist=False)
     on_disk = json.loads((out / "run.json").read_text())
     assert on_disk["stages"]["robustness"]["headline"][1]["value"] == 0.25
-    assert "malicious->normal evasion: 0.2500" in format_run(record)
-    again = run_pipeline([small_sample], out, epochs=1, suite="quick", seed=0, quiet=True, positive_class="malicious")
+    assert "traffic robustness: pgd_linf eps 0.1 malicious->normal evasion: 0.2500" in format_run(record)
+    again = run_pipeline([small_sample], out, epochs=1, suite="quick", seed=0, quiet=True, positive_class="malicious",
+                         mnist=False)
     assert again["stages"]["robustness"]["reused"] and again["stages"]["robustness"]["headline"] and len(calls) == 1

@@ -28,6 +28,9 @@ def test_traffic_model_dir_holds_model_metadata_manifest_and_report(binary_model
     out, record = binary_model
     model, metadata = load_model(out)
     assert metadata["class_names"] == ["malicious", "normal"] and metadata["positive_class"] == "malicious"
+    from tests.contract_keys import check_documented_keys
+
+    assert check_documented_keys(metadata, "metadata.json") == 2
     assert metadata["representation"] == "payload" and metadata["representation_params"]
     assert metadata["params"]["seed"] == 0 and metadata["params"]["arch"] == "cnn"
     assert metadata["split"]["manifest_sha256"] and metadata["data_sha256"] == record["data"]["data_sha256"]
@@ -135,6 +138,10 @@ def test_cli_train_evaluate_predict(mnist_small, binary_model, tmp_path, capsys)
 
 
 def test_mnist_model_metadata_rebuilds_its_test_split(mnist_model_dir):
+    from pcapvision.classify import read_metadata
+    from tests.contract_keys import check_documented_keys
+
+    assert check_documented_keys(read_metadata(mnist_model_dir[0]), "metadata.json") == 2
     from pcapvision.classify import mnist_test_split
 
     out, record = mnist_model_dir

@@ -80,5 +80,5 @@ def write_tls_capture(path, ports, *, marker: int | None = None) -> None:
 
     packets = []
     for i, port in enumerate(ports):
-        packets += tls_flow_packets(client_port=port, t0=1_700_000_000.0 + 10 * i, marker=marker)
+        packets += tls_flow_packets(client_port=port, t0=1_700_000_000.0 + 10 * i, marker=marker, real_hello=True)
     wrpcap(str(path), packets)

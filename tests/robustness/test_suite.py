@@ -43,6 +43,9 @@ def test_run_suite_writes_json_html_and_examples(mnist_like_model, tmp_path):
     assert {p.name for p in out.iterdir()} == {JSON_FILE, HTML_FILE, EXAMPLES_FILE}
     on_disk = json.loads((out / JSON_FILE).read_text())
     assert on_disk["stage"] == "robustness" and on_disk["params"]["config"]["n_attack"] == 12
+    from tests.contract_keys import check_documented_keys
+
+    assert check_documented_keys(on_disk, "robustness.json") >= 8  # defences and noise class ran here
     assert on_disk["data"]["n_attacked"] == 12 and on_disk["data"]["name"] == "mnist"
     assert "adversarial-robustness-toolbox" in on_disk["library_versions"]
     assert len(on_disk["distortions"]) == 8 * 6

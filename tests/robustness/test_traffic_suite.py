@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pcapvision.robustness.suite import JSON_FILE, SuiteConfig, run_suite
+from tests.contract_keys import check_documented_keys
 from tests.robustness.pcaps import write_tls_capture
 
 
@@ -59,6 +60,9 @@ def test_traffic_suite_with_flows(traffic_model, tmp_path):
         assert real["realizability_rate"] == 1.0
         assert all(f.get("realized", True) for f in real["flows"])
         assert record["realizable"][strategy]["n_flows"] == real["n_flows"]
+    assert all(f["handshake_consistent"] for f in on_disk["realizable"]["client_hello"]["flows"] if "realized" in f)
+    # every key written is documented in docs/contracts.md, and every documented key is written
+    assert check_documented_keys(on_disk, "robustness.json") >= 8
 
 
 def test_traffic_suite_without_flows_says_why(traffic_model, tmp_path):
