@@ -8,10 +8,11 @@ schema in which each flow looks as it would after that event on the wire:
 * ``random_padding``: the sender appends n random bytes in one extra packet.
 * ``tls_record_padding``: every TLS application-data record carries p extra bytes (TLS 1.3
   record padding); record headers found by walking the payload from its start.
-* ``packet_drop``, ``packet_duplication``, ``packet_reordering``: packet-list events. TCP
-  retransmits a dropped segment and reassembly removes duplicates and restores order, so the
-  reassembled ``payload`` does not change; only the per-packet columns do (a drop becomes a
-  retransmission ``RETRANSMIT_DELAY_MS`` later).
+* ``packet_drop``, ``packet_duplication``, ``packet_reordering``: packet-list events. Only the
+  per-packet columns are edited (a drop becomes a retransmission ``RETRANSMIT_DELAY_MS`` later);
+  the reassembled ``payload`` columns are left as they were, on the assumption that TCP
+  retransmission and reassembly restore them. That assumption is not measured here: the events
+  are not applied to the capture's packets and re-ingested.
 * ``timing_jitter``: packet times get N(0, sigma^2) ms of jitter (kept sorted and >= 0).
 
 Payload-based images react to the first four only; ``flowpic`` to all but the payload shift.

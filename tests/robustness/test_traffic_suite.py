@@ -50,7 +50,8 @@ def test_traffic_suite_with_flows(traffic_model, tmp_path):
     rows = on_disk["traffic_distortions"]["rows"]
     assert rows[0]["severity"] == 0 and len(rows) == 1 + 8 * 5
     by_name = {(r["distortion"], r["severity"]): r["accuracy"] for r in rows}
-    # TCP reassembly makes payload images immune to packet-level events.
+    # Packet-level events edit only the per-packet columns (see traffic_distortions): payload images
+    # cannot move under them by construction. This checks that wiring, not what reassembly does.
     for name in ("packet_drop", "packet_duplication", "packet_reordering", "timing_jitter"):
         assert by_name[(name, 5)] == rows[0]["accuracy"]
     assert all("malicious_to_normal_evasion_rate" in r for r in on_disk["attacks"])
