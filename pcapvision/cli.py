@@ -74,6 +74,9 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                        help="payload bytes kept per flow (payload and each direction)")
     flows.add_argument("--max-packets", type=int, default=64, metavar="N",
                        help="packets kept in the per-packet lists (packet_time_ms, ...)")
+    flows.add_argument("--on-hole", choices=("stop", "skip"), default="stop",
+                       help="TCP payload at a hole the capture missed: stop there, or skip it (close the gap, "
+                            "mark the join in *_payload_holes) and keep the bytes after it")
     reading = parser.add_argument_group("reading")
     reading.add_argument("--reader", choices=("auto", "dpkt", "scapy"), default="auto",
                          help="capture decoder: auto (fast numpy path, dpkt fallback), dpkt, or scapy (slow "
@@ -104,7 +107,8 @@ def _run_ingest(args: argparse.Namespace) -> int:
     from pcapvision.ingest import IngestOptions, Labeler, ingest
 
     options = IngestOptions(idle_timeout_s=args.idle_timeout, active_timeout_s=args.active_timeout,
-                            max_bytes=args.max_bytes, max_packets=args.max_packets, reader=args.reader,
+                            max_bytes=args.max_bytes, max_packets=args.max_packets, on_hole=args.on_hole,
+                            reader=args.reader,
                             chunk_packets=args.chunk_packets)
     if args.label is not None and args.labels is not None:
         raise ParameterError("--label and --labels cannot be combined: label every flow, or label by rules")
@@ -202,7 +206,7 @@ def _add_labels(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                     "docs/ingest-labels.md. Exit codes: 0 ok; 1 a file could not be read (the rest is written);\n"
                     "2 usage error.")
     importer.add_argument("sources", nargs="+", metavar="FILE",
-                          help="ground-truth files (for --format folders: the SRC directory)")
+                          help="ground-truth files or quoted glob patterns (for --format folders: the SRC directory)")
     importer.add_argument("--format", required=True, choices=_label_formats(), dest="label_format",
                           help="what the files are")
     importer.add_argument("-o", "--output", required=True, metavar="RULES.csv", help="rules CSV to write")
