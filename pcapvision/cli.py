@@ -512,34 +512,49 @@ _SUBCOMMANDS.append(_add_robustness)
 
 def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
-        "run", parents=[common], formatter_class=_Formatter,
-        help="the main job: ingest, image, train, evaluate and attack in one go",
-        description="Run every stage end to end: captures -> OUT/flows -> OUT/images.parquet -> OUT/model "
-                    "-> OUT/robustness. Stages whose inputs and parameters did not change are reused.",
+        "run", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="the main job: traffic and MNIST models trained, evaluated and attacked, one report",
+        description="Run every stage end to end: captures -> OUT/flows -> OUT/images.parquet -> OUT/model, the MNIST\n"
+                    "proof of concept (same architecture and training function) -> OUT/mnist-model, the robustness\n"
+                    "suite on both, and OUT/report.html. With no arguments it runs on the bundled sample_pcaps and\n"
+                    "MNIST sample. Parameters: defaults < --config FILE < options given here ('pcapvision config\n"
+                    "show' prints every parameter and its default). Stages whose inputs and parameters did not change\n"
+                    "are reused; run.json records the effective configuration.",
     )
-    parser.add_argument("captures", nargs="*", default=["sample_pcaps"], metavar="PATH",
-                        help="capture files, directories or globs")
-    parser.add_argument("-o", "--output", default="out", metavar="OUT", help="output directory")
+    # Every option defaults to None (= not given), so the config file's value stands unless overridden.
+    parser.add_argument("captures", nargs="*", default=None, metavar="PATH",
+                        help="capture files, directories or globs (default: sample_pcaps)")
+    parser.add_argument("--config", metavar="TOML", help="pipeline configuration file")
+    parser.add_argument("-o", "--output", metavar="OUT", help="output directory (default: out)")
     parser.add_argument("--labels", metavar="RULES.csv",
                         help="label rules (default: labels.csv inside the capture directory, if there is one)")
-    parser.add_argument("--repr", dest="representation", default="payload", metavar="NAME",
-                        help="image representation (see 'pcapvision image --help')")
-    parser.add_argument("--target", choices=("label", "family"), default="label", help="what the model predicts")
-    parser.add_argument("--arch", choices=("cnn", "mlp"), default="cnn", help="network architecture")
-    parser.add_argument("--epochs", type=int, default=20, help="maximum training epochs (early stopping on)")
-    parser.add_argument("--suite", choices=("quick", "full", "none"), default="quick", help="robustness suite")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for every stage")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="ingest worker processes")
+    parser.add_argument("--repr", dest="representation", metavar="NAME",
+                        help="image representation (default: payload; see 'pcapvision image --help')")
+    parser.add_argument("--target", choices=("label", "family"), help="what the traffic model predicts (default: label)")
+    parser.add_argument("--arch", choices=("cnn", "mlp"), help="network architecture of both models (default: cnn)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs of the traffic model (default: 20)")
+    parser.add_argument("--mnist-epochs", type=int, help="maximum epochs of the MNIST model (default: 6)")
+    parser.add_argument("--mnist-file", metavar="PATH", help="MNIST file (default: the bundled 10,000-digit sample)")
+    parser.add_argument("--no-mnist", dest="mnist", action="store_const", const=False,
+                        help="skip the MNIST proof of concept")
+    parser.add_argument("--suite", choices=("quick", "full", "none"), help="robustness suite (default: quick)")
+    parser.add_argument("--seed", type=int, help="random seed for every stage (default: 0)")
+    parser.add_argument("--executor", choices=("local", "dask"),
+                        help="where ingest and imaging run (default: local; dask needs pcapvision[dask])")
+    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                        help="with --executor dask: a running scheduler (default: a LocalCluster of --jobs workers)")
+    parser.add_argument("--jobs", type=int, metavar="N", help="ingest worker processes or LocalCluster workers (default: 1)")
     parser.add_argument("--force", action="store_true", help="redo every stage even if its output is up to date")
     parser.set_defaults(handler=_run_run)
 
 
 def _run_run(args: argparse.Namespace) -> int:
+    from pcapvision.config import OPTIONS, load_config
     from pcapvision.run import format_run, run_pipeline
 
-    record = run_pipeline(args.captures, args.output, labels=args.labels, representation=args.representation,
-                          target=args.target, arch=args.arch, epochs=args.epochs, suite=args.suite, seed=args.seed,
-                          jobs=args.jobs, force=args.force, quiet=args.quiet)
+    options = {name: getattr(args, name, None) for name in OPTIONS}
+    options["captures"] = args.captures or None  # argparse gives [] for no PATH: the configured captures stand
+    record = run_pipeline(config=load_config(args.config), force=args.force, quiet=args.quiet, **options)
     print(format_run(record))
     ingest_summary = record["stages"]["ingest"]
     if ingest_summary.get("internal_errors"):
@@ -548,6 +563,29 @@ def _run_run(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS.append(_add_run)
+
+
+def _add_config(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "config", parents=[common], formatter_class=_Formatter,
+        help="print the pipeline configuration as a commented TOML file",
+        description="'pcapvision config show' prints every parameter of 'pcapvision run' with its default, as a\n"
+                    "commented TOML file to edit and pass back with --config; with --config FILE it prints that\n"
+                    "file's effective configuration (defaults filled in, after validation).",
+    )
+    parser.add_argument("action", choices=("show",), help="what to do")
+    parser.add_argument("--config", metavar="TOML", help="show this file's effective configuration")
+
+    def run(args: argparse.Namespace) -> int:
+        from pcapvision.config import load_config, render_toml
+
+        print(render_toml(load_config(args.config)), end="")
+        return EXIT_OK
+
+    parser.set_defaults(handler=run)
+
+
+_SUBCOMMANDS.append(_add_config)
 
 
 def _add_compare_and_import(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
