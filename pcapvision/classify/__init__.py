@@ -9,7 +9,9 @@ Public API::
     load_mnist(mnist_file=None, seed=0) -> (x_train, y_train, x_test, y_test, info)
     mnist_test_split(metadata) -> (x_test, y_test)
     save_model(model, model_dir, metadata) / load_model(model_dir) -> (model, metadata)
-    train_mnist(...), train_images(...), evaluate(...), predict_pcaps(...)
+    train_mnist(...), train_images(...), evaluate(...), predict_pcaps(..., reference=None)
+    embed(model, x); fit_reference(model, x_train, model_sha256=...) -> Reference   # in-distribution check
+    Reference.load(path).score(model, x) -> (nn_distance, in_distribution)
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from pcapvision.classify.datasets import (
     split_indices,
 )
 from pcapvision.classify.model import build_cnn, build_mlp, build_model
+from pcapvision.classify.novelty import REFERENCE_FILE, Reference, embed, fit_reference
+from pcapvision.classify.pipeline import evaluate, train_images, train_mnist
+from pcapvision.classify.predict import predict_pcaps
 from pcapvision.classify.train import make_dataset, train_model
 
 __all__ = [
-    "ImagesDataset", "build_cnn", "build_mlp", "build_model", "load_images_dataset", "load_mnist",
-    "load_model", "make_dataset", "mnist_test_split", "read_metadata", "save_model", "split_indices",
-    "train_model",
+    "REFERENCE_FILE", "ImagesDataset", "Reference", "build_cnn", "build_mlp", "build_model", "embed", "evaluate", "fit_reference", "load_images_dataset", "load_mnist",
+    "load_model", "make_dataset", "mnist_test_split", "predict_pcaps", "read_metadata", "save_model", "split_indices",
+    "train_images", "train_mnist", "train_model",
 ]
