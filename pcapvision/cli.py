@@ -275,8 +275,12 @@ def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.Argume
         description="Ingest and image PCAP files with the parameters stored in MODEL_DIR, then write one verdict\n"
                     "per flow (predicted class and every class probability) to a Parquet or CSV file.",
     )
-    parser.add_argument("model", metavar="MODEL_DIR", help="model directory trained on an images table")
-    parser.add_argument("pcaps", nargs="+", metavar="PCAP", help="capture files (pcap/pcapng, plain or gzip)")
+    parser.add_argument("model", metavar="MODEL_DIR", help="model directory trained on an images table (with "
+                        "--registry: the first capture)")
+    parser.add_argument("pcaps", nargs="*", metavar="PCAP", help="capture files (pcap/pcapng, plain or gzip)")
+    parser.add_argument("--registry", metavar="REG", default=None,
+                        help="score with the current champion of this model registry (then every positional "
+                             "argument is a capture); verdicts gain nn_distance and in_distribution")
     parser.add_argument("-o", "--output", required=True, metavar="VERDICTS",
                         help="output file: *.parquet or *.csv")
     parser.add_argument("--threshold", type=float, default=None,
@@ -286,10 +290,22 @@ def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.Argume
     def run(args: argparse.Namespace) -> int:
         from pcapvision.classify.predict import predict_pcaps
 
-        verdicts = predict_pcaps(args.model, args.pcaps, args.output, threshold=args.threshold,
-                                 batch_size=args.batch_size)
+        model, pcaps, reference = args.model, args.pcaps, None
+        if args.registry is not None:
+            from pcapvision.retrain import champion_paths
+
+            model, reference = champion_paths(args.registry)
+            pcaps = [args.model, *args.pcaps]
+        elif not pcaps:
+            raise ParameterError("give MODEL_DIR and at least one PCAP (or --registry REG and the captures)")
+        verdicts = predict_pcaps(model, pcaps, args.output, threshold=args.threshold,
+                                 batch_size=args.batch_size, reference=reference)
         counts = verdicts["predicted"].value_counts().to_dict() if len(verdicts) else {}
-        print(f"{args.output}: {len(verdicts)} flows; predicted {counts}")
+        line = f"{args.output}: {len(verdicts)} flows; predicted {counts}"
+        if "in_distribution" in verdicts:
+            scored = verdicts.loc[verdicts["imaged"], "in_distribution"].astype(bool)
+            line += f"; {float((~scored).mean()) if len(scored) else 0.0:.1%} unlike the training data"
+        print(line)
         return EXIT_OK
 
     parser.set_defaults(handler=run)
@@ -424,6 +440,110 @@ def _run_run(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS.append(_add_run)
+
+
+def _add_retrain(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "retrain", parents=[common], formatter_class=_Formatter,
+        help="scheduled retraining: new captures -> challenger -> gates -> promote or keep the champion",
+        description="One idempotent run for cron or a systemd timer: ingest and image the captures new since the\n"
+                    "last run into the registry, train a challenger with the champion's configuration, compare\n"
+                    "both on the registry's fixed holdout (plus FGSM), promote only when every gate passes,\n"
+                    "report drift, and print exactly one JSON line on stdout. See docs/retraining.md.\n"
+                    "Exit codes: 0 promoted or nothing to do; 1 the run failed; 2 usage error; 3 the challenger\n"
+                    "was rejected by a gate; 4 another run holds the registry's lock.",
+    )
+    parser.add_argument("--registry", required=True, metavar="REG", help="registry directory (created on first use)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="CAPTURES_DIR", help="directory of labelled captures (grows night by night)")
+    source.add_argument("--images", metavar="IMAGES", help="take this images table instead of ingesting captures")
+    parser.add_argument("--labels", metavar="RULES.csv", help="label rules (default: labels.csv at the top of --data)")
+    parser.add_argument("--config", metavar="retrain.toml", help="gates, holdout, drift and first-run training settings")
+    training = parser.add_argument_group("training (override the champion's, or the config's on the first run)")
+    training.add_argument("--target", choices=("label", "family"), default=None, help="class column")
+    training.add_argument("--arch", choices=("cnn", "mlp"), default=None, help="network architecture")
+    training.add_argument("--epochs", type=int, default=None, help="maximum epochs")
+    training.add_argument("--patience", type=int, default=None, help="early-stopping patience")
+    training.add_argument("--batch-size", type=int, default=None, help="images per batch")
+    training.add_argument("--learning-rate", type=float, default=None, help="optimizer learning rate")
+    training.add_argument("--seed", type=int, default=None, help="seed of splits, shuffling and weights")
+    training.add_argument("--threshold", type=float, default=None, help="binary models: threshold on p(malicious)")
+
+    def run(args: argparse.Namespace) -> int:
+        from pcapvision.errors import LockedError
+        from pcapvision.retrain import EXIT_LOCKED, load_config, monitoring_line, retrain
+
+        overrides = {"target": args.target, "arch": args.arch, "epochs": args.epochs, "patience": args.patience,
+                     "batch_size": args.batch_size, "learning_rate": args.learning_rate, "seed": args.seed,
+                     "threshold": args.threshold}
+        try:
+            record = retrain(args.registry, args.data, images=args.images, labels=args.labels,
+                             config=load_config(args.config), training=overrides, quiet=args.quiet)
+        except LockedError as exc:
+            print(monitoring_line({"status": "locked", "exit_code": EXIT_LOCKED, "registry": args.registry,
+                                   "error": str(exc)}))
+            print(f"pcapvision retrain: {exc}", file=sys.stderr)
+            return EXIT_LOCKED
+        except Exception as exc:
+            print(monitoring_line({"status": "failed", "exit_code": EXIT_INPUT_FAILED, "registry": args.registry,
+                                   "error": _one_line(exc)}))
+            raise
+        print(monitoring_line(record))
+        return int(record["exit_code"])
+
+    parser.set_defaults(handler=run)
+
+
+_SUBCOMMANDS.append(_add_retrain)
+
+
+def _add_models(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "models", parents=[common], formatter_class=_Formatter,
+        help="the model registry by hand: list, show, promote, rollback",
+        description="Inspect and steer a registry written by 'pcapvision retrain'. 'promote' and 'rollback' take\n"
+                    "the registry's lock (exit 4 while a retrain runs) and switch the champion atomically.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, text in (("list", "every version with its holdout figures and role"),
+                       ("show", "the full record of one version (JSON)"),
+                       ("promote", "make version N the champion (no gate is checked)"),
+                       ("rollback", "make the previous champion the champion again")):
+        sub = actions.add_parser(name, parents=[common], formatter_class=_Formatter, help=text, description=text)
+        sub.add_argument("--registry", required=True, metavar="REG", help="registry directory")
+        if name in ("show", "promote"):
+            sub.add_argument("version", type=int, metavar="N", help="version number")
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from pcapvision.errors import LockedError
+        from pcapvision.retrain import (
+            EXIT_LOCKED,
+            format_versions,
+            list_versions,
+            promote,
+            rollback,
+            show_version,
+        )
+
+        try:
+            if args.action == "list":
+                print(format_versions(list_versions(args.registry)))
+            elif args.action == "show":
+                print(json.dumps(show_version(args.registry, args.version), indent=2, default=str))
+            else:
+                aliases = promote(args.registry, args.version) if args.action == "promote" else rollback(args.registry)
+                print(f"{args.registry}: champion is version {aliases['champion']}; previous {aliases['previous']}")
+        except LockedError as exc:
+            print(f"pcapvision models: {exc}", file=sys.stderr)
+            return EXIT_LOCKED
+        return EXIT_OK
+
+    parser.set_defaults(handler=run)
+
+
+_SUBCOMMANDS.append(_add_models)
 
 
 def build_parser() -> argparse.ArgumentParser:
