@@ -127,7 +127,7 @@ def retrain(
         from pcapvision.errors import ParameterError
 
         raise ParameterError("The 'data' and 'images' parameters: give exactly one (a captures directory or an images table).")
-    reg = registry if isinstance(registry, DirectoryRegistry) else open_registry(registry)
+    reg = open_registry(registry)
     config = config or RetrainConfig()
     started = time.perf_counter()
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
@@ -324,9 +324,14 @@ def _drift(reg: DirectoryRegistry, champion: int | None, labelled: Any, images_p
     return drift_report(new, ref, config.drift, far_share=far_share, far_threshold=threshold, n_images=new_rows.num_rows)
 
 
-def open_registry(uri: str | os.PathLike[str]) -> DirectoryRegistry:
-    """The registry at ``uri``: a directory path (created on first use)."""
-    return DirectoryRegistry(uri)
+def open_registry(uri: str | os.PathLike[str] | DirectoryRegistry) -> DirectoryRegistry:
+    """The registry at ``uri``: a directory (created on first use), or an MLflow ``sqlite:///FILE.db``
+    tracking URI (optionally ``#model-name``; needs the ``mlflow`` extra)."""
+    if isinstance(uri, DirectoryRegistry):
+        return uri
+    from pcapvision.retrain.mlflow_registry import MlflowRegistry, is_mlflow_uri
+
+    return MlflowRegistry(os.fspath(uri)) if is_mlflow_uri(uri) else DirectoryRegistry(uri)
 
 
 __all__ = ["EXIT_FAILED", "EXIT_LOCKED", "EXIT_OK", "EXIT_REJECTED", "open_registry", "retrain"]
