@@ -35,3 +35,7 @@ class ModelFormatError(PcapvisionError, ValueError):
 
 class LockedError(PcapvisionError, RuntimeError):
     """Another process holds the lock a job needs (the job did not start)."""
+
+
+class GroundTruthFormatError(PcapvisionError, ValueError):
+    """A ground-truth file (flow CSV, Zeek or Suricata log, class folder) cannot be imported."""

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pcapvision.classify.model import custom_objects
 from pcapvision.errors import ModelFormatError
 from pcapvision.io import atomic_path, sha256_file, write_json_atomic
 
@@ -82,7 +83,7 @@ def load_model(model_dir: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
     if sha256_file(model_path) != metadata["model_sha256"]:
         raise ModelFormatError(f"{model_path}: file does not match the SHA-256 recorded in {METADATA_FILE}")
     try:
-        model = keras.models.load_model(model_path, safe_mode=True)
+        model = keras.models.load_model(model_path, safe_mode=True, custom_objects=custom_objects())
     except Exception as exc:  # Keras raises ValueError, KeyError, OSError, TypeError... for bad archives
         first = " ".join(str(exc).split())[:200]
         raise ModelFormatError(f"{model_path}: cannot load the Keras model ({exc.__class__.__name__}: {first})") from exc

@@ -49,6 +49,9 @@ class PacketBatch:
     payload_len: np.ndarray  # int32, captured L4 payload length
     data: np.ndarray  # uint8 buffer the payload offsets point into
     skipped: Counter[str] = field(default_factory=Counter)  # packets not in the batch, by reason
+    # Frames of the chunk by the decoder that judged them ("fast", "dpkt", "scapy"): proves the
+    # numpy fast path does the work and does not silently hand everything to dpkt.
+    decoded_by: Counter[str] = field(default_factory=Counter)
 
     def __len__(self) -> int:
         return int(self.ts_ns.shape[0])
@@ -63,7 +66,8 @@ class PacketBatch:
         return cls.from_packets([], skipped=skipped)
 
     @classmethod
-    def from_packets(cls, packets: Iterable[Packet], skipped: Counter[str] | None = None) -> PacketBatch:
+    def from_packets(cls, packets: Iterable[Packet], skipped: Counter[str] | None = None,
+                     decoded_by: Counter[str] | None = None) -> PacketBatch:
         """Build a batch from :class:`Packet` objects (slow path readers and tests)."""
         packets = list(packets)
         n = len(packets)
@@ -88,6 +92,7 @@ class PacketBatch:
             payload_len=np.fromiter((len(p.payload) for p in packets), np.int32, n),
             data=np.frombuffer(bytes(data), np.uint8),
             skipped=Counter(skipped or {}),
+            decoded_by=Counter(decoded_by or {}),
         )
 
     def packets(self) -> list[Packet]:

@@ -92,12 +92,14 @@ def _decode_chunk(chunk: RecordChunk, *, fast: bool) -> PacketBatch:
         fastpath.empty_fields(d, n)
         status = np.full(n, fastpath.FALLBACK, np.int8)
     accept = status == fastpath.ACCEPT
+    fallback = np.flatnonzero(status == fastpath.FALLBACK)
+    decoded_by = Counter({"fast": n - len(fallback), "dpkt": len(fallback)})
     for reason, code in fastpath.SKIP_CODE.items():
         count = int(np.count_nonzero(status == code))
         if count:
             skipped[reason] += count
     buf = chunk.buf
-    for i in np.flatnonzero(status == fastpath.FALLBACK).tolist():
+    for i in fallback.tolist():
         start = int(chunk.offset[i])
         decoded = decode_frame_dpkt(buf[start : start + int(chunk.caplen[i])].tobytes(), int(chunk.linktype[i]))
         if isinstance(decoded, str):
@@ -136,6 +138,7 @@ def _decode_chunk(chunk: RecordChunk, *, fast: bool) -> PacketBatch:
         payload_len=d.payload_len[take],
         data=buf,
         skipped=skipped,
+        decoded_by=+decoded_by,
     )
 
 
@@ -283,6 +286,10 @@ def _read_scapy(path: str, chunk_packets: int) -> Iterator[PacketBatch]:
     try:
         reader = RawPcapReader(path)
     except Exception as exc:  # scapy raises Scapy_Exception for foreign files
+        with open(path, "rb") as fh:
+            archive = capture.archive_kind(fh.read(capture.HEAD_BYTES))
+        if archive is not None:
+            raise CaptureFormatError(f"{path}: {archive}, not a capture; unpack it first") from exc
         raise CaptureFormatError(f"{path}: scapy cannot read it as a capture ({exc})") from exc
     packets: list[Packet] = []
     skipped: Counter[str] = Counter()
@@ -323,10 +330,10 @@ def _read_scapy(path: str, chunk_packets: int) -> Iterator[PacketBatch]:
                                       ip_bytes, bytes(data[at : at + length])))
             index += 1
             if index % chunk_packets == 0:
-                yield PacketBatch.from_packets(packets, skipped)
+                yield PacketBatch.from_packets(packets, skipped, Counter(scapy=chunk_packets))
                 packets, skipped = [], Counter()
     if packets or skipped:
-        yield PacketBatch.from_packets(packets, skipped)
+        yield PacketBatch.from_packets(packets, skipped, +Counter(scapy=index % chunk_packets))
 
 
 def _decode_scapy(frame: bytes, linktype: int) -> tuple | str:

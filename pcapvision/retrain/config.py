@@ -106,7 +106,9 @@ def check_training(params: dict[str, Any]) -> dict[str, Any]:
         raise ParameterError(f"The 'training' parameter must only hold {list(TRAINING_KEYS)}. Got {unknown} instead.")
     out = dict(params)
     if "arch" in out:
-        check_choice("arch", out["arch"], ("cnn", "mlp"))
+        from pcapvision.classify import ARCHITECTURES
+
+        check_choice("arch", out["arch"], ARCHITECTURES)
     if "target" in out:
         check_choice("target", out["target"], ("label", "family"))
     for name in ("epochs", "batch_size"):

@@ -1,7 +1,8 @@
 """The scheduled retrain job: new captures -> challenger -> gates against the champion -> promote or keep.
 
-Exit codes for schedulers (``EXIT_*``): 0 promoted or nothing to do; 1 the run failed; 3 the
-challenger was rejected by a gate; 4 another run holds the registry's lock.
+Exit codes for schedulers (``EXIT_*``): 0 promoted or nothing to do; 1 the run failed on bad
+input; 2 usage error; 3 internal error (a bug: the CLI's code for every command); 4 another run
+holds the registry's lock; 5 the challenger was rejected by a gate.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_REJECTED = 3
+EXIT_INTERNAL = 3
+EXIT_REJECTED = 5
 EXIT_LOCKED = 4
 DEFAULT_LABELS = "labels.csv"
 STATE = "state"
@@ -139,7 +141,11 @@ def retrain(
         try:
             _run(reg, data, images, labels, config, dict(training or {}), quiet, record, timer)
         except BaseException as exc:
-            record.update(status="failed", exit_code=EXIT_FAILED, error=f"{exc.__class__.__name__}: {exc}")
+            from pcapvision.errors import PcapvisionError
+
+            expected = isinstance(exc, (PcapvisionError, OSError))
+            record.update(status="failed", exit_code=EXIT_FAILED if expected else EXIT_INTERNAL,
+                          error=f"{exc.__class__.__name__}: {exc}")
             raise
         finally:
             record["seconds"] = {**timer.seconds, "total": round(time.perf_counter() - started, 2)}
@@ -334,4 +340,4 @@ def open_registry(uri: str | os.PathLike[str] | DirectoryRegistry) -> DirectoryR
     return MlflowRegistry(os.fspath(uri)) if is_mlflow_uri(uri) else DirectoryRegistry(uri)
 
 
-__all__ = ["EXIT_FAILED", "EXIT_LOCKED", "EXIT_OK", "EXIT_REJECTED", "open_registry", "retrain"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERNAL", "EXIT_LOCKED", "EXIT_OK", "EXIT_REJECTED", "open_registry", "retrain"]
