@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pcapvision.errors import DataContractError
-from pcapvision.io import parquet_files, sha256_file, write_parquet_atomic
+from pcapvision.errors import DataContractError, InputNotFoundError, ParameterError, PcapvisionError
+from pcapvision.io import metadata_from_schema, parquet_files, sha256_file, write_parquet_atomic
 from pcapvision.lock import exclusive_lock
 from pcapvision.retrain import gates as gating
 from pcapvision.retrain.config import TRAINING_KEYS, RetrainConfig, check_training
@@ -126,8 +126,6 @@ def retrain(
     Raises :class:`~pcapvision.errors.LockedError` when another run holds the registry.
     """
     if (data is None) == (images is None):
-        from pcapvision.errors import ParameterError
-
         raise ParameterError("The 'data' and 'images' parameters: give exactly one (a captures directory or an images table).")
     reg = open_registry(registry)
     config = config or RetrainConfig()
@@ -141,8 +139,6 @@ def retrain(
         try:
             _run(reg, data, images, labels, config, dict(training or {}), quiet, record, timer)
         except BaseException as exc:
-            from pcapvision.errors import PcapvisionError
-
             expected = isinstance(exc, (PcapvisionError, OSError))
             record.update(status="failed", exit_code=EXIT_FAILED if expected else EXIT_INTERNAL,
                           error=f"{exc.__class__.__name__}: {exc}")
@@ -156,7 +152,7 @@ def retrain(
 
 def _run(reg: DirectoryRegistry, data: Any, images: Any, labels: Any, config: RetrainConfig, overrides: dict[str, Any],
          quiet: bool, record: dict[str, Any], timer: _Timer) -> None:
-    from pcapvision.classify import fit_reference, load_model, read_metadata, train_images
+    from pcapvision.classify import fit_reference, load_images_dataset, load_model, read_metadata, train_images
 
     reg.clean_staging()
     state = reg.read_state(STATE)
@@ -168,14 +164,14 @@ def _run(reg: DirectoryRegistry, data: Any, images: Any, labels: Any, config: Re
     labels_sha = None
     if images is None:
         labels_sha, images_path = timer("ingest_and_image", lambda: _ingest_and_image(
-            reg, Path(data), labels, champion_meta, config, state, quiet, record))
+            reg, Path(data), labels, champion_meta, config, quiet, record))
     else:
         images_path = Path(images)
         record["inputs"] = {"images": os.fspath(images_path), "images_sha256": [sha256_file(f) for f in parquet_files(images_path)]}
     relabelled = state.get("labels_sha256") is not None and labels_sha != state.get("labels_sha256")
+    if relabelled:
+        log.info("the label rules changed since the last run: their flows were re-labelled, every group is retrained")
     table = _read_images(images_path)
-    from pcapvision.io import metadata_from_schema
-
     images_meta = metadata_from_schema(table.schema)
     params = _training_params(champion_meta, config, overrides)
     target = params.get("target", "label")
@@ -227,8 +223,6 @@ def _run(reg: DirectoryRegistry, data: Any, images: Any, labels: Any, config: Re
         # 5. drift of the new data against the champion's training data; the challenger's reference
         model, meta = load_model(model_dir)
         train_groups = sorted(set(labelled.column("split_group").to_pylist()) - set(holdout_after["groups"]))
-        from pcapvision.classify import load_images_dataset
-
         train_data = load_images_dataset(train_path, target=target)
         reference = fit_reference(model, train_data.x, model_sha256=meta["model_sha256"],
                                   quantile=config.drift.reference_quantile, max_points=config.drift.reference_points,
@@ -270,24 +264,21 @@ def _run(reg: DirectoryRegistry, data: Any, images: Any, labels: Any, config: Re
 
 
 def _ingest_and_image(reg: DirectoryRegistry, data: Path, labels: Any, champion_meta: Mapping[str, Any] | None,
-                      config: RetrainConfig, state: Mapping[str, Any], quiet: bool, record: dict[str, Any]) -> tuple[str | None, Path]:
+                      config: RetrainConfig, quiet: bool, record: dict[str, Any]) -> tuple[str | None, Path]:
+    """Ingest new captures into the data area (parts whose labels changed are redone by ingest
+    itself: a part records its label rules' hash) and image them all; ``(labels_sha256, images)``."""
     from pcapvision.imaging import image_flows
     from pcapvision.ingest import Labeler, ingest
 
     if not data.is_dir():
-        from pcapvision.errors import InputNotFoundError
-
         raise InputNotFoundError(f"{data}: no such captures directory")
     labels_path = Path(labels) if labels is not None else data / DEFAULT_LABELS
     if labels is None and not labels_path.is_file():
         raise DataContractError(f"{data}: no {DEFAULT_LABELS} at the top of the data directory (or give --labels)")
     labeler = Labeler.from_rules_csv(labels_path)
     labels_sha = sha256_file(labels_path)
-    relabel = state.get("labels_sha256") is not None and state.get("labels_sha256") != labels_sha
-    if relabel:
-        log.info("%s changed since the last run: re-ingesting every capture with the new labels", labels_path)
     flows_dir = reg.data_dir / "flows"
-    summary = ingest([data], flows_dir, labeler=labeler, force=relabel, quiet=quiet)
+    summary = ingest([data], flows_dir, labeler=labeler, quiet=quiet)
     if summary.files_failed:
         log.warning("%d capture(s) failed to ingest; continuing with the rest", len(summary.files_failed))
     if champion_meta is not None:

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pcapvision.errors import InputNotFoundError, ParameterError
+from pcapvision.errors import DataContractError, InputNotFoundError, ParameterError
 from pcapvision.io import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def _read_json(path: Path, default: Any) -> Any:
     except FileNotFoundError:
         return default
     except (UnicodeDecodeError, ValueError) as exc:
-        raise InputNotFoundError(f"{path}: corrupt registry file ({exc.__class__.__name__}: {exc})") from exc
+        raise DataContractError(f"{path}: corrupt registry file ({exc.__class__.__name__}: {exc})") from exc
 
 
 class DirectoryRegistry:

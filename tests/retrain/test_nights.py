@@ -10,10 +10,8 @@ as it was and the next run (night 4) succeeds.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,15 +23,13 @@ import pytest
 from pcapvision.cli import main
 from pcapvision.lock import exclusive_lock
 from pcapvision.retrain import open_registry
-from pcapvision.synth import generate
+from tests.retrain.nights import add_night
 
-FLOWS = 300
 EPOCHS = 6
-FLIP = {"normal": "malicious", "malicious": "normal"}
 # The holdout here has ~90 rows, so one row moves a figure by more than a point and the default
 # tolerances (0.5, 0.2 and 2 points) would judge noise; these are wide enough for noise and far
-# narrower than what flipped labels do (F1 down by ~0.2). On corpora this small the CNN does not
-# beat every trivial baseline either (test_gates covers that gate). The story is the life cycle.
+# narrower than what flipped labels do (a gate figure down by 0.2 or more). On corpora this small the CNN does not
+# beat every trivial baseline either (test_policy covers that gate). The story is the life cycle.
 CONFIG = f"""
 [training]
 epochs = {EPOCHS}
@@ -77,31 +73,6 @@ def _ethernet(spec) -> bytes:
     return ethernet(spec.ip_packet())
 
 
-def _add_night(data: Path, corpora: Path, night: int, *, flip: bool = False) -> None:
-    """Generate night ``night``'s captures into data/nightN and append its label rules."""
-    out = generate(corpora / f"night{night}", flows=FLOWS, seed=night, difficulty="easy", hosts_per_class=4,
-                   quiet=True).output_dir
-    target = data / f"night{night}"
-    target.mkdir(parents=True)
-    for pcap in sorted(out.glob("*.pcap")):
-        os.link(pcap, target / pcap.name)
-    rules = data / "labels.csv"
-    with open(out / "labels.csv", newline="") as src:
-        rows = list(csv.DictReader(src))
-    new_file = not rules.exists()
-    with open(rules, "a", newline="") as dst:
-        writer = csv.DictWriter(dst, fieldnames=list(rows[0]))
-        if new_file:
-            writer.writeheader()
-        for row in rows:
-            row["file"] = f"*night{night}/{row['file']}"
-            if flip:
-                row["label"] = FLIP[row["label"]]
-            writer.writerow(row)
-
-
-
-
 def _snapshot(reg: Path) -> dict:
     registry = open_registry(reg)
     return {"aliases": registry.aliases(), "versions": registry.version_numbers(),
@@ -124,13 +95,13 @@ def story(tmp_path_factory: pytest.TempPathFactory):
         assert len(lines) == 1, lines
         return code, json.loads(lines[0])
 
-    _add_night(data, corpora, 1)
+    add_night(data, corpora, 1)
     results["night1"] = run()
     results["noop"] = run()
-    _add_night(data, corpora, 2)
+    add_night(data, corpora, 2)
     results["night2"] = run()
     results["before_flip"] = _snapshot(reg)
-    _add_night(data, corpora, 3, flip=True)
+    add_night(data, corpora, 3, flip=True)
     results["night3"] = run()
     results["after_flip"] = _snapshot(reg)
     results["night3_record"] = open_registry(reg).version(results["night3"][1]["version"])
@@ -140,7 +111,7 @@ def story(tmp_path_factory: pytest.TempPathFactory):
         results["rollback_code"] = main(["models", "rollback", "--registry", str(reg)])
     results["after_rollback"] = _snapshot(reg)
 
-    _add_night(data, corpora, 4)
+    add_night(data, corpora, 4)
     with exclusive_lock(reg / ".lock", what="test"):
         results["locked"] = run()
     results["before_kill"] = _snapshot(reg)
