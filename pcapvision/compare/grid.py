@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,7 +102,7 @@ def load_compare_data(source: str | os.PathLike[str], params: dict[str, Any]) ->
         input_kind = "flows"
         flows = table
         for name in params["reprs"]:
-            rendered, summary = render_flows(flows, name, dedup=True, group_by=params["group_by"])
+            rendered, _ = render_flows(flows, name, dedup=True, group_by=params["group_by"])
             per_repr[name] = rendered
             log.info("%s: %d images from %d flows", name, rendered.num_rows, flows.num_rows)
     # Keep the flows every representation kept (labelled), in one order.
@@ -185,6 +184,9 @@ def run_grid(data: CompareData, params: dict[str, Any], *, quiet: bool = False) 
     results: list[dict[str, Any]] = []
     n_jobs = params["seeds"] * (len(params["reprs"]) * (len(params["archs"]) + 1) + (data.features is not None))
     bar = progress(total=n_jobs, desc="compare", unit="fit", quiet=quiet)
+    # Every fit builds a new model, so Keras retraces its predict function each time and TensorFlow
+    # warns about it; expected here, and noise on the terminal.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     for seed in range(params["seeds"]):
         if data.features is not None:
             t0 = time.perf_counter()

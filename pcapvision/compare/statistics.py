@@ -63,12 +63,19 @@ def flow_statistics(flows: pa.Table) -> np.ndarray:
 def fit_reference(features: np.ndarray, y: np.ndarray, seed: int) -> Any:
     """The reference model fitted on ``features``/``y`` (class indices)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
 
-    return HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=seed).fit(features, y)
+    # One OpenMP thread: beside TensorFlow's threads on a small machine, more threads spin against
+    # each other (measured 2 s with one thread against 55 s with the default on a loaded 2-core VM).
+    with threadpool_limits(1):
+        return HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=seed).fit(features, y)
 
 
 def reference_proba(model: Any, features: np.ndarray, n_classes: int) -> np.ndarray:
     """Probabilities with a column per class (zeros for a class absent from the training rows)."""
+    from threadpoolctl import threadpool_limits
+
     proba = np.zeros((len(features), n_classes))
-    proba[:, model.classes_.astype(int)] = model.predict_proba(features)
+    with threadpool_limits(1):
+        proba[:, model.classes_.astype(int)] = model.predict_proba(features)
     return proba

@@ -10,9 +10,10 @@ Public API (the classify and robustness stages code against exactly this)::
     load_images(path, target="label") -> (x float32 (N,28,28,1) in [0,1], y str, ImageSetMeta)
     preview_grid(images_path_or_table, output_png, per_class=8, seed=0) -> Path
     import_images(src, output, *, labels=None, format="auto", dedup=True) -> ImagingSummary   # IDX, npz, PNG folders
+    read_idx(path) -> np.ndarray                  # an unsigned-byte IDX file, gzip or not
 """
 
-from pcapvision.imaging.importers import import_images
+from pcapvision.imaging.importers import import_images, read_idx
 from pcapvision.imaging.masking import MaskingStats, mask_tls_names
 from pcapvision.imaging.preview import preview_grid
 from pcapvision.imaging.representations import (
@@ -53,6 +54,7 @@ __all__ = [
     "load_images",
     "mask_tls_names",
     "preview_grid",
+    "read_idx",
     "render_flows",
     "summary_path",
 ]

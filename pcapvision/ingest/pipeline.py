@@ -261,17 +261,21 @@ def _packed(ip: str) -> bytes:
 
 
 def flow_id(source_sha256: str, src_ip: str, src_port: int, dst_ip: str, dst_port: int, protocol: int,
-            first_seen_ns: int) -> str:
-    """First 16 hex digits of SHA-256 over ``source_sha256``, the canonical 5-tuple, ``first_seen_ns``.
+            first_seen_ns: int, vlan_id: int = 0) -> str:
+    """First 16 hex digits of SHA-256 over ``source_sha256``, the canonical 5-tuple, ``first_seen_ns``
+    (and the VLAN id when there is one).
 
     The canonical 5-tuple orders the two endpoints by (16-byte address, port), as Community ID
     does, so the id does not depend on which end is the initiator. The hashed text is
-    ``"{sha256}|{protocol}|{ip_a}|{port_a}|{ip_b}|{port_b}|{first_seen_ns}"``.
+    ``"{sha256}|{protocol}|{ip_a}|{port_a}|{ip_b}|{port_b}|{first_seen_ns}"``, followed by
+    ``"|vlan{vlan_id}"`` for a tagged flow.
     """
     a, b = (_packed(src_ip), src_port, src_ip), (_packed(dst_ip), dst_port, dst_ip)
     if b[:2] < a[:2]:
         a, b = b, a
     text = f"{source_sha256}|{protocol}|{a[2]}|{a[1]}|{b[2]}|{b[1]}|{first_seen_ns}"
+    if vlan_id:
+        text += f"|vlan{vlan_id}"
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
 
 
@@ -279,11 +283,13 @@ def _flow_ids(flows: pa.RecordBatch, source_sha256: str) -> list[str]:
     """:func:`flow_id` of every flow of a batch (inlined: it runs once per flow)."""
     sha256 = hashlib.sha256
     ids = []
-    for src, sport, dst, dport, protocol, first in zip(*(flows.column(name).to_pylist() for name in (
-            "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "first_seen_ns"))):
+    for src, sport, dst, dport, protocol, first, vlan in zip(*(flows.column(name).to_pylist() for name in (
+            "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "first_seen_ns", "vlan_id"))):
         if (_packed(dst), dport) < (_packed(src), sport):
             src, sport, dst, dport = dst, dport, src, sport
         text = f"{source_sha256}|{protocol}|{src}|{sport}|{dst}|{dport}|{first}"
+        if vlan:
+            text += f"|vlan{vlan}"
         ids.append(sha256(text.encode("ascii")).hexdigest()[:16])
     return ids
 

@@ -105,8 +105,9 @@ def _decode_chunk(chunk: RecordChunk, *, fast: bool) -> PacketBatch:
         if isinstance(decoded, str):
             skipped[decoded] += 1
             continue
-        version, src, dst, proto, sport, dport, flags, seq, ip_bytes, payload_at, payload_len = decoded
+        version, src, dst, proto, sport, dport, flags, seq, ip_bytes, payload_at, payload_len, vlan = decoded
         accept[i] = True
+        d.vlan_id[i] = vlan
         d.ip_version[i] = version
         d.src_addr[i] = np.frombuffer(src, np.uint8)
         d.dst_addr[i] = np.frombuffer(dst, np.uint8)
@@ -137,6 +138,7 @@ def _decode_chunk(chunk: RecordChunk, *, fast: bool) -> PacketBatch:
         payload_offset=d.payload_offset[take],
         payload_len=d.payload_len[take],
         data=buf,
+        vlan_id=d.vlan_id[take],
         skipped=skipped,
         decoded_by=+decoded_by,
     )
@@ -155,16 +157,19 @@ def decode_frame_dpkt(frame: bytes, linktype: int) -> tuple | str:
     """Decode one captured frame with dpkt: the reference decoder.
 
     Returns ``(ip_version, src16, dst16, protocol, src_port, dst_port, tcp_flags, tcp_seq,
-    ip_bytes, payload_start, payload_len)`` with ``payload_start`` relative to the frame, or the
-    reason the frame is skipped.
+    ip_bytes, payload_start, payload_len, vlan_id)`` with ``payload_start`` relative to the frame
+    and ``vlan_id`` the outermost 802.1Q tag's id (0 when untagged), or the reason the frame is
+    skipped.
     """
     try:
-        return _decode_dpkt(frame, linktype)
+        vlan = [0]
+        decoded = _decode_dpkt(frame, linktype, vlan)
     except dpkt.NeedData:
         return "truncated_header"
+    return decoded if isinstance(decoded, str) else (*decoded, vlan[0])
 
 
-def _decode_dpkt(frame: bytes, linktype: int) -> tuple | str:
+def _decode_dpkt(frame: bytes, linktype: int, vlan: list[int]) -> tuple | str:
     n = len(frame)
     if linktype == LINKTYPE_ETHERNET:
         eth = _hdr(dpkt.ethernet.Ethernet, frame)
@@ -172,6 +177,8 @@ def _decode_dpkt(frame: bytes, linktype: int) -> tuple | str:
         if ethertype in _VLAN_TYPES:
             for depth in range(2):
                 tag = _hdr(dpkt.ethernet.VLANtag8021Q, frame[ip_start:])
+                if depth == 0:
+                    vlan[0] = tag.id
                 ip_start, ethertype = ip_start + 4, tag.type
                 if ethertype != 0x8100 or depth == 1:
                     break
@@ -325,9 +332,9 @@ def _read_scapy(path: str, chunk_packets: int) -> Iterator[PacketBatch]:
             if isinstance(decoded, str):
                 skipped[decoded] += 1
             else:
-                version, src, dst, proto, sport, dport, flags, seq, ip_bytes, at, length = decoded
+                version, src, dst, proto, sport, dport, flags, seq, ip_bytes, at, length, vlan = decoded
                 packets.append(Packet(ts_ns, index, version, src, dst, proto, sport, dport, flags, seq,
-                                      ip_bytes, bytes(data[at : at + length])))
+                                      ip_bytes, bytes(data[at : at + length]), vlan))
             index += 1
             if index % chunk_packets == 0:
                 yield PacketBatch.from_packets(packets, skipped, Counter(scapy=chunk_packets))
@@ -342,6 +349,7 @@ def _decode_scapy(frame: bytes, linktype: int) -> tuple | str:
     from scapy.layers.l2 import CookedLinux, Dot1Q, Ether
 
     n = len(frame)
+    vlan = 0
     if linktype == LINKTYPE_ETHERNET:
         if n < 14:
             return "truncated_header"
@@ -351,7 +359,10 @@ def _decode_scapy(frame: bytes, linktype: int) -> tuple | str:
             for depth in range(2):
                 if n < ip_start + 4:
                     return "truncated_header"
-                ethertype = Dot1Q(frame[ip_start : ip_start + 4]).type
+                tag = Dot1Q(frame[ip_start : ip_start + 4])
+                if depth == 0:
+                    vlan = tag.vlan
+                ethertype = tag.type
                 ip_start += 4
                 if ethertype != 0x8100 or depth == 1:
                     break
@@ -428,7 +439,7 @@ def _decode_scapy(frame: bytes, linktype: int) -> tuple | str:
             return "truncated_header"
         udp = UDP(frame[l4 : l4 + 8])
         header_len, sport, dport, flags, seq = 8, udp.sport, udp.dport, 0, 0
-    return (version, src, dst, proto, sport, dport, flags, seq, ip_bytes, l4 + header_len, avail - header_len)
+    return (version, src, dst, proto, sport, dport, flags, seq, ip_bytes, l4 + header_len, avail - header_len, vlan)
 
 
 def _scapy_ipv6_extensions(frame: bytes, nh: int, at: int, ip_end: int) -> tuple[int | str, int]:

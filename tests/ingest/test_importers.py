@@ -324,3 +324,15 @@ def test_options_are_validated_in_one_place(tmp_path: Path) -> None:
         ImportOptions(class_level=1, class_regex="x")
     with pytest.raises(ParameterError, match=r"The 'format' parameter must be one of"):
         import_labels([tmp_path], "argus", tmp_path / "r.csv")
+
+
+def test_a_record_spanning_two_flows_labels_both(tmp_path: Path, capture: Path, flows: Path) -> None:
+    # One long Zeek connection that pcapvision cut in two (F1, then F5 on the same 5-tuple).
+    lines = ["#separator \\x09", "#fields\t" + "\t".join(ZEEK_FIELDS) + "\tlabel\tdetailed-label",
+             "\t".join(_zeek_cells(0.0, "C1", F1, "450.0")) + "\tMalicious\tOkiru"]
+    path = write(tmp_path / "conn.log", "\n".join(lines) + "\n")
+    report = import_labels([path], "zeek", tmp_path / "rules.csv", flows=flows)
+    labels = labels_by_flow(capture, tmp_path / "rules.csv")
+    assert labels["F1"] == labels["F5"] == ("malicious", "Okiru")
+    assert report.match["records"]["labeled_matched_several_flows"] == 1
+    assert report.match["examples"]["labeled_matched_several_flows"][0]["flows"] == 2

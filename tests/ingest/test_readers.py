@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import logging
 import struct
@@ -172,7 +173,8 @@ def test_vlan_and_qinq_tags(tmp_path: Path, reader: str) -> None:
               c.ethernet(spec.ip_packet(), vlan=(100, 10), outer_tpid=0x9100),
               c.ethernet(spec.ip_packet(), vlan=(100, 10), outer_tpid=0x8100)]
     path = c.write_pcap(tmp_path / "a.pcap", [c.Record(c.T0_NS, f) for f in frames])
-    assert read_all(path, reader) == ([spec.expected(c.T0_NS, i) for i in range(4)], {})
+    expected = [dataclasses.replace(spec.expected(c.T0_NS, i), vlan_id=vlan) for i, vlan in enumerate((10, 100, 100, 100))]
+    assert read_all(path, reader) == (expected, {})
 
 
 @pytest.mark.parametrize("reader", READERS)
