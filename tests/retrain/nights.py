@@ -10,11 +10,16 @@ from pcapvision.synth import generate
 
 FLOWS = 300
 FLIP = {"normal": "malicious", "malicious": "normal"}
+# A flipped night is this many times larger than the others, so that its labels dominate what the
+# challenger learns: small models on a ~100-row holdout are too noisy to show a minority of
+# mislabelled captures reliably (TLS key material, hence every image, differs run to run).
+FLIP_SCALE = 3
 
 
 def add_night(data: Path, corpora: Path, night: int, *, flip: bool = False, flows: int = FLOWS) -> None:
-    """Generate night ``night``'s captures into data/nightN and append its label rules."""
-    out = generate(corpora / f"night{night}", flows=flows, seed=night, difficulty="easy", hosts_per_class=4,
+    """Generate night ``night``'s captures into data/nightN and append its label rules (every
+    label flipped when ``flip``, and ``FLIP_SCALE`` times the flows)."""
+    out = generate(corpora / f"night{night}", flows=flows * (FLIP_SCALE if flip else 1), seed=night, difficulty="easy", hosts_per_class=4,
                    quiet=True).output_dir
     target = data / f"night{night}"
     target.mkdir(parents=True)
