@@ -74,6 +74,9 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                        help="payload bytes kept per flow (payload and each direction)")
     flows.add_argument("--max-packets", type=int, default=64, metavar="N",
                        help="packets kept in the per-packet lists (packet_time_ms, ...)")
+    flows.add_argument("--on-hole", choices=("stop", "skip"), default="stop",
+                       help="TCP payload at a hole the capture missed: stop there, or skip it (close the gap, "
+                            "mark the join in *_payload_holes) and keep the bytes after it")
     reading = parser.add_argument_group("reading")
     reading.add_argument("--reader", choices=("auto", "dpkt", "scapy"), default="auto",
                          help="capture decoder: auto (fast numpy path, dpkt fallback), dpkt, or scapy (slow "
@@ -104,7 +107,8 @@ def _run_ingest(args: argparse.Namespace) -> int:
     from pcapvision.ingest import IngestOptions, Labeler, ingest
 
     options = IngestOptions(idle_timeout_s=args.idle_timeout, active_timeout_s=args.active_timeout,
-                            max_bytes=args.max_bytes, max_packets=args.max_packets, reader=args.reader,
+                            max_bytes=args.max_bytes, max_packets=args.max_packets, on_hole=args.on_hole,
+                            reader=args.reader,
                             chunk_packets=args.chunk_packets)
     if args.label is not None and args.labels is not None:
         raise ParameterError("--label and --labels cannot be combined: label every flow, or label by rules")
@@ -202,7 +206,7 @@ def _add_labels(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                     "docs/ingest-labels.md. Exit codes: 0 ok; 1 a file could not be read (the rest is written);\n"
                     "2 usage error.")
     importer.add_argument("sources", nargs="+", metavar="FILE",
-                          help="ground-truth files (for --format folders: the SRC directory)")
+                          help="ground-truth files or quoted glob patterns (for --format folders: the SRC directory)")
     importer.add_argument("--format", required=True, choices=_label_formats(), dest="label_format",
                           help="what the files are")
     importer.add_argument("-o", "--output", required=True, metavar="RULES.csv", help="rules CSV to write")
@@ -524,34 +528,49 @@ _SUBCOMMANDS.append(_add_robustness)
 
 def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
-        "run", parents=[common], formatter_class=_Formatter,
-        help="the main job: ingest, image, train, evaluate and attack in one go",
-        description="Run every stage end to end: captures -> OUT/flows -> OUT/images.parquet -> OUT/model "
-                    "-> OUT/robustness. Stages whose inputs and parameters did not change are reused.",
+        "run", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="the main job: traffic and MNIST models trained, evaluated and attacked, one report",
+        description="Run every stage end to end: captures -> OUT/flows -> OUT/images.parquet -> OUT/model, the MNIST\n"
+                    "proof of concept (same architecture and training function) -> OUT/mnist-model, the robustness\n"
+                    "suite on both, and OUT/report.html. With no arguments it runs on the bundled sample_pcaps and\n"
+                    "MNIST sample. Parameters: defaults < --config FILE < options given here ('pcapvision config\n"
+                    "show' prints every parameter and its default). Stages whose inputs and parameters did not change\n"
+                    "are reused; run.json records the effective configuration.",
     )
-    parser.add_argument("captures", nargs="*", default=["sample_pcaps"], metavar="PATH",
-                        help="capture files, directories or globs")
-    parser.add_argument("-o", "--output", default="out", metavar="OUT", help="output directory")
+    # Every option defaults to None (= not given), so the config file's value stands unless overridden.
+    parser.add_argument("captures", nargs="*", default=None, metavar="PATH",
+                        help="capture files, directories or globs (default: sample_pcaps)")
+    parser.add_argument("--config", metavar="TOML", help="pipeline configuration file")
+    parser.add_argument("-o", "--output", metavar="OUT", help="output directory (default: out)")
     parser.add_argument("--labels", metavar="RULES.csv",
                         help="label rules (default: labels.csv inside the capture directory, if there is one)")
-    parser.add_argument("--repr", dest="representation", default="payload", metavar="NAME",
-                        help="image representation (see 'pcapvision image --help')")
-    parser.add_argument("--target", choices=("label", "family"), default="label", help="what the model predicts")
-    parser.add_argument("--arch", choices=("cnn", "mlp"), default="cnn", help="network architecture")
-    parser.add_argument("--epochs", type=int, default=20, help="maximum training epochs (early stopping on)")
-    parser.add_argument("--suite", choices=("quick", "full", "none"), default="quick", help="robustness suite")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for every stage")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="ingest worker processes")
+    parser.add_argument("--repr", dest="representation", metavar="NAME",
+                        help="image representation (default: payload; see 'pcapvision image --help')")
+    parser.add_argument("--target", choices=("label", "family"), help="what the traffic model predicts (default: label)")
+    parser.add_argument("--arch", choices=("cnn", "mlp"), help="network architecture of both models (default: cnn)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs of the traffic model (default: 20)")
+    parser.add_argument("--mnist-epochs", type=int, help="maximum epochs of the MNIST model (default: 6)")
+    parser.add_argument("--mnist-file", metavar="PATH", help="MNIST file (default: the bundled 10,000-digit sample)")
+    parser.add_argument("--no-mnist", dest="mnist", action="store_const", const=False,
+                        help="skip the MNIST proof of concept")
+    parser.add_argument("--suite", choices=("quick", "full", "none"), help="robustness suite (default: quick)")
+    parser.add_argument("--seed", type=int, help="random seed for every stage (default: 0)")
+    parser.add_argument("--executor", choices=("local", "dask"),
+                        help="where ingest and imaging run (default: local; dask needs pcapvision[dask])")
+    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                        help="with --executor dask: a running scheduler (default: a LocalCluster of --jobs workers)")
+    parser.add_argument("--jobs", type=int, metavar="N", help="ingest worker processes or LocalCluster workers (default: 1)")
     parser.add_argument("--force", action="store_true", help="redo every stage even if its output is up to date")
     parser.set_defaults(handler=_run_run)
 
 
 def _run_run(args: argparse.Namespace) -> int:
+    from pcapvision.config import OPTIONS, load_config
     from pcapvision.run import format_run, run_pipeline
 
-    record = run_pipeline(args.captures, args.output, labels=args.labels, representation=args.representation,
-                          target=args.target, arch=args.arch, epochs=args.epochs, suite=args.suite, seed=args.seed,
-                          jobs=args.jobs, force=args.force, quiet=args.quiet)
+    options = {name: getattr(args, name, None) for name in OPTIONS}
+    options["captures"] = args.captures or None  # argparse gives [] for no PATH: the configured captures stand
+    record = run_pipeline(config=load_config(args.config), force=args.force, quiet=args.quiet, **options)
     print(format_run(record))
     ingest_summary = record["stages"]["ingest"]
     if ingest_summary.get("internal_errors"):
@@ -562,110 +581,37 @@ def _run_run(args: argparse.Namespace) -> int:
 _SUBCOMMANDS.append(_add_run)
 
 
-def _add_retrain(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def _add_retrain_and_models(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from pcapvision.cli_retrain import add_models, add_retrain
+
+    add_retrain(subparsers, common, _Formatter)
+    add_models(subparsers, common, _Formatter)
+
+
+_SUBCOMMANDS.append(_add_retrain_and_models)
+
+
+def _add_config(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
-        "retrain", parents=[common], formatter_class=_Formatter,
-        help="scheduled retraining: new captures -> challenger -> gates -> promote or keep the champion",
-        description="One idempotent run for cron or a systemd timer: ingest and image the captures new since the\n"
-                    "last run into the registry, train a challenger with the champion's configuration, compare\n"
-                    "both on the registry's fixed holdout (plus FGSM), promote only when every gate passes,\n"
-                    "report drift, and print exactly one JSON line on stdout. See docs/retraining.md.\n"
-                    "Exit codes: 0 promoted or nothing to do; 1 the run failed (bad input); 2 usage error;\n"
-                    "3 internal error (a bug); 4 another run holds the registry's lock; 5 the challenger was\n"
-                    "rejected by a gate.",
+        "config", parents=[common], formatter_class=_Formatter,
+        help="print the pipeline configuration as a commented TOML file",
+        description="'pcapvision config show' prints every parameter of 'pcapvision run' with its default, as a\n"
+                    "commented TOML file to edit and pass back with --config; with --config FILE it prints that\n"
+                    "file's effective configuration (defaults filled in, after validation).",
     )
-    parser.add_argument("--registry", required=True, metavar="REG", help="registry directory (created on first use)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", metavar="CAPTURES_DIR", help="directory of labelled captures (grows night by night)")
-    source.add_argument("--images", metavar="IMAGES", help="take this images table instead of ingesting captures")
-    parser.add_argument("--labels", metavar="RULES.csv", help="label rules (default: labels.csv at the top of --data)")
-    parser.add_argument("--config", metavar="retrain.toml", help="gates, holdout, drift and first-run training settings")
-    training = parser.add_argument_group("training (override the champion's, or the config's on the first run)")
-    training.add_argument("--target", choices=("label", "family"), default=None, help="class column")
-    training.add_argument("--arch", choices=("cnn", "mlp", "cnn-embed", "cnn1d"), default=None, help="network architecture")
-    training.add_argument("--epochs", type=int, default=None, help="maximum epochs")
-    training.add_argument("--patience", type=int, default=None, help="early-stopping patience")
-    training.add_argument("--batch-size", type=int, default=None, help="images per batch")
-    training.add_argument("--learning-rate", type=float, default=None, help="optimizer learning rate")
-    training.add_argument("--seed", type=int, default=None, help="seed of splits, shuffling and weights")
-    training.add_argument("--threshold", type=float, default=None, help="binary models: threshold on p(malicious)")
+    parser.add_argument("action", choices=("show",), help="what to do")
+    parser.add_argument("--config", metavar="TOML", help="show this file's effective configuration")
 
     def run(args: argparse.Namespace) -> int:
-        from pcapvision.errors import LockedError
-        from pcapvision.retrain import EXIT_LOCKED, load_config, monitoring_line, retrain
+        from pcapvision.config import load_config, render_toml
 
-        overrides = {"target": args.target, "arch": args.arch, "epochs": args.epochs, "patience": args.patience,
-                     "batch_size": args.batch_size, "learning_rate": args.learning_rate, "seed": args.seed,
-                     "threshold": args.threshold}
-        try:
-            record = retrain(args.registry, args.data, images=args.images, labels=args.labels,
-                             config=load_config(args.config), training=overrides, quiet=args.quiet)
-        except LockedError as exc:
-            print(monitoring_line({"status": "locked", "exit_code": EXIT_LOCKED, "registry": args.registry,
-                                   "error": str(exc)}))
-            print(f"pcapvision retrain: {exc}", file=sys.stderr)
-            return EXIT_LOCKED
-        except Exception as exc:
-            code = EXIT_INPUT_FAILED if isinstance(exc, (PcapvisionError, OSError)) else EXIT_INTERNAL
-            print(monitoring_line({"status": "failed", "exit_code": EXIT_USAGE if isinstance(exc, ParameterError) else code,
-                                   "registry": args.registry, "error": _one_line(exc)}))
-            raise
-        print(monitoring_line(record))
-        return int(record["exit_code"])
-
-    parser.set_defaults(handler=run)
-
-
-_SUBCOMMANDS.append(_add_retrain)
-
-
-def _add_models(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
-        "models", parents=[common], formatter_class=_Formatter,
-        help="the model registry by hand: list, show, promote, rollback",
-        description="Inspect and steer a registry written by 'pcapvision retrain'. 'promote' and 'rollback' take\n"
-                    "the registry's lock (exit 4 while a retrain runs) and switch the champion atomically.",
-    )
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, text in (("list", "every version with its holdout figures and role"),
-                       ("show", "the full record of one version (JSON)"),
-                       ("promote", "make version N the champion (no gate is checked)"),
-                       ("rollback", "make the previous champion the champion again")):
-        sub = actions.add_parser(name, parents=[common], formatter_class=_Formatter, help=text, description=text)
-        sub.add_argument("--registry", required=True, metavar="REG", help="registry directory")
-        if name in ("show", "promote"):
-            sub.add_argument("version", type=int, metavar="N", help="version number")
-
-    def run(args: argparse.Namespace) -> int:
-        import json
-
-        from pcapvision.errors import LockedError
-        from pcapvision.retrain import (
-            EXIT_LOCKED,
-            format_versions,
-            list_versions,
-            promote,
-            rollback,
-            show_version,
-        )
-
-        try:
-            if args.action == "list":
-                print(format_versions(list_versions(args.registry)))
-            elif args.action == "show":
-                print(json.dumps(show_version(args.registry, args.version), indent=2, default=str))
-            else:
-                aliases = promote(args.registry, args.version) if args.action == "promote" else rollback(args.registry)
-                print(f"{args.registry}: champion is version {aliases['champion']}; previous {aliases['previous']}")
-        except LockedError as exc:
-            print(f"pcapvision models: {exc}", file=sys.stderr)
-            return EXIT_LOCKED
+        print(render_toml(load_config(args.config)), end="")
         return EXIT_OK
 
     parser.set_defaults(handler=run)
 
 
-_SUBCOMMANDS.append(_add_models)
+_SUBCOMMANDS.append(_add_config)
 
 
 def _add_compare_and_import(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

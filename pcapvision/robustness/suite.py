@@ -275,7 +275,8 @@ def run_suite(
     record["seconds"] = round(time.perf_counter() - started, 1)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_examples(out_dir / EXAMPLES_FILE, y_att, proba_att, examples)
+    _write_examples(out_dir / EXAMPLES_FILE, y_att, proba_att, examples,
+                    _gallery(x_att, y_att, proba_att, report_result, fooling))
     write_json_atomic(out_dir / JSON_FILE, record)
     from pcapvision.robustness.report import write_report
 
@@ -433,6 +434,8 @@ def _realizable_study(model, ev: EvalData, attack_idx: np.ndarray, flows, cfg: S
     idx_all = attack_idx
     if binary is not None:  # the attacker is the malicious sender trying to pass as normal
         idx_all = idx_all[ev.y[idx_all] == binary.malicious_index]
+    if not len(idx_all):
+        return {"skipped": "no attacked test flow of the class the attacker would send (the test split lacks it)"}
     table_all = read_flows_table(flows, ev.flow_id[idx_all])
     is_tcp = dict(zip(table_all.column("flow_id").to_pylist(), (p == 6 for p in table_all.column("protocol").to_pylist())))
     missing = [f for f in ev.flow_id[idx_all] if f not in is_tcp]
@@ -464,10 +467,23 @@ def _realizable_study(model, ev: EvalData, attack_idx: np.ndarray, flows, cfg: S
     return out
 
 
-def _write_examples(path: Path, y: np.ndarray, proba: np.ndarray, examples: dict[str, Any]) -> None:
+def _gallery(x, y, proba, report_result, fooling) -> dict[str, np.ndarray]:
+    """The images the report shows: the report attack's examples and the fooling images."""
+    from pcapvision.robustness.report import example_order
+
+    pred_adv = report_result.proba_adv.argmax(1)
+    order = example_order(y, proba.argmax(1), pred_adv)
+    return {"gallery/x": x[order], "gallery/x_adv": report_result.x_adv[order], "gallery/y": y[order],
+            "gallery/pred_clean": proba.argmax(1)[order], "gallery/pred_adv": pred_adv[order],
+            "gallery/eps": np.float64(report_result.spec.eps), "gallery/attack": np.str_(report_result.spec.name),
+            "fooling/images": fooling.images, "fooling/target": fooling.target, "fooling/confidence": fooling.confidence}
+
+
+def _write_examples(path: Path, y: np.ndarray, proba: np.ndarray, examples: dict[str, Any],
+                    gallery: dict[str, np.ndarray]) -> None:
     import io
 
-    arrays: dict[str, np.ndarray] = {"y": y, "pred_clean": proba.argmax(1)}
+    arrays: dict[str, np.ndarray] = {"y": y, "pred_clean": proba.argmax(1), **gallery}
     for key, result in examples.items():
         arrays[f"{key}/pred"] = result.proba_adv.argmax(1)
         for norm, values in result.norms.items():
