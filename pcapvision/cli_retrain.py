@@ -11,6 +11,8 @@ from pcapvision.errors import LockedError, ParameterError, PcapvisionError
 
 
 def add_retrain(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser, formatter: Any) -> None:
+    from pcapvision.ingest import LABEL_FORMATS
+
     parser = subparsers.add_parser(
         "retrain", parents=[common], formatter_class=formatter,
         help="scheduled retraining: new captures -> challenger -> gates -> promote or keep the champion",
@@ -26,7 +28,11 @@ def add_retrain(subparsers: argparse._SubParsersAction, common: argparse.Argumen
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", metavar="CAPTURES_DIR", help="directory of labelled captures (grows night by night)")
     source.add_argument("--images", metavar="IMAGES", help="take this images table instead of ingesting captures")
-    parser.add_argument("--labels", metavar="RULES.csv", help="label rules (default: labels.csv at the top of --data)")
+    parser.add_argument("--labels", metavar="FILE", help="label rules (default: labels.csv at the top of --data), or "
+                        "ground truth in --labels-format")
+    parser.add_argument("--labels-format", default="rules", choices=("rules", *LABEL_FORMATS),
+                        help="format of --labels: a rules CSV, or ground truth imported with the defaults of "
+                             "'pcapvision labels import'")
     parser.add_argument("--config", metavar="retrain.toml", help="gates, holdout, drift and first-run training settings")
     training = parser.add_argument_group("training (override the champion's, or the config's on the first run)")
     training.add_argument("--target", choices=("label", "family"), default=None, help="class column")
@@ -47,6 +53,7 @@ def add_retrain(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                      "threshold": args.threshold}
         try:
             record = retrain(args.registry, args.data, images=args.images, labels=args.labels,
+                             labels_format=args.labels_format,
                              config=load_config(args.config), training=overrides, quiet=args.quiet)
         except LockedError as exc:
             print(monitoring_line({"status": "locked", "exit_code": EXIT_LOCKED, "registry": args.registry,

@@ -112,6 +112,7 @@ def retrain(
     *,
     images: str | os.PathLike[str] | None = None,
     labels: str | os.PathLike[str] | None = None,
+    labels_format: str = "rules",
     config: RetrainConfig | None = None,
     training: Mapping[str, Any] | None = None,
     quiet: bool = False,
@@ -119,8 +120,9 @@ def retrain(
     """Run the job once; return the run record (also written to ``REG/runs/<run_id>.json``).
 
     ``data``: a directory of labelled captures (label rules: ``labels``, default ``labels.csv`` at
-    its top), ingested incrementally into the registry's data area; or ``images``: an images
-    table taken as it is. ``training``: training parameters overriding the champion's (or the
+    its top; ``labels_format``: any ingest label-importer format, imported with default options
+    into the data area first), ingested incrementally into the registry's data area; or
+    ``images``: an images table taken as it is. ``training``: training parameters overriding the champion's (or the
     config's). The record's ``status`` is ``promoted``, ``rejected``, ``nothing-to-do`` (no new
     groups and unchanged labels) or ``failed``; ``exit_code`` follows the module's scheme.
     Raises :class:`~pcapvision.errors.LockedError` when another run holds the registry.
@@ -137,7 +139,7 @@ def retrain(
     with exclusive_lock(reg.lock_path, what="retrain"):
         timer = _Timer()
         try:
-            _run(reg, data, images, labels, config, dict(training or {}), quiet, record, timer)
+            _run(reg, data, images, labels, labels_format, config, dict(training or {}), quiet, record, timer)
         except BaseException as exc:
             expected = isinstance(exc, (PcapvisionError, OSError))
             record.update(status="failed", exit_code=EXIT_FAILED if expected else EXIT_INTERNAL,
@@ -150,7 +152,8 @@ def retrain(
     return record
 
 
-def _run(reg: DirectoryRegistry, data: Any, images: Any, labels: Any, config: RetrainConfig, overrides: dict[str, Any],
+def _run(reg: DirectoryRegistry, data: Any, images: Any, labels: Any, labels_format: str, config: RetrainConfig,
+         overrides: dict[str, Any],
          quiet: bool, record: dict[str, Any], timer: _Timer) -> None:
     from pcapvision.classify import fit_reference, load_images_dataset, load_model, read_metadata, train_images
 
@@ -164,7 +167,7 @@ def _run(reg: DirectoryRegistry, data: Any, images: Any, labels: Any, config: Re
     labels_sha = None
     if images is None:
         labels_sha, images_path = timer("ingest_and_image", lambda: _ingest_and_image(
-            reg, Path(data), labels, champion_meta, config, quiet, record))
+            reg, Path(data), labels, labels_format, champion_meta, config, quiet, record))
     else:
         images_path = Path(images)
         record["inputs"] = {"images": os.fspath(images_path), "images_sha256": [sha256_file(f) for f in parquet_files(images_path)]}
@@ -263,7 +266,8 @@ def _run(reg: DirectoryRegistry, data: Any, images: Any, labels: Any, config: Re
     reg.write_state(STATE, {"groups_seen": sorted(group_class), "labels_sha256": labels_sha, "last_run": record["run_id"]})
 
 
-def _ingest_and_image(reg: DirectoryRegistry, data: Path, labels: Any, champion_meta: Mapping[str, Any] | None,
+def _ingest_and_image(reg: DirectoryRegistry, data: Path, labels: Any, labels_format: str,
+                      champion_meta: Mapping[str, Any] | None,
                       config: RetrainConfig, quiet: bool, record: dict[str, Any]) -> tuple[str | None, Path]:
     """Ingest new captures into the data area (parts whose labels changed are redone by ingest
     itself: a part records its label rules' hash) and image them all; ``(labels_sha256, images)``."""
@@ -275,8 +279,14 @@ def _ingest_and_image(reg: DirectoryRegistry, data: Path, labels: Any, champion_
     labels_path = Path(labels) if labels is not None else data / DEFAULT_LABELS
     if labels is None and not labels_path.is_file():
         raise DataContractError(f"{data}: no {DEFAULT_LABELS} at the top of the data directory (or give --labels)")
-    labeler = Labeler.from_rules_csv(labels_path)
     labels_sha = sha256_file(labels_path)
+    rules = labels_path
+    if labels_format != "rules":
+        from pcapvision.ingest import import_labels
+
+        rules = reg.data_dir / "imported-labels.csv"
+        import_labels([labels_path], labels_format, rules)
+    labeler = Labeler.from_rules_csv(rules)
     flows_dir = reg.data_dir / "flows"
     summary = ingest([data], flows_dir, labeler=labeler, quiet=quiet)
     if summary.files_failed:
@@ -291,7 +301,8 @@ def _ingest_and_image(reg: DirectoryRegistry, data: Path, labels: Any, champion_
     images_path = reg.data_dir / "images.parquet"
     image_flows(flows_dir, images_path, representation, rep_params, mask_tls_sni=mask, group_by=group_by, quiet=quiet)
     record["flows_dir"] = os.fspath(flows_dir)
-    record["inputs"] = {"labels": os.fspath(labels_path), "labels_sha256": labels_sha, "ingest": summary.to_dict()}
+    record["inputs"] = {"labels": os.fspath(labels_path), "labels_format": labels_format, "labels_sha256": labels_sha,
+                        "ingest": summary.to_dict()}
     return labels_sha, images_path
 
 
