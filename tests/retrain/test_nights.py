@@ -110,6 +110,11 @@ def story(tmp_path_factory: pytest.TempPathFactory):
     with contextlib.redirect_stdout(buf):
         results["rollback_code"] = main(["models", "rollback", "--registry", str(reg)])
     results["after_rollback"] = _snapshot(reg)
+    for action in (["list"], ["show", "3"]):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert main(["models", *action, "--registry", str(reg)]) == 0
+        results[f"models_{action[0]}"] = buf.getvalue()
 
     add_night(data, corpora, 4)
     with exclusive_lock(reg / ".lock", what="test"):
@@ -176,6 +181,16 @@ def test_rollback_restores_the_previous_champion(story):
     assert story["rollback_code"] == 0
     assert story["after_rollback"]["aliases"]["champion"] == 1
     assert story["after_rollback"]["aliases"]["history"][-1]["action"] == "rollback"
+
+
+def test_models_list_and_show(story):
+    rows = [line.split() for line in story["models_list"].splitlines()[1:]]
+    assert [(r[0], r[2]) for r in rows] == [("1", "promoted"), ("2", "promoted"), ("3", "rejected")]
+    # after the rollback version 1 is the champion again and nothing is left to roll back to
+    assert rows[0][3] == "champion" and "champion" not in rows[1] and "champion" not in rows[2]
+    shown = json.loads(story["models_show"])
+    assert shown["version"] == 3 and shown["decision"] == "rejected" and shown["champion"] is False
+    assert shown["failed_gates"] and shown["data"]["train_groups"]
 
 
 def test_a_concurrent_run_is_refused(story):
