@@ -420,8 +420,12 @@ def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.Argume
         description="Ingest and image PCAP files with the parameters stored in MODEL_DIR, then write one verdict\n"
                     "per flow (predicted class and every class probability) to a Parquet or CSV file.",
     )
-    parser.add_argument("model", metavar="MODEL_DIR", help="model directory trained on an images table")
-    parser.add_argument("pcaps", nargs="+", metavar="PCAP", help="capture files (pcap/pcapng, plain or gzip)")
+    parser.add_argument("model", metavar="MODEL_DIR", help="model directory trained on an images table (with "
+                        "--registry: the first capture)")
+    parser.add_argument("pcaps", nargs="*", metavar="PCAP", help="capture files (pcap/pcapng, plain or gzip)")
+    parser.add_argument("--registry", metavar="REG", default=None,
+                        help="score with the current champion of this model registry (then every positional "
+                             "argument is a capture); verdicts gain nn_distance and in_distribution")
     parser.add_argument("-o", "--output", required=True, metavar="VERDICTS",
                         help="output file: *.parquet or *.csv")
     parser.add_argument("--threshold", type=float, default=None,
@@ -432,10 +436,22 @@ def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.Argume
     def run(args: argparse.Namespace) -> int:
         from pcapvision.classify import predict_pcaps
 
-        verdicts = predict_pcaps(args.model, args.pcaps, args.output, threshold=args.threshold,
-                                 batch_size=args.batch_size, ingest_options=_ingest_options_given(args))
+        model, pcaps, reference = args.model, args.pcaps, None
+        if args.registry is not None:
+            from pcapvision.retrain import champion_paths
+
+            model, reference = champion_paths(args.registry)
+            pcaps = [args.model, *args.pcaps]
+        elif not pcaps:
+            raise ParameterError("give MODEL_DIR and at least one PCAP (or --registry REG and the captures)")
+        verdicts = predict_pcaps(model, pcaps, args.output, threshold=args.threshold, batch_size=args.batch_size,
+                                 ingest_options=_ingest_options_given(args), reference=reference)
         counts = verdicts["predicted"].value_counts().to_dict() if len(verdicts) else {}
-        print(f"{args.output}: {len(verdicts)} flows; predicted {counts}")
+        line = f"{args.output}: {len(verdicts)} flows; predicted {counts}"
+        if "in_distribution" in verdicts:
+            scored = verdicts.loc[verdicts["imaged"], "in_distribution"].astype(bool)
+            line += f"; {float((~scored).mean()) if len(scored) else 0.0:.1%} unlike the training data"
+        print(line)
         return EXIT_OK
 
     parser.set_defaults(handler=run)
@@ -595,6 +611,16 @@ def _run_run(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS.append(_add_run)
+
+
+def _add_retrain_and_models(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from pcapvision.cli_retrain import add_models, add_retrain
+
+    add_retrain(subparsers, common, _Formatter)
+    add_models(subparsers, common, _Formatter)
+
+
+_SUBCOMMANDS.append(_add_retrain_and_models)
 
 
 def _add_config(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

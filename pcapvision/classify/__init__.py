@@ -11,7 +11,7 @@ Public API::
     load_mnist(mnist_file=None, seed=0) -> (x_train, y_train, x_test, y_test, info)
     mnist_test_split(metadata) -> (x_test, y_test)
     save_model(model, model_dir, metadata) / load_model(model_dir) -> (model, metadata)
-    train_mnist(...), train_images(...), evaluate(...), predict_pcaps(...)   # what the CLI calls
+    train_mnist(...), train_images(...), evaluate(...), predict_pcaps(..., reference=None)   # the CLI's calls
     resolve_test_rows(model_dir, metadata, images) -> TestRows              # the ONE test-row rule
     find_training_table(model_dir, metadata, candidates) -> (dataset | None, why)
     resolve_positive_class(class_names, positive_class=None) / model_positive_class(metadata, override)
@@ -19,6 +19,8 @@ Public API::
     classification_metrics(y, proba, class_names, threshold=, positive_class=); predict_labels(...)
     run_baselines(...), predict_proba(model, x)
     plot_training_curves(history), plot_confusion_matrix(cm, names), plot_samples_per_class(x, y, names)
+    embed(model, x); fit_reference(model, x_train, model_sha256=...) -> Reference   # in-distribution check
+    Reference.load(path).score(model, x) -> (nn_distance, in_distribution)
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from pcapvision.classify.evaluate import (
     run_baselines,
 )
 from pcapvision.classify.model import ARCHITECTURES, build_cnn, build_cnn1d, build_cnn_embed, build_mlp, build_model
+from pcapvision.classify.novelty import REFERENCE_FILE, Reference, embed, fit_reference
 from pcapvision.classify.pipeline import evaluate, train_images, train_mnist
 from pcapvision.classify.plots import confusion_matrix as plot_confusion_matrix
 from pcapvision.classify.plots import samples_per_class as plot_samples_per_class
@@ -56,10 +59,11 @@ from pcapvision.classify.rows import SPLIT_MANIFEST_FILE, TestRows, find_trainin
 from pcapvision.classify.train import make_dataset, train_model
 
 __all__ = [
-    "ARCHITECTURES", "SPLIT_MANIFEST_FILE", "ImagesDataset", "TestRows", "build_cnn", "build_cnn1d", "build_cnn_embed",
-    "build_mlp", "build_model", "check_representation", "classification_metrics", "evaluate", "find_training_table",
-    "load_images_dataset", "load_mnist", "load_model", "make_dataset", "mnist_test_split", "model_positive_class",
-    "plot_confusion_matrix", "plot_samples_per_class", "plot_training_curves", "positive_class_index",
-    "predict_labels", "predict_pcaps", "predict_proba", "read_metadata", "reload_mnist", "resolve_positive_class",
-    "resolve_test_rows", "run_baselines", "save_model", "split_indices", "train_images", "train_mnist", "train_model",
+    "ARCHITECTURES", "REFERENCE_FILE", "SPLIT_MANIFEST_FILE", "ImagesDataset", "Reference", "TestRows", "build_cnn",
+    "build_cnn1d", "build_cnn_embed", "build_mlp", "build_model", "check_representation", "classification_metrics",
+    "embed", "evaluate", "find_training_table", "fit_reference", "load_images_dataset", "load_mnist", "load_model",
+    "make_dataset", "mnist_test_split", "model_positive_class", "plot_confusion_matrix", "plot_samples_per_class",
+    "plot_training_curves", "positive_class_index", "predict_labels", "predict_pcaps", "predict_proba",
+    "read_metadata", "reload_mnist", "resolve_positive_class", "resolve_test_rows", "run_baselines", "save_model",
+    "split_indices", "train_images", "train_mnist", "train_model",
 ]
