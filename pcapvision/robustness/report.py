@@ -53,6 +53,14 @@ def write_report(path: str | os.PathLike[str], record: dict[str, Any], *, x_att:
                    caption="Each distortion changes the flow (bytes, packets, times), which is then re-rendered")
         rep.table(_pivot(traffic["rows"]))
 
+    rep.heading("Packet-level distortions (packets distorted, capture re-ingested)")
+    packet = record.get("packet_distortions") or {"skipped": "not run"}
+    if not _skipped(rep, packet):
+        rep.paragraph(packet["note"])
+        rep.table(_pivot(packet["rows"]), caption="Accuracy by distortion and severity")
+        rep.table(_pivot(packet["rows"], "fraction_images_changed"),
+                  caption="Fraction of images that differ from the undistorted re-ingested flow")
+
     rep.heading("Adversarial attacks (ART)")
     rep.paragraph(record["attack_note"])
     rows = record["attacks"]
@@ -155,11 +163,11 @@ def _fmt(value: Any) -> Any:
     return value
 
 
-def _pivot(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _pivot(rows: list[dict[str, Any]], value: str = "accuracy") -> list[dict[str, Any]]:
     table: dict[str, dict[str, Any]] = {}
     for r in rows:
         entry = table.setdefault(r["distortion"], {"distortion": r["distortion"], "parameter": r.get("parameter") or ""})
-        entry[f"s{r['severity']}"] = round(r["accuracy"], 4)
+        entry[f"s{r['severity']}"] = round(r[value], 4)
         if r["severity"] and r.get("value") is not None:
             entry["parameter"] = f"{r['parameter']}"
     return list(table.values())

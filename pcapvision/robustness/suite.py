@@ -79,6 +79,7 @@ class SuiteConfig:
     certify_n: int = 1000
     certify_sigma: float = 0.25
     n_realizable: int = 10
+    n_packet_flows: int = 30  # TCP flows whose packets are distorted and re-ingested
     realizable_steps: int = 40
     batch_size: int = 256
 
@@ -256,6 +257,7 @@ def run_suite(
     log.info("distortions on %d images", len(y_eval))
     record["distortions"] = severity_sweep(lambda a: decide(predict_proba(model, a), binary), x_eval, y_eval, seed=seed)
     record["traffic_distortions"] = _traffic_study(model, ev, eval_idx, flows, binary, seed)
+    record["packet_distortions"] = _packet_study(model, ev, eval_idx, flows, cfg, binary, seed)
 
     classifier = art_classifier(model)
     attack_rows, examples, report_result = _attack_study(model, classifier, x_att, y_att, proba_att, cfg, names, binary, seed)
@@ -449,6 +451,27 @@ def _traffic_study(model, ev: EvalData, eval_idx: np.ndarray, flows, binary, see
     from pcapvision.robustness.traffic_distortions import traffic_severity_sweep
 
     return {"rows": traffic_severity_sweep(model, ev, eval_idx, flows, seed=seed, binary=binary)}
+
+
+def _packet_study(model, ev: EvalData, eval_idx: np.ndarray, flows, cfg: SuiteConfig, binary, seed: int) -> dict[str, Any]:
+    if ev.is_mnist:
+        return {"skipped": "MNIST model: packet-level distortions apply to traffic images only"}
+    if flows is None:
+        return {"skipped": "no flows table given (--flows FLOWS): packet-level distortions rebuild each flow's capture"}
+    from pcapvision.io import read_parquet_metadata
+    from pcapvision.robustness.packet_distortions import packet_level_sweep
+    from pcapvision.robustness.traffic_distortions import read_flows_table
+
+    table = read_flows_table(flows, ev.flow_id[eval_idx])
+    labels = dict(zip(ev.flow_id[eval_idx], ev.y[eval_idx]))
+    rows = [r for r in table.to_pylist() if r.get("protocol") == 6 and r.get("source_file")]
+    rows = [rows[i] for i in np.sort(np.random.default_rng(seed + 13).permutation(len(rows))[: cfg.n_packet_flows])]
+    if not rows:
+        return {"skipped": "no evaluated TCP flow in the flows table"}
+    mask = bool(((ev.images_schema or {}).get("params") or {}).get("mask_tls_sni", False))
+    return packet_level_sweep(model, rows, labels, ev.representation, ev.representation_params,
+                              ingest_params=read_parquet_metadata(flows).get("params"), mask_tls_sni=mask,
+                              binary=binary, seed=seed)
 
 
 def _realizable_study(model, ev: EvalData, attack_idx: np.ndarray, flows, cfg: SuiteConfig, binary, seed: int) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def traffic_model(tmp_path_factory):
 
 TINY = SuiteConfig(n_eval=50, n_attack=20, fgsm_eps=(0.1,), pgd_linf_eps=(0.1,), pgd_steps=3, pgd_l2_eps=(1.0,),
                    n_deepfool=4, deepfool_steps=5, fooling_per_class=1, fooling_steps=20, n_certify=4, certify_n=50,
-                   n_realizable=4, realizable_steps=5)
+                   n_realizable=4, realizable_steps=5, n_packet_flows=4)
 
 
 def test_traffic_suite_with_flows(traffic_model, tmp_path):
@@ -55,6 +55,8 @@ def test_traffic_suite_with_flows(traffic_model, tmp_path):
     for name in ("packet_drop", "packet_duplication", "packet_reordering", "timing_jitter"):
         assert by_name[(name, 5)] == rows[0]["accuracy"]
     assert all("malicious_to_normal_evasion_rate" in r for r in on_disk["attacks"])
+    packet = on_disk["packet_distortions"]["rows"]
+    assert len(packet) == 1 + 4 * 5 and packet[0]["n_flows"] == 4 and packet[0]["fraction_images_changed"] == 0.0
     for strategy in ("append", "client_hello"):
         real = on_disk["realizable"][strategy]
         assert real["n_round_tripped"] >= 1, real
