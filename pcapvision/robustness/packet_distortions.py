@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pcapvision.errors import DataContractError
 from pcapvision.robustness.traffic_distortions import RETRANSMIT_DELAY_MS, TRAFFIC_DISTORTIONS
 
 PACKET_DISTORTIONS = ("packet_drop", "packet_duplication", "packet_reordering", "timing_jitter")
@@ -110,11 +111,17 @@ def packet_level_sweep(model: Any, rows: list[dict[str, Any]], labels: dict[str,
 
     options = IngestOptions(**{k: v for k, v in (ingest_params or {}).items()
                                if k in ("idle_timeout_s", "active_timeout_s", "max_bytes", "max_packets")})
-    flows, keys = [], []
+    flows, keys, unreadable = [], [], []
     for row in rows:
-        packets = _flow_packets(row["source_file"], row, 0)
+        try:
+            packets = _flow_packets(row["source_file"], row, 0)
+        except (DataContractError, OSError) as exc:  # capture moved, or scapy finds no TCP packet of it
+            unreadable.append(" ".join(str(exc).split()))
+            continue
         flows.append([(float(p.time), p) for p, _ in packets])
         keys.append((row["flow_id"], _key(row["src_ip"], row["src_port"], row["dst_ip"], row["dst_port"])))
+    if not flows:
+        return {"skipped": f"no flow's packets could be read back from its capture ({unreadable[:1]})"}
 
     def measure(path: Path) -> dict[str, np.ndarray]:
         table = read_flows(path, options)
@@ -158,7 +165,7 @@ def packet_level_sweep(model: Any, rows: list[dict[str, Any]], labels: dict[str,
                                  "n_flows": len(keys)})
     finally:
         tmp.cleanup()
-    return {"rows": out_rows, "note": (
+    return {"rows": out_rows, "n_flows_unreadable": len(unreadable), "unreadable": unreadable[:10], "note": (
         "packets of each flow distorted in the capture, re-ingested (real reassembly) and re-rendered; a flow the "
         "representation can no longer draw counts as misclassified")}
 
