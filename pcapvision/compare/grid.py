@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pcapvision.compare import statistics
 from pcapvision.console import progress
@@ -108,7 +109,7 @@ def load_compare_data(source: str | os.PathLike[str], params: dict[str, Any]) ->
     # Keep the flows every representation kept (labelled), in one order.
     common: set[str] | None = None
     for t in per_repr.values():
-        labelled = t.filter(pa.compute.is_valid(t.column(target)))
+        labelled = t.filter(pc.is_valid(t.column(target)))
         ids = set(labelled.column("flow_id").to_pylist())
         common = ids if common is None else common & ids
     order = sorted(common or ())
