@@ -547,7 +547,7 @@ def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--target", choices=("label", "family"), help="what the traffic model predicts (default: label)")
     parser.add_argument("--arch", choices=("cnn", "mlp"), help="network architecture of both models (default: cnn)")
     parser.add_argument("--epochs", type=int, help="maximum epochs of the traffic model (default: 20)")
-    parser.add_argument("--mnist-epochs", type=int, help="maximum epochs of the MNIST model (default: 6)")
+    parser.add_argument("--mnist-epochs", type=int, help="maximum epochs of the MNIST model (default: 5)")
     parser.add_argument("--mnist-file", metavar="PATH", help="MNIST file (default: the bundled 10,000-digit sample)")
     parser.add_argument("--no-mnist", dest="mnist", action="store_const", const=False,
                         help="skip the MNIST proof of concept")
