@@ -65,24 +65,7 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                         help="a *.parquet file holding all flows, or a dataset directory with one part per "
                              "capture (<sha256[:16]>.parquet; re-runs skip captures already there with the same "
                              "parameters and labels, and re-ingest the others)")
-    flows = parser.add_argument_group("flows")
-    flows.add_argument("--idle-timeout", type=float, default=120.0, metavar="SECONDS",
-                       help="a flow ends after this long without a packet")
-    flows.add_argument("--active-timeout", type=float, default=1800.0, metavar="SECONDS",
-                       help="a flow is split after lasting this long")
-    flows.add_argument("--max-bytes", type=int, default=4096, metavar="N",
-                       help="payload bytes kept per flow (payload and each direction)")
-    flows.add_argument("--max-packets", type=int, default=64, metavar="N",
-                       help="packets kept in the per-packet lists (packet_time_ms, ...)")
-    flows.add_argument("--on-hole", choices=("stop", "skip"), default="stop",
-                       help="TCP payload at a hole the capture missed: stop there, or skip it (close the gap, "
-                            "mark the join in *_payload_holes) and keep the bytes after it")
-    reading = parser.add_argument_group("reading")
-    reading.add_argument("--reader", choices=("auto", "dpkt", "scapy"), default="auto",
-                         help="capture decoder: auto (fast numpy path, dpkt fallback), dpkt, or scapy (slow "
-                              "cross-check)")
-    reading.add_argument("--chunk-packets", type=int, default=65536, metavar="N",
-                         help="packets decoded per chunk (memory holds one chunk plus the open flows)")
+    reading = _add_ingest_options(parser)
     reading.add_argument("--jobs", type=int, default=1, metavar="N",
                          help="worker processes (parallel over files), or LocalCluster workers with --executor dask")
     _executor_options(reading)
@@ -113,14 +96,47 @@ def _executor_options(group: argparse._ArgumentGroup) -> None:
                        help="with --executor dask: a running scheduler (default: a LocalCluster of --jobs workers)")
 
 
+# The options of 'ingest' that shape the flows (IngestOptions fields): also taken by 'predict'.
+# (flag, IngestOptions field, type, default, metavar or choices, help)
+_INGEST_OPTIONS = (
+    ("--idle-timeout", "idle_timeout_s", float, 120.0, "SECONDS", "a flow ends after this long without a packet"),
+    ("--active-timeout", "active_timeout_s", float, 1800.0, "SECONDS", "a flow is split after lasting this long"),
+    ("--max-bytes", "max_bytes", int, 4096, "N", "payload bytes kept per flow (payload and each direction)"),
+    ("--max-packets", "max_packets", int, 64, "N", "packets kept in the per-packet lists (packet_time_ms, ...)"),
+    ("--on-hole", "on_hole", str, "stop", ("stop", "skip"),
+     "TCP payload at a hole the capture missed: stop there, or skip it (close the gap, mark the join in "
+     "*_payload_holes) and keep the bytes after it"),
+    ("--reader", "reader", str, "auto", ("auto", "dpkt", "scapy"),
+     "capture decoder: auto (fast numpy path, dpkt fallback), dpkt, or scapy (slow cross-check)"),
+    ("--chunk-packets", "chunk_packets", int, 65536, "N",
+     "packets decoded per chunk (memory holds one chunk plus the open flows)"),
+)
+
+
+def _add_ingest_options(parser: argparse.ArgumentParser, *, from_model: bool = False) -> argparse._ArgumentGroup:
+    """Add the flow and reading options of 'ingest' (``from_model``: no defaults, a given option
+    overrides the model's recorded value); returns the 'reading' group."""
+    suffix = " (default: the values recorded with the model)" if from_model else ""
+    flows = parser.add_argument_group("flows" + suffix)
+    reading = parser.add_argument_group("reading" + suffix)
+    for flag, field, kind, default, shape, text in _INGEST_OPTIONS:
+        group = reading if field in ("reader", "chunk_packets") else flows
+        extra = {"choices": shape} if isinstance(shape, tuple) else {"metavar": shape}
+        group.add_argument(flag, dest=field, type=kind, help=text,
+                           default=argparse.SUPPRESS if from_model else default, **extra)
+    return reading
+
+
+def _ingest_options_given(args: argparse.Namespace) -> dict[str, object]:
+    """The IngestOptions fields set on the command line (all of them for 'ingest')."""
+    return {field: getattr(args, field) for _, field, *_ in _INGEST_OPTIONS if hasattr(args, field)}
+
+
 def _run_ingest(args: argparse.Namespace) -> int:
     from pcapvision.executor import ingest_captures
     from pcapvision.ingest import IngestOptions, Labeler
 
-    options = IngestOptions(idle_timeout_s=args.idle_timeout, active_timeout_s=args.active_timeout,
-                            max_bytes=args.max_bytes, max_packets=args.max_packets, on_hole=args.on_hole,
-                            reader=args.reader,
-                            chunk_packets=args.chunk_packets)
+    options = IngestOptions(**_ingest_options_given(args))
     if args.label is not None and args.labels is not None:
         raise ParameterError("--label and --labels cannot be combined: label every flow, or label by rules")
     if args.family is not None and args.label is None:
@@ -417,12 +433,13 @@ def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.Argume
     parser.add_argument("--threshold", type=float, default=None,
                         help="binary models: operating threshold on p(malicious) (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=512, help="images per inference batch")
+    _add_ingest_options(parser, from_model=True)
 
     def run(args: argparse.Namespace) -> int:
         from pcapvision.classify.predict import predict_pcaps
 
         verdicts = predict_pcaps(args.model, args.pcaps, args.output, threshold=args.threshold,
-                                 batch_size=args.batch_size)
+                                 batch_size=args.batch_size, ingest_options=_ingest_options_given(args))
         counts = verdicts["predicted"].value_counts().to_dict() if len(verdicts) else {}
         print(f"{args.output}: {len(verdicts)} flows; predicted {counts}")
         return EXIT_OK
