@@ -546,7 +546,7 @@ def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "run", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="the main job: traffic and MNIST models trained, evaluated and attacked, one report",
         description="Run every stage end to end: captures -> OUT/flows -> OUT/images.parquet -> OUT/model, the MNIST\n"
-                    "proof of concept (same architecture and training function) -> OUT/mnist-model, the robustness\n"
+                    "proof of concept (the plain CNN, same training function) -> OUT/mnist-model, the robustness\n"
                     "suite on both, and OUT/report.html. With no arguments it runs on the bundled sample_pcaps and\n"
                     "MNIST sample. Parameters: defaults < --config FILE < options given here ('pcapvision config\n"
                     "show' prints every parameter and its default). Stages whose inputs and parameters did not change\n"
@@ -560,9 +560,11 @@ def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--labels", metavar="RULES.csv",
                         help="label rules (default: labels.csv inside the capture directory, if there is one)")
     parser.add_argument("--repr", dest="representation", metavar="NAME",
-                        help="image representation (default: payload; see 'pcapvision image --help')")
+                        help="image representation (default: packets, the winner of 'pcapvision compare' on the "
+                             "bundled sample; see 'pcapvision image --help')")
     parser.add_argument("--target", choices=("label", "family"), help="what the traffic model predicts (default: label)")
-    parser.add_argument("--arch", choices=("cnn", "mlp"), help="network architecture of both models (default: cnn)")
+    parser.add_argument("--arch", choices=("cnn", "mlp", "cnn-embed", "cnn1d"),
+                        help="traffic model architecture (default: cnn1d; the MNIST model keeps the plain cnn)")
     parser.add_argument("--epochs", type=int, help="maximum epochs of the traffic model (default: 20)")
     parser.add_argument("--mnist-epochs", type=int, help="maximum epochs of the MNIST model (default: 5)")
     parser.add_argument("--mnist-file", metavar="PATH", help="MNIST file (default: the bundled 10,000-digit sample)")

@@ -64,6 +64,10 @@ def test_run_end_to_end_then_reuse(small_sample, first_run, run_copy):
     assert 0.0 <= accuracy <= 1.0
     assert json.loads((out / "run.json").read_text())["stages"]["train"]["reused"] is False
     assert "test accuracy" in format_run(record)
+    from pcapvision.classify import read_metadata
+
+    metadata = read_metadata(out / "model")  # the traffic default chosen by `pcapvision compare`
+    assert (metadata["representation"], metadata["params"]["arch"]) == ("packets", "cnn1d")
 
     again = _run(small_sample, run_copy)
     assert again["stages"]["ingest"]["files_skipped_already_ingested"] == 6
@@ -75,7 +79,7 @@ def test_run_end_to_end_then_reuse(small_sample, first_run, run_copy):
 
 def test_reuse_follows_the_artifact_not_the_run_record(small_sample, run_copy):
     """A hand-made change in OUT is seen: the images table re-rendered as flowpic by hand is not
-    'reused' for a payload run, and a model directory written by another (killed) training is
+    'reused' for a packets run, and a model directory written by another (killed) training is
     not reused either, though run.json still describes the earlier artifacts."""
     from pcapvision.classify import read_metadata, train_images
     from pcapvision.imaging import image_flows
@@ -84,7 +88,7 @@ def test_reuse_follows_the_artifact_not_the_run_record(small_sample, run_copy):
     image_flows(out / "flows", out / "images.parquet", "flowpic", quiet=True)
     again = _run(small_sample, out, epochs=2)
     assert again["stages"]["image"]["reused"] is False
-    assert read_metadata(out / "model")["representation"] == "payload"
+    assert read_metadata(out / "model")["representation"] == "packets"  # the default, not the hand-made flowpic
 
     # A later run with epochs=1 got as far as writing the model, then was killed: run.json
     # still says epochs=2 finished.
@@ -161,6 +165,11 @@ def test_default_run_trains_both_models_writes_one_report_then_reuses_everything
     saved = json.loads((out / "run.json").read_text())
     assert saved["config"]["mnist"]["file"] == str(small_mnist) and saved["config"]["train"]["epochs"] == 1
     assert saved["config"]["run"]["captures"] == [str(small_sample)]
+    from pcapvision.classify import read_metadata
+
+    # Traffic: the compare winner; MNIST: the proof of concept's plain CNN.
+    assert read_metadata(out / "model")["params"]["arch"] == "cnn1d"
+    assert read_metadata(out / "mnist-model")["params"]["arch"] == "cnn"
 
     page = (out / "report.html").read_text()
     # Both models, side by side, in every section that compares them.
