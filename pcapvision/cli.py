@@ -260,7 +260,7 @@ _SUBCOMMANDS.append(_add_labels)
 
 
 def _add_image(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from pcapvision.imaging.representations import REPRESENTATIONS
+    from pcapvision.imaging import REPRESENTATIONS
 
     param_help = "\n".join(
         f"  {name}: {cls.summary}\n" + "".join(f"    {p.name} (default {p.default!r}): {p.help}\n" for p in cls.param_specs)
@@ -354,9 +354,11 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
                        help="approximate fraction of images (of the training data for MNIST) used for early stopping")
     split.add_argument("--threshold", type=float, default=0.5,
                        help="binary models: operating threshold on p(malicious)")
+    split.add_argument("--positive-class", metavar="CLASS", default=None,
+                       help="two-class models: the class that is positive (malicious); default: the class named 'malicious' (any case)")
 
     def run(args: argparse.Namespace) -> int:
-        from pcapvision.classify.pipeline import train_images, train_mnist
+        from pcapvision.classify import train_images, train_mnist
 
         common_kw = dict(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                          learning_rate=args.learning_rate, patience=args.patience,
@@ -364,6 +366,8 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
         if args.dataset == "mnist":
             if args.images is not None:
                 raise ParameterError("--dataset mnist takes no IMAGES argument (use --mnist-file for a file)")
+            if args.positive_class is not None:
+                raise ParameterError("--positive-class applies to two-class images tables, not to MNIST")
             record = train_mnist(args.output, mnist_file=args.mnist_file, allow_download=not args.no_download, **common_kw)
         else:
             if args.images is None:
@@ -371,7 +375,7 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
             if args.mnist_file is not None:
                 raise ParameterError("--mnist-file needs --dataset mnist")
             record = train_images(args.images, args.output, target=args.target, test_fraction=args.test_fraction,
-                                  threshold=args.threshold, **common_kw)
+                                  threshold=args.threshold, positive_class=args.positive_class, **common_kw)
         test = record["test"]
         print(f"{args.output}: test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro']['f1']:.4f} "
               f"on {test['n_samples']} images; report {args.output}/report/report.html")
@@ -388,7 +392,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction, common: argparse.Argum
         "evaluate", parents=[common], formatter_class=_Formatter,
         help="metrics, baselines and report of a model on data",
         description="Evaluate MODEL_DIR on DATA: 'mnist' (the model's own MNIST test split) or an images table.\n"
-                    "On the model's training table the stored test split is used; other tables are used whole.\n"
+                    "On the model's training table the stored test split is used; on any other table every row\n"
+                    "except those the model saw in training or validation (counted and reported).\n"
                     "Writes metrics.json and report.html.",
     )
     parser.add_argument("model", metavar="MODEL_DIR", help="model directory written by 'pcapvision train'")
@@ -397,11 +402,14 @@ def _add_evaluate(subparsers: argparse._SubParsersAction, common: argparse.Argum
                         help="report directory (default: MODEL_DIR/evaluation-<DATA name>)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="binary models: operating threshold on p(malicious) (default: the model's)")
+    parser.add_argument("--positive-class", metavar="CLASS", default=None,
+                        help="two-class models: the positive (malicious) class (default: the one stored with the model)")
 
     def run(args: argparse.Namespace) -> int:
-        from pcapvision.classify.pipeline import evaluate
+        from pcapvision.classify import evaluate
 
-        record = evaluate(args.model, args.data, out_dir=args.output, threshold=args.threshold)
+        record = evaluate(args.model, args.data, out_dir=args.output, threshold=args.threshold,
+                          positive_class=args.positive_class)
         test = record["test"]
         line = f"accuracy {test['accuracy']:.4f}, macro-F1 {test['macro']['f1']:.4f} on {test['n_samples']} images"
         if "positive" in test:
@@ -426,8 +434,12 @@ def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.Argume
         description="Ingest and image PCAP files with the parameters stored in MODEL_DIR, then write one verdict\n"
                     "per flow (predicted class and every class probability) to a Parquet or CSV file.",
     )
-    parser.add_argument("model", metavar="MODEL_DIR", help="model directory trained on an images table")
-    parser.add_argument("pcaps", nargs="+", metavar="PCAP", help="capture files (pcap/pcapng, plain or gzip)")
+    parser.add_argument("model", metavar="MODEL_DIR", help="model directory trained on an images table (with "
+                        "--registry: the first capture)")
+    parser.add_argument("pcaps", nargs="*", metavar="PCAP", help="capture files (pcap/pcapng, plain or gzip)")
+    parser.add_argument("--registry", metavar="REG", default=None,
+                        help="score with the current champion of this model registry (then every positional "
+                             "argument is a capture); verdicts gain nn_distance and in_distribution")
     parser.add_argument("-o", "--output", required=True, metavar="VERDICTS",
                         help="output file: *.parquet or *.csv")
     parser.add_argument("--threshold", type=float, default=None,
@@ -436,12 +448,24 @@ def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.Argume
     _add_ingest_options(parser, from_model=True)
 
     def run(args: argparse.Namespace) -> int:
-        from pcapvision.classify.predict import predict_pcaps
+        from pcapvision.classify import predict_pcaps
 
-        verdicts = predict_pcaps(args.model, args.pcaps, args.output, threshold=args.threshold,
-                                 batch_size=args.batch_size, ingest_options=_ingest_options_given(args))
+        model, pcaps, reference = args.model, args.pcaps, None
+        if args.registry is not None:
+            from pcapvision.retrain import champion_paths
+
+            model, reference = champion_paths(args.registry)
+            pcaps = [args.model, *args.pcaps]
+        elif not pcaps:
+            raise ParameterError("give MODEL_DIR and at least one PCAP (or --registry REG and the captures)")
+        verdicts = predict_pcaps(model, pcaps, args.output, threshold=args.threshold, batch_size=args.batch_size,
+                                 ingest_options=_ingest_options_given(args), reference=reference)
         counts = verdicts["predicted"].value_counts().to_dict() if len(verdicts) else {}
-        print(f"{args.output}: {len(verdicts)} flows; predicted {counts}")
+        line = f"{args.output}: {len(verdicts)} flows; predicted {counts}"
+        if "in_distribution" in verdicts:
+            scored = verdicts.loc[verdicts["imaged"], "in_distribution"].astype(bool)
+            line += f"; {float((~scored).mean()) if len(scored) else 0.0:.1%} unlike the training data"
+        print(line)
         return EXIT_OK
 
     parser.set_defaults(handler=run)
@@ -518,6 +542,8 @@ def _add_robustness(subparsers: argparse._SubParsersAction, common: argparse.Arg
                         help="flows table the images were rendered from: enables network-level distortions "
                              "(skipped with a stated reason without it)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of every study")
+    parser.add_argument("--positive-class", metavar="CLASS", default=None,
+                        help="two-class models: the malicious (positive) class (default: the one stored with the model)")
 
     def run(args: argparse.Namespace) -> int:
         from pcapvision.robustness import run_suite
@@ -528,7 +554,7 @@ def _add_robustness(subparsers: argparse._SubParsersAction, common: argparse.Arg
         if data is None:
             raise ParameterError("The 'data' parameter must be an images table or 'mnist' (or --dataset mnist). Got None instead.")
         record = run_suite(args.model, data, args.output, args.suite, mnist_file=args.mnist_file, flows=args.flows,
-                           seed=args.seed)
+                           seed=args.seed, positive_class=args.positive_class)
         for row in record["summary"]:
             value = row["value"]
             print(f"{row['measure']}: {value:.4f}" if isinstance(value, float) else f"{row['measure']}: {value}")
@@ -577,6 +603,9 @@ def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                         help="with --executor dask: a running scheduler (default: a LocalCluster of --jobs workers)")
     parser.add_argument("--jobs", type=int, metavar="N", help="ingest worker processes or LocalCluster workers (default: 1)")
+    parser.add_argument("--positive-class", metavar="CLASS",
+                        help="two-class traffic models: the positive (malicious) class (default: the class named "
+                             "'malicious', any case; never guessed)")
     parser.add_argument("--force", action="store_true", help="redo every stage even if its output is up to date")
     parser.set_defaults(handler=_run_run)
 
@@ -596,6 +625,16 @@ def _run_run(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS.append(_add_run)
+
+
+def _add_retrain_and_models(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from pcapvision.cli_retrain import add_models, add_retrain
+
+    add_retrain(subparsers, common, _Formatter)
+    add_models(subparsers, common, _Formatter)
+
+
+_SUBCOMMANDS.append(_add_retrain_and_models)
 
 
 def _add_config(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

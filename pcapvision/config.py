@@ -97,6 +97,8 @@ SECTIONS: dict[str, tuple[str, tuple[Key, ...]]] = {
         Key("test_fraction", 0.2, "approximate fraction of traffic images held out for test", minimum=0),
         Key("validation_fraction", 0.1, "fraction used for early stopping (both models)", minimum=0),
         Key("threshold", 0.5, "binary traffic models: operating threshold on p(positive class)", minimum=0),
+        Key("positive_class", "", "two-class traffic models: the positive (malicious) class; empty: the class "
+                                  "named 'malicious' (any case), else an error: it is never guessed"),
     )),
     "mnist": ("the MNIST proof of concept trained beside the traffic model", (
         Key("enabled", True, "train, evaluate and attack the MNIST model too"),
@@ -120,6 +122,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "jobs": ("run", "jobs"), "representation": ("image", "representation"), "target": ("train", "target"),
     "arch": ("train", "arch"), "epochs": ("train", "epochs"), "mnist": ("mnist", "enabled"),
     "mnist_file": ("mnist", "file"), "mnist_epochs": ("mnist", "epochs"), "suite": ("robustness", "suite"),
+    "positive_class": ("train", "positive_class"),
 }
 
 

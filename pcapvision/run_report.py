@@ -364,9 +364,16 @@ def _realizable(rep: HtmlReport, models: Sequence[_Model]) -> None:
         if _skipped(res):
             rep.paragraph(f"{labels.get(strategy, strategy)}: not possible here ({_skipped(res)}).")
             continue
+        missing = [k for k in ("n_round_tripped", "n_flows", "realizability_rate", "miss_rate_clean", "n_detected_clean",
+                               "attack_success_rate_after_round_trip") if k not in res]
+        if missing:
+            rep.paragraph(f"{labels.get(strategy, strategy)}: this robustness record lacks {', '.join(missing)} (written "
+                          "by another pcapvision version); see the traffic robustness report.")
+            continue
         rep.paragraph(
             f"{labels.get(strategy, strategy)}: the attack changes only bytes a sender controls, writes them into a real "
-            f"capture, re-ingests and re-renders it; {res['n_round_tripped']} of {res['n_flows']} flows came back as "
-            f"the same adversarial image. Missed before the attack {res['miss_rate_clean']:.0%}, after it "
-            f"{res['evasion_rate_after_round_trip']:.0%} through the real capture. This is the figure that says whether "
-            "an attacker can evade the traffic model with packets, not just with pixels.")
+            f"capture, re-ingests and re-renders it; {res['n_round_tripped']} of {res['n_flows']} flows round-tripped "
+            f"({res['realizability_rate']:.0%} realized). Missed before the attack: {res['miss_rate_clean']:.0%}; of "
+            f"the {res['n_detected_clean']} flows detected before it, {res['attack_success_rate_after_round_trip']:.0%} "
+            "evade through the real capture. This is the figure that says whether an attacker can evade the traffic "
+            "model with packets, not just with pixels.")

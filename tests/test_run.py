@@ -206,3 +206,37 @@ def test_new_label_rules_redo_every_stage(small_sample, tmp_path):
     relabelled = _run(sample, out)
     assert relabelled["stages"]["ingest"]["files_reingested"] == 6
     assert not relabelled["stages"]["image"]["reused"] and relabelled["stages"]["train"]["reused"]
+
+
+def test_run_json_holds_the_robustness_headline_figures(small_sample, tmp_path, monkeypatch):
+    import pcapvision.robustness
+
+    calls = []
+
+    def fake_suite(model_dir, data, output_dir, suite, **kw):
+        from dataclasses import asdict
+
+        from pcapvision.classify import load_images_dataset, read_metadata
+        from pcapvision.robustness import suite_config
+
+        calls.append(kw)
+        meta = read_metadata(model_dir)
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "robustness.json").write_text(json.dumps({
+            "stage": "robustness", "model": {"model_sha256": meta["model_sha256"]},
+            "data": {"data_sha256": load_images_dataset(data).data_sha256},
+            "params": {"suite": suite, "seed": kw["seed"], "config": asdict(suite_config(suite)),
+                       "positive_class": meta["positive_class"]}}))
+        return {"summary": [{"measure": "clean accuracy", "value": 0.9},
+                            {"measure": "pgd_linf eps 0.1 malicious->normal evasion", "value": 0.25}]}
+
+    monkeypatch.setattr(pcapvision.robustness, "run_suite", fake_suite)
+    out = tmp_path / "out"
+    record = run_pipeline([small_sample], out, epochs=1, suite="quick", seed=0, quiet=True, positive_class="malicious",
+                          mnist=False)
+    on_disk = json.loads((out / "run.json").read_text())
+    assert on_disk["stages"]["robustness"]["headline"][1]["value"] == 0.25
+    assert "traffic robustness: pgd_linf eps 0.1 malicious->normal evasion: 0.2500" in format_run(record)
+    again = run_pipeline([small_sample], out, epochs=1, suite="quick", seed=0, quiet=True, positive_class="malicious",
+                         mnist=False)
+    assert again["stages"]["robustness"]["reused"] and again["stages"]["robustness"]["headline"] and len(calls) == 1

@@ -30,9 +30,11 @@ from pcapvision.ingest.importers import (
     import_labels,
     rules_path_for,
 )
+from pcapvision.ingest.tls import ClientHello, parse_client_hello
 
 __all__ = [
     "FLOWS_SCHEMA",
+    "ClientHello",
     "FlowAssembler",
     "FlowOptions",
     "IngestOptions",
@@ -49,6 +51,7 @@ __all__ = [
     "import_labels",
     "ingest",
     "iter_flow_tables",
+    "parse_client_hello",
     "read_flows",
     "read_packets",
     "rules_path_for",
