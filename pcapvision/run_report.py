@@ -80,7 +80,7 @@ def write_run_report(path: str | os.PathLike[str], out: str | os.PathLike[str], 
     out = Path(out)
     models = [m for m in (_Model(name, out, model_dir, robustness_dir) for name, model_dir, robustness_dir in MODELS)
               if m.metrics is not None]
-    rep = HtmlReport("pcapvision: the same CNN on traffic images and on MNIST")
+    rep = HtmlReport("pcapvision: a traffic model beside the MNIST proof of concept")
     rep.paragraph(
         "One run of the main job: captures are turned into flows and 28x28 images, a network is trained on them (by "
         "default cnn1d on packets images, the winner of pcapvision compare on the bundled sample), the plain CNN is "
