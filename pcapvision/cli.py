@@ -66,7 +66,9 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                              "capture (<sha256[:16]>.parquet; re-runs skip captures already there with the same "
                              "parameters and labels, and re-ingest the others)")
     reading = _add_ingest_options(parser)
-    reading.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (parallel over files)")
+    reading.add_argument("--jobs", type=int, default=1, metavar="N",
+                         help="worker processes (parallel over files), or LocalCluster workers with --executor dask")
+    _executor_options(reading)
     reading.add_argument("--force", action="store_true",
                          help="re-ingest captures whose part already exists in a dataset directory, even when "
                               "made with the same parameters and labels")
@@ -84,6 +86,14 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                              "OUT.rules.csv, match report OUT.rules.match.json; see 'pcapvision labels import')")
     _add_label_import_options(parser)
     parser.set_defaults(handler=_run_ingest)
+
+
+def _executor_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--executor", choices=("local", "dask"), default="local",
+                       help="run per capture in local processes, or as Dask tasks (needs pcapvision[dask]; "
+                            "see docs/scale-out.md)")
+    group.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                       help="with --executor dask: a running scheduler (default: a LocalCluster of --jobs workers)")
 
 
 # The options of 'ingest' that shape the flows (IngestOptions fields): also taken by 'predict'.
@@ -123,7 +133,8 @@ def _ingest_options_given(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _run_ingest(args: argparse.Namespace) -> int:
-    from pcapvision.ingest import IngestOptions, Labeler, ingest
+    from pcapvision.executor import ingest_captures
+    from pcapvision.ingest import IngestOptions, Labeler
 
     options = IngestOptions(**_ingest_options_given(args))
     if args.label is not None and args.labels is not None:
@@ -140,8 +151,8 @@ def _run_ingest(args: argparse.Namespace) -> int:
         rules = args.labels if imported is None else imported.rules_path
         labeler = Labeler.from_rules_csv(rules, unlabeled=args.unlabeled, default_label=args.default_label,
                                          default_family=args.default_family)
-    summary = ingest(args.paths, args.output, options, labeler=labeler, jobs=args.jobs, quiet=args.quiet,
-                     force=args.force)
+    summary = ingest_captures(args.paths, args.output, options, labeler=labeler, executor=args.executor,
+                              scheduler=args.scheduler, jobs=args.jobs, quiet=args.quiet, force=args.force)
     print(summary.format())
     if imported is not None and (summary.files_ok or summary.files_skipped_already_ingested):
         print(imported.with_flows(args.output).format())
@@ -279,9 +290,11 @@ def _add_image(subparsers: argparse._SubParsersAction, common: argparse.Argument
                         help="split_group column: source capture (source_sha256) or server address (dst_ip)")
     parser.add_argument("--preview", metavar="PNG", default=None, help="also draw sample images per label into PNG")
     parser.add_argument("--preview-per-class", type=int, default=8, metavar="N", help="images per label in --preview")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="with --executor dask: LocalCluster workers")
+    _executor_options(parser)
 
     def run(args: argparse.Namespace) -> int:
-        from pcapvision.imaging import image_flows
+        from pcapvision.executor import image_captures
 
         pairs: dict[str, str] = {}
         for item in args.param:
@@ -290,9 +303,10 @@ def _add_image(subparsers: argparse._SubParsersAction, common: argparse.Argument
                 raise ParameterError(f"The 'param' option must be KEY=VALUE. Got {item!r} instead.")
             pairs[key.strip()] = value.strip()
         params = REPRESENTATIONS[args.representation].parse_params(pairs)
-        summary = image_flows(args.flows, args.output, args.representation, params, dedup=args.dedup,
-                              mask_tls_sni=args.mask_tls_sni, group_by=args.group_by, preview=args.preview,
-                              preview_per_class=args.preview_per_class, quiet=args.quiet)
+        summary = image_captures(args.flows, args.output, args.representation, params, executor=args.executor,
+                                 scheduler=args.scheduler, jobs=args.jobs, dedup=args.dedup,
+                                 mask_tls_sni=args.mask_tls_sni, group_by=args.group_by, preview=args.preview,
+                                 preview_per_class=args.preview_per_class, quiet=args.quiet)
         print(summary.format())
         return EXIT_OK
 
@@ -578,7 +592,7 @@ def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--arch", choices=("cnn", "mlp", "cnn-embed", "cnn1d"),
                         help="traffic model architecture (default: cnn1d; the MNIST model keeps the plain cnn)")
     parser.add_argument("--epochs", type=int, help="maximum epochs of the traffic model (default: 20)")
-    parser.add_argument("--mnist-epochs", type=int, help="maximum epochs of the MNIST model (default: 6)")
+    parser.add_argument("--mnist-epochs", type=int, help="maximum epochs of the MNIST model (default: 5)")
     parser.add_argument("--mnist-file", metavar="PATH", help="MNIST file (default: the bundled 10,000-digit sample)")
     parser.add_argument("--no-mnist", dest="mnist", action="store_const", const=False,
                         help="skip the MNIST proof of concept")

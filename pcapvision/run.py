@@ -39,6 +39,7 @@ RUN_RECORD = "run.json"
 REPORT_FILE = "report.html"
 METADATA_FILE = "metadata.json"
 LOCK_FILE = ".run.lock"
+STAGES = ("ingest", "image", "train", "mnist-train", "robustness", "mnist-robustness", "report")
 
 
 def _default_labels(captures: Sequence[str | os.PathLike[str]]) -> Path | None:
@@ -267,7 +268,9 @@ class _Run:
 def format_run(record: Mapping[str, Any]) -> str:
     """A short human summary of a run record."""
     lines = [f"pcapvision run finished in {record.get('seconds', 0):.1f} s"]
-    for name, info in record.get("stages", {}).items():
+    stages = record.get("stages", {})
+    for name in sorted(stages, key=lambda n: STAGES.index(n) if n in STAGES else len(STAGES)):
+        info = stages[name]
         seconds = info.get("seconds")
         state = "reused" if info.get("reused") else (f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else "")
         lines.append(f"  {name:<16} {info.get('output', '')}  ({state})")
