@@ -290,7 +290,11 @@ def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.Argume
                                  batch_size=args.batch_size)
         counts = verdicts["predicted"].value_counts().to_dict() if len(verdicts) else {}
         print(f"{args.output}: {len(verdicts)} flows; predicted {counts}")
-        return EXIT_OK
+        failed = verdicts.attrs.get("failed_captures") or {}
+        if failed:
+            print(f"pcapvision predict: {len(failed)} capture(s) failed: {', '.join(failed)}; the verdicts of the "
+                  "others were written", file=sys.stderr)
+        return EXIT_INPUT_FAILED if failed else EXIT_OK
 
     parser.set_defaults(handler=run)
 

@@ -31,3 +31,7 @@ class DataContractError(PcapvisionError, ValueError):
 
 class ModelFormatError(PcapvisionError, ValueError):
     """A model directory is missing, corrupt, foreign, or incompatible with the data given."""
+
+
+class OutputBusyError(PcapvisionError, RuntimeError):
+    """Another process is writing the same output (a lock refused a second writer)."""

@@ -54,11 +54,11 @@ def temp_path_beside(path: str | os.PathLike[str], suffix: str = ".tmp") -> Path
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     # mkstemp creates the file owner-only; outputs should get the usual permissions.
-    os.chmod(tmp_name, 0o666 & ~_current_umask())
+    os.chmod(tmp_name, 0o666 & ~current_umask())
     return Path(tmp_name)
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

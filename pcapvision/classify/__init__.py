@@ -8,7 +8,9 @@ Public API::
         -> (model, history)                                                # the ONE training function
     load_mnist(mnist_file=None, seed=0) -> (x_train, y_train, x_test, y_test, info)
     mnist_test_split(metadata) -> (x_test, y_test)
-    save_model(model, model_dir, metadata) / load_model(model_dir) -> (model, metadata)
+    save_model(model, model_dir, metadata) / load_model(model_dir) -> (model, metadata)   # the ONE loader
+    read_split_manifest(model_dir, metadata) -> DataFrame                  # hash-verified split
+    staged_model_directory(model_dir)                                       # write a model dir as a unit
     train_mnist(...), train_images(...), evaluate(...), predict_pcaps(...)
 """
 
@@ -20,7 +22,14 @@ import os
 # in this TensorFlow build (see BENCHMARKS.md); the switch only works before TensorFlow is imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from pcapvision.classify.artifact import load_model, read_metadata, save_model
+from pcapvision.classify.artifact import (
+    SPLIT_MANIFEST_FILE,
+    load_model,
+    read_metadata,
+    read_split_manifest,
+    save_model,
+    staged_model_directory,
+)
 from pcapvision.classify.datasets import (
     ImagesDataset,
     load_images_dataset,
@@ -32,7 +41,8 @@ from pcapvision.classify.model import build_cnn, build_mlp, build_model
 from pcapvision.classify.train import make_dataset, train_model
 
 __all__ = [
-    "ImagesDataset", "build_cnn", "build_mlp", "build_model", "load_images_dataset", "load_mnist",
-    "load_model", "make_dataset", "mnist_test_split", "read_metadata", "save_model", "split_indices",
+    "SPLIT_MANIFEST_FILE", "ImagesDataset", "build_cnn", "build_mlp", "build_model", "load_images_dataset", "load_mnist",
+    "load_model", "make_dataset", "mnist_test_split", "read_metadata", "read_split_manifest", "save_model",
+    "split_indices", "staged_model_directory",
     "train_model",
 ]

@@ -16,7 +16,13 @@ import pandas as pd
 import pyarrow as pa
 
 from pcapvision.classify import plots
-from pcapvision.classify.artifact import load_model, save_model
+from pcapvision.classify.artifact import (
+    SPLIT_MANIFEST_FILE,
+    load_model,
+    read_split_manifest,
+    save_model,
+    staged_model_directory,
+)
 from pcapvision.classify.datasets import (
     ImagesDataset,
     _stratified_holdout,
@@ -38,12 +44,12 @@ from pcapvision.classify.predict import check_representation, predict_proba
 from pcapvision.classify.train import train_model
 from pcapvision.errors import DataContractError, ModelFormatError
 from pcapvision.io import make_metadata, sha256_file, write_json_atomic, write_parquet_atomic
+from pcapvision.outputs import replace_files_together
 from pcapvision.report import HtmlReport
 from pcapvision.validation import check_int, check_number, check_positive_int
 
 log = logging.getLogger(__name__)
 
-SPLIT_MANIFEST_FILE = "split_manifest.parquet"
 REPORT_DIR = "report"
 
 
@@ -79,28 +85,30 @@ def train_mnist(
     save the model directory with its report; return the metrics record."""
     params = _training_params(arch, epochs, batch_size, seed, learning_rate, patience, validation_fraction, 0.5)
     x_train, y_train, x_test, y_test, info = load_mnist(mnist_file, seed=seed, allow_download=allow_download)
-    fit_idx, val_idx = _stratified_holdout(y_train, validation_fraction, seed)
-    class_names = [str(d) for d in range(10)]
-    model, history = train_model(
-        x_train[fit_idx], y_train[fit_idx], x_train[val_idx], y_train[val_idx], arch=arch, epochs=epochs,
-        batch_size=batch_size, seed=seed, learning_rate=learning_rate, patience=patience, n_classes=10,
-    )
-    split = {
-        "rule": f"test: {info['split']}; validation: stratified {validation_fraction:.0%} of train (seed {seed})",
-        "n_train": len(fit_idx), "n_validation": len(val_idx), "n_test": len(y_test),
-    }
-    notes = []
-    if info["is_sample"]:
-        notes.append(
-            f"Trained and tested on a {info['n_train'] + info['n_test']}-digit MNIST sample ({info['split']}), not "
-            "full MNIST: accuracy here is not comparable with published full-MNIST results."
+    with staged_model_directory(model_dir) as stage:
+        fit_idx, val_idx = _stratified_holdout(y_train, validation_fraction, seed)
+        class_names = [str(d) for d in range(10)]
+        model, history = train_model(
+            x_train[fit_idx], y_train[fit_idx], x_train[val_idx], y_train[val_idx], arch=arch, epochs=epochs,
+            batch_size=batch_size, seed=seed, learning_rate=learning_rate, patience=patience, n_classes=10,
         )
-    return _finish(
-        model_dir, model, history, params, class_names=class_names, target="digit", dataset=info,
-        split=split, x_train=x_train[fit_idx], y_train=y_train[fit_idx], x_test=x_test, y_test=y_test,
-        payload_train=None, payload_test=None, representation=None, representation_params=None,
-        images_schema=None, notes=notes, title=f"pcapvision model report: {arch.upper()} on MNIST",
-    )
+        split = {
+            "rule": f"test: {info['split']}; validation: stratified {validation_fraction:.0%} of train (seed {seed})",
+            "n_train": len(fit_idx), "n_validation": len(val_idx), "n_test": len(y_test),
+        }
+        notes = []
+        if info["is_sample"]:
+            notes.append(
+                f"Trained and tested on a {info['n_train'] + info['n_test']}-digit MNIST sample ({info['split']}), not "
+                "full MNIST: accuracy here is not comparable with published full-MNIST results."
+            )
+        record = _finish(
+            model_dir, stage, model, history, params, class_names=class_names, target="digit", dataset=info,
+            split=split, x_train=x_train[fit_idx], y_train=y_train[fit_idx], x_test=x_test, y_test=y_test,
+            payload_train=None, payload_test=None, representation=None, representation_params=None,
+            images_schema=None, notes=notes, title=f"pcapvision model report: {arch.upper()} on MNIST",
+        )
+    return record
 
 
 # --- images tables -------------------------------------------------------------------------------
@@ -129,31 +137,33 @@ def train_images(
     class_names = sorted(set(data.labels.tolist()))
     if len(class_names) < 2:
         raise DataContractError(f"{images_path}: only one {target} value ({class_names}); a classifier needs at least two")
-    y = np.searchsorted(np.asarray(class_names), data.labels)
-    split = split_indices(y, data.split_group, seed=seed, test_fraction=test_fraction, validation_fraction=validation_fraction)
-    tr, va, te = split["train"], split["validation"], split["test"]
-    model, history = train_model(
-        data.x[tr], y[tr], data.x[va], y[va], arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
-        learning_rate=learning_rate, patience=patience, n_classes=len(class_names),
-    )
-    manifest = _write_split_manifest(model_dir, data, split)
-    groups = {name: sorted(set(data.split_group[idx].tolist())) for name, idx in split.items()}
-    split_record = {
-        "rule": f"StratifiedGroupKFold on split_group (seed {seed}); test ~{test_fraction:.0%}, validation ~{validation_fraction:.0%}",
-        **{f"n_{name}": int(len(idx)) for name, idx in split.items()},
-        "groups": groups, "manifest_file": SPLIT_MANIFEST_FILE, "manifest_sha256": sha256_file(manifest),
-        "duplicates_dropped": data.n_duplicates_dropped, "conflicting_duplicates_dropped": data.n_conflicts_dropped,
-    }
-    dataset = {"name": "images", "path": str(images_path), "target": target, "data_sha256": data.data_sha256,
-               "n_images": len(data), "class_counts": {c: int((data.labels == c).sum()) for c in class_names}}
-    return _finish(
-        model_dir, model, history, params, class_names=class_names, target=target, dataset=dataset, split=split_record,
-        x_train=data.x[tr], y_train=y[tr], x_test=data.x[te], y_test=y[te],
-        payload_train=None if data.payload_length is None else data.payload_length[tr],
-        payload_test=None if data.payload_length is None else data.payload_length[te],
-        representation=data.representation, representation_params=data.params, images_schema=data.schema,
-        notes=[], title=f"pcapvision model report: {arch.upper()} on {Path(images_path).name} ({target})",
-    )
+    with staged_model_directory(model_dir) as stage:
+        y = np.searchsorted(np.asarray(class_names), data.labels)
+        split = split_indices(y, data.split_group, seed=seed, test_fraction=test_fraction, validation_fraction=validation_fraction)
+        tr, va, te = split["train"], split["validation"], split["test"]
+        model, history = train_model(
+            data.x[tr], y[tr], data.x[va], y[va], arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
+            learning_rate=learning_rate, patience=patience, n_classes=len(class_names),
+        )
+        manifest = _write_split_manifest(stage, data, split)
+        groups = {name: sorted(set(data.split_group[idx].tolist())) for name, idx in split.items()}
+        split_record = {
+            "rule": f"StratifiedGroupKFold on split_group (seed {seed}); test ~{test_fraction:.0%}, validation ~{validation_fraction:.0%}",
+            **{f"n_{name}": int(len(idx)) for name, idx in split.items()},
+            "groups": groups, "manifest_file": SPLIT_MANIFEST_FILE, "manifest_sha256": sha256_file(manifest),
+            "duplicates_dropped": data.n_duplicates_dropped, "conflicting_duplicates_dropped": data.n_conflicts_dropped,
+        }
+        dataset = {"name": "images", "path": str(images_path), "target": target, "data_sha256": data.data_sha256,
+                   "n_images": len(data), "class_counts": {c: int((data.labels == c).sum()) for c in class_names}}
+        record = _finish(
+            model_dir, stage, model, history, params, class_names=class_names, target=target, dataset=dataset, split=split_record,
+            x_train=data.x[tr], y_train=y[tr], x_test=data.x[te], y_test=y[te],
+            payload_train=None if data.payload_length is None else data.payload_length[tr],
+            payload_test=None if data.payload_length is None else data.payload_length[te],
+            representation=data.representation, representation_params=data.params, images_schema=data.schema,
+            notes=[], title=f"pcapvision model report: {arch.upper()} on {Path(images_path).name} ({target})",
+        )
+    return record
 
 
 def _write_split_manifest(model_dir: str | os.PathLike[str], data: ImagesDataset, split: Mapping[str, np.ndarray]) -> Path:
@@ -172,7 +182,7 @@ def _write_split_manifest(model_dir: str | os.PathLike[str], data: ImagesDataset
 # --- shared tail: metrics, baselines, artifact, report -------------------------------------------
 
 
-def _finish(model_dir, model, history, params, *, class_names, target, dataset, split, x_train, y_train, x_test,
+def _finish(model_dir, stage, model, history, params, *, class_names, target, dataset, split, x_train, y_train, x_test,
             y_test, payload_train, payload_test, representation, representation_params, images_schema, notes, title):
     proba = predict_proba(model, x_test)
     metrics = classification_metrics(y_test, proba, class_names, threshold=params["threshold"])
@@ -188,10 +198,10 @@ def _finish(model_dir, model, history, params, *, class_names, target, dataset, 
         images_schema=images_schema, dataset=dataset, data_sha256=dataset["data_sha256"], split=split,
         history=history, metrics={"test": _headline(metrics)}, baselines=baselines,
     )
-    save_model(model, model_dir, metadata)
+    save_model(model, stage, metadata)
     record = {"model_dir": str(model_dir), "data": dataset, "split": {k: v for k, v in split.items() if k != "groups"},
               "test": metrics, "baselines": baselines, "baseline_warnings": warnings, "notes": notes, "history": history}
-    write_model_report(Path(model_dir) / REPORT_DIR, record, title=title, x_test=x_test, y_test=y_test, proba=proba,
+    write_model_report(Path(stage) / REPORT_DIR, record, title=title, x_test=x_test, y_test=y_test, proba=proba,
                        class_names=class_names)
     return record
 
@@ -208,7 +218,6 @@ def write_model_report(out_dir: str | os.PathLike[str], record: Mapping[str, Any
                        y_test: np.ndarray, proba: np.ndarray, class_names: Sequence[str]) -> Path:
     """Write ``out_dir/metrics.json`` and the self-contained ``out_dir/report.html``; return the HTML path."""
     out = Path(out_dir)
-    write_json_atomic(out / "metrics.json", record)
     m = record["test"]
     rep = HtmlReport(title)
     for note in record.get("notes", []):
@@ -270,9 +279,10 @@ def write_model_report(out_dir: str | os.PathLike[str], record: Mapping[str, Any
     else:
         rep.figure(fig, caption="the wrong predictions made with the highest confidence: true→predicted, p(predicted)")
         rep.table(rows)
-    path = rep.save(out / "report.html")
-    log.info("wrote %s", path)
-    return path
+    # metrics.json and report.html are replaced together: never one new and the other old.
+    replace_files_together(out, {"metrics.json": lambda tmp: write_json_atomic(tmp, record), "report.html": rep.save})
+    log.info("wrote %s", out / "report.html")
+    return out / "report.html"
 
 
 # --- evaluate ------------------------------------------------------------------------------------
@@ -320,7 +330,7 @@ def evaluate(
         y_all = np.asarray([class_names.index(v) for v in images.labels], dtype=np.int64)
         train_data = None
         if images.data_sha256 == metadata.get("data_sha256"):
-            split_ids = pd.read_parquet(Path(model_dir if Path(model_dir).is_dir() else Path(model_dir).parent) / SPLIT_MANIFEST_FILE)
+            split_ids = read_split_manifest(model_dir, metadata)
             test_ids = set(split_ids.loc[split_ids["split"] == "test", "flow_id"])
             train_ids = set(split_ids.loc[split_ids["split"] == "train", "flow_id"])
             te = np.flatnonzero(np.isin(images.flow_id, list(test_ids)))
@@ -339,7 +349,7 @@ def evaluate(
                     notes.append(f"Baselines skipped: training table {train_path} unreadable ({exc}).")
                     train_full = None
                 if train_full is not None and train_full.data_sha256 == metadata.get("data_sha256"):
-                    split_ids = pd.read_parquet(Path(model_dir) / SPLIT_MANIFEST_FILE)
+                    split_ids = read_split_manifest(model_dir, metadata)
                     train_ids = set(split_ids.loc[split_ids["split"] == "train", "flow_id"])
                     tr = np.flatnonzero(np.isin(train_full.flow_id, list(train_ids)))
                     sub = train_full.subset(tr)

@@ -21,6 +21,7 @@ import numpy as np
 
 from pcapvision.errors import DataContractError, ModelFormatError
 from pcapvision.io import make_metadata, write_bytes_atomic, write_json_atomic
+from pcapvision.outputs import check_writable_directory, output_lock, replace_files_together
 from pcapvision.robustness.attacks import (
     AttackSpec,
     BinaryTarget,
@@ -121,10 +122,7 @@ def load_eval_data(model_dir: str | os.PathLike[str], metadata: dict[str, Any], 
                 "data_sha256": info.get("data_sha256"), "is_sample": info.get("is_sample")}
         return EvalData(x_test, y_test, class_names, desc, x_train=x_train, y_train=y_train, is_mnist=True)
 
-    import pandas as pd
-
-    from pcapvision.classify import load_images_dataset
-    from pcapvision.classify.pipeline import SPLIT_MANIFEST_FILE
+    from pcapvision.classify import load_images_dataset, read_split_manifest
     from pcapvision.classify.predict import check_representation
 
     target = metadata.get("target", "label")
@@ -135,10 +133,10 @@ def load_eval_data(model_dir: str | os.PathLike[str], metadata: dict[str, Any], 
         raise DataContractError(f"{data}: no image has a {target} the model knows ({class_names})")
     images = images.subset(np.flatnonzero(known))
     y_all = np.asarray([class_names.index(v) for v in images.labels], np.int64)
-    manifest = Path(model_dir) / SPLIT_MANIFEST_FILE
     x_train = y_train = None
-    if images.data_sha256 == metadata.get("data_sha256") and manifest.is_file():
-        split = pd.read_parquet(manifest)
+    if images.data_sha256 == metadata.get("data_sha256"):
+        # The training table: only the model's own test rows, from the hash-verified manifest.
+        split = read_split_manifest(model_dir, metadata)
         te = np.flatnonzero(np.isin(images.flow_id, split.loc[split["split"] == "test", "flow_id"].to_numpy()))
         tr = np.flatnonzero(np.isin(images.flow_id, split.loc[split["split"] == "train", "flow_id"].to_numpy()))
         rule = "the model's stored test split (same data as training)"
@@ -200,6 +198,7 @@ def run_suite(
     names = ev.class_names
     binary = _binary_target(metadata, names)
     out_dir = Path(output_dir)
+    check_writable_directory(out_dir)  # before minutes of attacks, not after
     eval_idx = _subsample(len(ev.y), cfg.n_eval, seed)
     x_eval, y_eval = ev.x[eval_idx], ev.y[eval_idx]
     # In random order: DeepFool and certification take the first images of the attacked set, and
@@ -261,13 +260,16 @@ def run_suite(
     record["summary"] = _summary_rows(record)
     record["seconds"] = round(time.perf_counter() - started, 1)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_examples(out_dir / EXAMPLES_FILE, y_att, proba_att, examples)
-    write_json_atomic(out_dir / JSON_FILE, record)
     from pcapvision.robustness.report import write_report
 
-    write_report(out_dir / HTML_FILE, record, x_att=x_att, y_att=y_att, proba_att=proba_att,
-                 report_result=report_result, fooling=fooling)
+    # The three files are one report: replaced together, never half new, half old.
+    with output_lock(out_dir):
+        replace_files_together(out_dir, {
+            EXAMPLES_FILE: lambda path: _write_examples(path, y_att, proba_att, examples),
+            JSON_FILE: lambda path: write_json_atomic(path, record),
+            HTML_FILE: lambda path: write_report(path, record, x_att=x_att, y_att=y_att, proba_att=proba_att,
+                                                 report_result=report_result, fooling=fooling),
+        })
     log.info("robustness report written to %s (%.0fs)", out_dir, record["seconds"])
     return record
 
