@@ -134,10 +134,52 @@ def write_parquet_atomic(
     return Path(path)
 
 
-def metadata_from_schema(schema: pa.Schema) -> dict[str, Any]:
-    """The pcapvision metadata stored in ``schema`` ({} when there is none)."""
+def metadata_from_schema(schema: pa.Schema, source: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The pcapvision metadata stored in ``schema`` ({} when there is none).
+
+    Corrupt metadata (not JSON, not an object) is a :class:`DataContractError` naming ``source``.
+    """
     raw = (schema.metadata or {}).get(METADATA_KEY)
-    return json.loads(raw) if raw else {}
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DataContractError(f"{source or 'table'}: corrupt pcapvision metadata ({exc})") from None
+    if not isinstance(meta, dict):
+        raise DataContractError(f"{source or 'table'}: corrupt pcapvision metadata (not a JSON object)")
+    return meta
+
+
+@contextlib.contextmanager
+def parquet_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn pyarrow's errors while reading ``path`` (not Parquet, truncated, corrupt) into one
+    :class:`DataContractError` line naming the file."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, EOFError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataContractError(f"{os.fspath(path)}: not a readable Parquet file ({reason[:200]})") from None
+
+
+def open_parquet(path: str | os.PathLike[str]) -> pq.ParquetFile:
+    """``pq.ParquetFile(path)``, with a one-line :class:`DataContractError` for a broken file."""
+    with parquet_errors(path):
+        return pq.ParquetFile(path)
+
+
+def read_parquet_schema(path: str | os.PathLike[str]) -> pa.Schema:
+    """The schema of a Parquet file, with a one-line :class:`DataContractError` for a broken file."""
+    with parquet_errors(path):
+        return pq.read_schema(path)
+
+
+def read_parquet_table(path: str | os.PathLike[str], **kwargs: Any) -> pa.Table:
+    """``pq.read_table(path, **kwargs)``, with a one-line :class:`DataContractError` for a broken file."""
+    with parquet_errors(path):
+        return pq.read_table(path, **kwargs)
 
 
 def parquet_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -162,7 +204,7 @@ def parquet_files(path: str | os.PathLike[str]) -> list[Path]:
 def read_parquet_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The pcapvision metadata of a Parquet file, or of the first part of a dataset directory."""
     first = parquet_files(path)[0]
-    return metadata_from_schema(pq.read_schema(first))
+    return metadata_from_schema(read_parquet_schema(first), first)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
