@@ -53,6 +53,8 @@ def synthetic_flows(n: int, seed: int = 0) -> pa.Table:
     return pa.table({
         "flow_id": ids, "payload": payload, "packet_time_ms": times, "packet_direction": directions,
         "packet_ip_bytes": ip_bytes, "packet_payload_bytes": pa.ListArray.from_arrays(off, pa.array(payload_bytes)),
+        "packet_tcp_flags": pa.ListArray.from_arrays(off, pa.array(rng.integers(0, 256, total, dtype=np.uint8))),
+        "src2dst_payload": payload, "dst2src_payload": payload,
         "label": labels, "family": labels, "source_file": pa.array(np.full(n, "synthetic.pcap")),
         "source_sha256": pa.array(np.full(n, "0" * 64)),
     })

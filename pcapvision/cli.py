@@ -1,7 +1,8 @@
 """Command-line interface: argument parsing only; every command calls a library function.
 
 Exit codes: 0 success; 1 some inputs failed or an input was bad (the rest was written);
-2 usage error (bad option or parameter value).
+2 usage error (bad option or parameter value); 3 internal error (a bug in pcapvision: the
+traceback is shown, please report it; work on other inputs is kept).
 """
 
 from __future__ import annotations
@@ -11,16 +12,21 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from pcapvision import __version__
 from pcapvision.console import setup_logging
 from pcapvision.errors import ParameterError, PcapvisionError
+
+if TYPE_CHECKING:
+    from pcapvision.ingest import ImportOptions, MatchReport
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_INPUT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -49,14 +55,16 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
         "ingest", parents=[common], formatter_class=_Formatter,
         help="packet captures -> flows table (Parquet)",
         description="Read pcap/pcapng captures (plain or gzip) into a table of bidirectional flows.\n"
-                    "Exit codes: 0 all inputs ok; 1 some inputs failed (the rest is written); 2 usage error.",
+                    "Exit codes: 0 all inputs ok; 1 some inputs failed (the rest is written); 2 usage error;\n"
+                    "3 internal error while reading some input (a bug: traceback shown; the rest is written).",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="capture files, directories (searched recursively for *.pcap, *.pcapng, *.cap, "
                              "optionally .gz) or glob patterns")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", default=argparse.SUPPRESS,
                         help="a *.parquet file holding all flows, or a dataset directory with one part per "
-                             "capture (<sha256[:16]>.parquet; re-runs skip captures already there)")
+                             "capture (<sha256[:16]>.parquet; re-runs skip captures already there with the same "
+                             "parameters and labels, and re-ingest the others)")
     flows = parser.add_argument_group("flows")
     flows.add_argument("--idle-timeout", type=float, default=120.0, metavar="SECONDS",
                        help="a flow ends after this long without a packet")
@@ -74,7 +82,8 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                          help="packets decoded per chunk (memory holds one chunk plus the open flows)")
     reading.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (parallel over files)")
     reading.add_argument("--force", action="store_true",
-                         help="re-ingest captures whose part already exists in a dataset directory")
+                         help="re-ingest captures whose part already exists in a dataset directory, even when "
+                              "made with the same parameters and labels")
     labels = parser.add_argument_group("labels (default: flows unlabeled)")
     labels.add_argument("--label", metavar="NAME", help="label every flow NAME")
     labels.add_argument("--family", metavar="NAME", help="with --label: family of every flow")
@@ -84,6 +93,10 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                         help="with --labels: keep flows no rule matches (label null) or drop them")
     labels.add_argument("--default-label", metavar="NAME", help="with --labels: label of flows no rule matches")
     labels.add_argument("--default-family", metavar="NAME", help="with --default-label: their family")
+    labels.add_argument("--labels-format", default="rules", choices=("rules", *_label_formats()),
+                        help="format of --labels: a rules CSV, or ground truth to import (written as "
+                             "OUT.rules.csv, match report OUT.rules.match.json; see 'pcapvision labels import')")
+    _add_label_import_options(parser)
     parser.set_defaults(handler=_run_ingest)
 
 
@@ -100,18 +113,119 @@ def _run_ingest(args: argparse.Namespace) -> int:
     if args.labels is None and (args.default_label or args.default_family or args.unlabeled != "keep"):
         raise ParameterError("--default-label, --default-family and --unlabeled need --labels")
     labeler = None
+    imported = _import_ingest_labels(args)
     if args.label is not None:
         labeler = Labeler.from_label(args.label, family=args.family)
     elif args.labels is not None:
-        labeler = Labeler.from_rules_csv(args.labels, unlabeled=args.unlabeled, default_label=args.default_label,
+        rules = args.labels if imported is None else imported.rules_path
+        labeler = Labeler.from_rules_csv(rules, unlabeled=args.unlabeled, default_label=args.default_label,
                                          default_family=args.default_family)
     summary = ingest(args.paths, args.output, options, labeler=labeler, jobs=args.jobs, quiet=args.quiet,
                      force=args.force)
     print(summary.format())
-    return EXIT_INPUT_FAILED if summary.files_failed else EXIT_OK
+    if imported is not None and (summary.files_ok or summary.files_skipped_already_ingested):
+        print(imported.with_flows(args.output).format())
+    failed = summary.files_failed or (imported is not None and imported.failed)
+    return EXIT_INTERNAL if summary.internal_errors else EXIT_INPUT_FAILED if failed else EXIT_OK
 
 
 _SUBCOMMANDS.append(_add_ingest)
+
+
+# --- labels: ground-truth importers (pcapvision.ingest.importers) --------------------------------
+def _label_formats() -> tuple[str, ...]:
+    from pcapvision.ingest import LABEL_FORMATS
+
+    return LABEL_FORMATS
+
+
+_IMPORT_DEFAULTS = {"tz": "UTC", "time_slack": 1.0, "clock": "auto", "min_severity": None, "uid_labels": None,
+                    "class_level": None, "class_regex": None, "class_map": None}
+
+
+def _add_label_import_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("label import (formats other than rules; docs/ingest-labels.md)")
+    group.add_argument("--tz", default="UTC", metavar="ZONE",
+                       help="cicflowmeter, binetflow: IANA zone of timestamps without one (the capture site's, "
+                            "e.g. America/Halifax)")
+    group.add_argument("--time-slack", type=float, default=1.0, metavar="SECONDS",
+                       help="tolerance on both sides of each record's time window")
+    group.add_argument("--clock", choices=("auto", "24", "12"), default="auto",
+                       help="cicflowmeter: hours of 'dd/mm/yyyy h:mm'; auto = 12-hour without AM/PM when no hour "
+                            "is 0 or above 12 (both readings kept, the match report says which matched)")
+    group.add_argument("--min-severity", type=int, metavar="N",
+                       help="suricata: keep alerts of severity N or more severe (1 is the most severe)")
+    group.add_argument("--uid-labels", metavar="CSV", help="zeek: labels from a CSV keyed by uid "
+                       "(columns uid, label[, family]) instead of the log's label column")
+    group.add_argument("--class-level", type=int, metavar="N",
+                       help="folders: the class is the N-th directory below SRC (default 1)")
+    group.add_argument("--class-regex", metavar="RE",
+                       help="folders: the class is the first group (or group 'class') of RE in the relative path")
+    group.add_argument("--class-map", metavar="CSV",
+                       help="folders: CSV with columns class,label (else well-known names: malware, benign...)")
+
+
+def _import_options(args: argparse.Namespace, **extra: object) -> ImportOptions:
+    from pcapvision.ingest import ImportOptions
+
+    return ImportOptions(tz=args.tz, time_slack_s=args.time_slack, clock=args.clock, min_severity=args.min_severity,
+                         uid_labels=args.uid_labels, class_level=args.class_level, class_regex=args.class_regex,
+                         class_map=args.class_map, **extra)
+
+
+def _import_ingest_labels(args: argparse.Namespace) -> MatchReport | None:
+    """With ``ingest --labels FILE --labels-format FMT``: import FILE as OUT.rules.csv first."""
+    from pcapvision.ingest import import_labels, rules_path_for
+
+    if args.labels_format == "rules":
+        given = [f"--{k.replace('_', '-')}" for k, v in _IMPORT_DEFAULTS.items() if getattr(args, k) != v]
+        if given:
+            raise ParameterError(f"{', '.join(given)}: only used to import ground truth "
+                                 "(--labels FILE --labels-format FMT, FMT other than rules)")
+        return None
+    if args.labels is None:
+        raise ParameterError("--labels-format needs --labels FILE")
+    return import_labels([args.labels], args.labels_format, rules_path_for(args.output), _import_options(args))
+
+
+def _add_labels(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "labels", parents=[common], formatter_class=_Formatter, help="label tools: import other tools' ground truth as rules",
+        description="Label tools. 'pcapvision labels import --help' for the importers.")
+    commands = parser.add_subparsers(dest="labels_command", metavar="LABELS_COMMAND", required=True)
+    importer = commands.add_parser(
+        "import", parents=[common], formatter_class=_Formatter,
+        help="ground truth (CICFlowMeter, binetflow, Zeek, Suricata, class folders) -> rules CSV + match report",
+        description="Turn another tool's ground truth into a label rules CSV for 'ingest --labels', and write\n"
+                    "RULES.match.json: records read and skipped, conflicts, and with --flows how many records\n"
+                    "matched a flow (by reason when not) and which labels the flows get. Formats and traps in\n"
+                    "docs/ingest-labels.md. Exit codes: 0 ok; 1 a file could not be read (the rest is written);\n"
+                    "2 usage error.")
+    importer.add_argument("sources", nargs="+", metavar="FILE",
+                          help="ground-truth files (for --format folders: the SRC directory)")
+    importer.add_argument("--format", required=True, choices=_label_formats(), dest="label_format",
+                          help="what the files are")
+    importer.add_argument("-o", "--output", required=True, metavar="RULES.csv", help="rules CSV to write")
+    importer.add_argument("--flows", metavar="FLOWS",
+                          help="flows table (from 'pcapvision ingest') to match the records against")
+    importer.add_argument("--default-label", metavar="NAME",
+                          help="a last catch-all rule: label of flows no record labels (suricata: the flows "
+                               "without alerts)")
+    importer.add_argument("--default-family", metavar="NAME", help="with --default-label: their family")
+    _add_label_import_options(importer)
+
+    def run(args: argparse.Namespace) -> int:
+        from pcapvision.ingest import import_labels
+
+        options = _import_options(args, default_label=args.default_label, default_family=args.default_family)
+        report = import_labels(args.sources, args.label_format, args.output, options, flows=args.flows)
+        print(report.format())
+        return EXIT_INPUT_FAILED if report.failed else EXIT_OK
+
+    importer.set_defaults(handler=run)
+
+
+_SUBCOMMANDS.append(_add_labels)
 
 
 def _add_image(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -127,6 +241,7 @@ def _add_image(subparsers: argparse._SubParsersAction, common: argparse.Argument
         description="Render each flow of a flows table as a 28x28 image; write an images table (Parquet) and\n"
                     "IMAGES.summary.json (rows in/out, skipped by reason, duplicates, label conflicts, classes).\n\n"
                     f"Representations and their --param options:\n{param_help}\n"
+                    "Images made by other tools (IDX, npz, PNG folders): 'pcapvision image import --help'.\n"
                     "Details in docs/imaging.md. Exit codes: 0 ok; 1 bad input; 2 usage error.",
     )
     parser.add_argument("flows", metavar="FLOWS", help="flows table: Parquet file or dataset directory")
@@ -189,8 +304,10 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
     parser.add_argument("--target", choices=("label", "family"), default="label",
                         help="images tables: class column (label: binary malicious/normal; family: multi-class)")
     model = parser.add_argument_group("model and training")
-    model.add_argument("--arch", choices=("cnn", "mlp"), default="cnn",
-                       help="cnn: Conv32-Pool-Conv64-Pool-Dense128, Adam; mlp: 784-128-64-n ReLU, SGD lr 0.01")
+    model.add_argument("--arch", choices=("cnn", "mlp", "cnn-embed", "cnn1d"), default="cnn",
+                       help="cnn: Conv32-Pool-Conv64-Pool-Dense128, Adam; mlp: 784-128-64-n ReLU, SGD lr 0.01; "
+                            "cnn-embed: the cnn after a learned 8-d embedding of each byte value; "
+                            "cnn1d: Conv1D(32,25)-Pool3-Conv1D(64,25)-Pool3-Dense128 over the 784 bytes in order")
     model.add_argument("--epochs", type=int, default=20, help="maximum epochs (early stopping on validation loss)")
     model.add_argument("--patience", type=int, default=3, help="epochs without validation-loss improvement before stopping")
     model.add_argument("--batch-size", type=int, default=128, help="images per training batch")
@@ -424,10 +541,23 @@ def _run_run(args: argparse.Namespace) -> int:
                           target=args.target, arch=args.arch, epochs=args.epochs, suite=args.suite, seed=args.seed,
                           jobs=args.jobs, force=args.force, quiet=args.quiet)
     print(format_run(record))
-    return EXIT_INPUT_FAILED if record["stages"]["ingest"].get("files_failed") else EXIT_OK
+    ingest_summary = record["stages"]["ingest"]
+    if ingest_summary.get("internal_errors"):
+        return EXIT_INTERNAL
+    return EXIT_INPUT_FAILED if ingest_summary.get("files_failed") else EXIT_OK
 
 
 _SUBCOMMANDS.append(_add_run)
+
+
+def _add_compare_and_import(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from pcapvision.cli_compare import add_compare, add_image_import
+
+    add_compare(subparsers, common, _Formatter)
+    add_image_import(subparsers, common, _Formatter)
+
+
+_SUBCOMMANDS.append(_add_compare_and_import)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -448,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pcapvision`` console script; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["image", "import"]:  # `image import` is its own subcommand: `image` takes a FLOWS path
+        argv = ["image-import", *argv[2:]]
     args = parser.parse_args(argv)
     if not args.debug:
         # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) is noise on a CLI.
@@ -467,6 +600,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pcapvision {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug, not bad input: say so, with the traceback
+        log.critical("internal error, please report it with this traceback", exc_info=True)
+        print(f"pcapvision {args.command}: internal error (a bug in pcapvision; traceback above)", file=sys.stderr)
+        return EXIT_INTERNAL
     return EXIT_OK  # pragma: no cover - parser.exit does not return
 
 

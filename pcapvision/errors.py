@@ -33,5 +33,9 @@ class ModelFormatError(PcapvisionError, ValueError):
     """A model directory is missing, corrupt, foreign, or incompatible with the data given."""
 
 
-class OutputBusyError(PcapvisionError, RuntimeError):
-    """Another process is writing the same output (a lock refused a second writer)."""
+class LockedError(PcapvisionError, RuntimeError):
+    """Another process holds the lock a job needs (the job did not start)."""
+
+
+class GroundTruthFormatError(PcapvisionError, ValueError):
+    """A ground-truth file (flow CSV, Zeek or Suricata log, class folder) cannot be imported."""

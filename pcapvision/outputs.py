@@ -26,8 +26,9 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from pcapvision.errors import OutputBusyError, ParameterError
+from pcapvision.errors import ParameterError
 from pcapvision.io import current_umask, temp_path_beside
+from pcapvision.lock import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -39,29 +40,13 @@ def _lock_path(target: Path) -> Path:
 
 
 @contextlib.contextmanager
-def output_lock(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold an exclusive, non-blocking lock on output ``path`` (a hidden ``.NAME.lock`` beside it).
-
-    Raises :class:`OutputBusyError` when another process holds it. The lock dies with its process,
-    so a killed writer never blocks the next one.
-    """
-    import fcntl
-
+def output_lock(path: str | os.PathLike[str], *, what: str = "pcapvision writer") -> Iterator[None]:
+    """Hold the exclusive lock of output ``path`` (a hidden ``.NAME.lock`` beside it, see
+    :func:`pcapvision.lock.exclusive_lock`): a second writer gets :class:`LockedError` at once.
+    The lock dies with its process, so a killed writer never blocks the next one."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lock_file = _lock_path(target)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputBusyError(
-                f"{target}: another pcapvision process is writing this output; wait for it to finish or "
-                "choose another output"
-            ) from None
+    with exclusive_lock(_lock_path(target), what=what):
         yield
-    finally:
-        os.close(fd)
 
 
 def remove_stale_temporaries(target: Path) -> list[Path]:
@@ -92,7 +77,7 @@ def staged_directory(
 ) -> Iterator[Path]:
     """Yield an empty hidden directory beside ``path``; on success it replaces ``path`` whole.
 
-    The lock on ``path`` is held throughout (:class:`OutputBusyError` for a second writer), and
+    The lock on ``path`` is held throughout (:class:`LockedError` for a second writer), and
     stale temporaries of an earlier killed writer are removed first. Creating the staging
     directory up front also checks that the output can be written before any computation.
     An existing non-empty ``path`` is replaced only when ``replaceable(path)`` says it is an
@@ -104,7 +89,7 @@ def staged_directory(
         raise ParameterError(f"{target}: exists and is not a directory; refusing to replace it with a {what}")
     if target.is_dir() and any(target.iterdir()) and replaceable is not None and not replaceable(target):
         raise ParameterError(f"{target}: directory is not empty and is not a {what}; refusing to replace it")
-    with output_lock(target):
+    with output_lock(target, what=f"writer of this {what}"):
         remove_stale_temporaries(target)
         stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         os.chmod(stage, 0o777 & ~current_umask())

@@ -8,33 +8,31 @@ Each stage writes its usual artifact under the output directory::
     OUT/robustness/       robustness.json, robustness.html
     OUT/run.json          what ran, what was reused, the headline figures
 
-A stage is skipped when its output exists and was made from the same input (by content hash)
-with the same parameters, so re-running after adding one capture redoes only what changed.
+A stage is reused when its output's own metadata says it was made from the same inputs (by
+content hash) with the same parameters, and ``run.json`` records that the stage finished (see
+:mod:`pcapvision.reuse`); re-running after adding one capture redoes only what changed, and a
+stage killed midway is redone.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pcapvision.io import sha256_file, write_json_atomic
+from pcapvision.errors import PcapvisionError
+from pcapvision.reuse import RunRecord, check_images, check_model, check_robustness, run_stage
 from pcapvision.validation import check_choice, check_int, check_positive_int
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CAPTURES = "sample_pcaps"
 RUN_RECORD = "run.json"
-
-
-def _fingerprint(input_hash: str, params: Mapping[str, Any]) -> str:
-    blob = json.dumps({"input": input_hash, "params": params}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+METADATA_FILE = "metadata.json"
 
 
 def _default_labels(captures: Sequence[str | os.PathLike[str]]) -> Path | None:
@@ -66,88 +64,92 @@ def run_pipeline(
     ``labels``: a label rules CSV; by default ``labels.csv`` inside the single capture directory.
     ``suite``: the robustness suite (``quick``, ``full``) or ``none`` to stop after training.
     """
-    from pcapvision.classify.pipeline import train_images
-    from pcapvision.imaging import image_flows
-    from pcapvision.imaging.table import dataset_sha256
+    from pcapvision.classify import load_images_dataset, read_metadata, train_images
+    from pcapvision.imaging import dataset_sha256, get_representation, image_flows
     from pcapvision.ingest import Labeler, ingest
-    from pcapvision.robustness import run_suite
+    from pcapvision.robustness import run_suite, suite_config
 
     check_choice("target", target, ("label", "family"))
     check_choice("suite", suite, ("quick", "full", "none"))
     check_positive_int("epochs", epochs)
     check_int("seed", seed, min_value=0)
+    rep = get_representation(representation, None)
     started = time.perf_counter()
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    record_path = out / RUN_RECORD
-    previous = _read_previous(record_path) if not force else {}
-    record: dict[str, Any] = {"captures": [os.fspath(c) for c in captures], "stages": {}}
-
     labels_path = Path(labels) if labels is not None else _default_labels(captures)
+    record = RunRecord(out / RUN_RECORD, {
+        "captures": [os.fspath(c) for c in captures],
+        "labels": os.fspath(labels_path) if labels_path is not None else None,
+    }, fresh=force)
+    record.save()
+
     if labels_path is None:
         log.warning("no label rules given and no labels.csv beside the captures: flows stay unlabeled")
     labeler = Labeler.from_rules_csv(labels_path) if labels_path is not None else None
-    record["labels"] = os.fspath(labels_path) if labels_path is not None else None
 
     # Ingest is incremental by itself: captures already in the dataset directory are skipped.
     flows_dir = out / "flows"
     log.info("[1/4] ingest %s -> %s", ", ".join(map(os.fspath, captures)), flows_dir)
     summary = ingest(list(captures), flows_dir, labeler=labeler, jobs=jobs, quiet=quiet, force=force)
-    record["stages"]["ingest"] = {"output": os.fspath(flows_dir), **summary.to_dict()}
+    record.finish("ingest", {"output": os.fspath(flows_dir), **summary.to_dict()})
     if summary.files_failed:
         log.warning("%d capture(s) failed to ingest; continuing with the rest", len(summary.files_failed))
 
-    def stage(name: str, output_path: Path, input_hash: str, params: dict[str, Any], action: Callable[[], Any]) -> Any:
-        fingerprint = _fingerprint(input_hash, params)
-        done = previous.get("stages", {}).get(name, {})
-        if output_path.exists() and done.get("fingerprint") == fingerprint:
-            log.info("%s: up to date (%s), reused", name, output_path)
-            record["stages"][name] = {**done, "reused": True}
-            return None
-        t0 = time.perf_counter()
-        result = action()
-        record["stages"][name] = {"output": os.fspath(output_path), "fingerprint": fingerprint, "reused": False,
-                                  "seconds": round(time.perf_counter() - t0, 2)}
-        return result
-
     images_path = out / "images.parquet"
     log.info("[2/4] image (%s) -> %s", representation, images_path)
-    result = stage("image", images_path, dataset_sha256(flows_dir), {"representation": representation},
-                   lambda: image_flows(flows_dir, images_path, representation, preview=out / "preview.png", quiet=quiet))
+    flows_sha = dataset_sha256(flows_dir)
+    image_params = {"representation": rep.name, "representation_params": rep.params, "dedup": True,
+                    "mask_tls_sni": False, "group_by": "capture"}
+    _, result = run_stage(
+        record, "image", images_path, params=image_params, force=force,
+        # The labeler hash too: flows relabelled by new rules make every later stage stale.
+        inputs={"flows_sha256": flows_sha, "labeler_sha256": labeler.sha256() if labeler else None},
+        check=lambda: check_images(images_path, flows_sha, image_params),
+        action=lambda: image_flows(flows_dir, images_path, representation, preview=out / "preview.png", quiet=quiet))
     if result is not None:
-        record["stages"]["image"]["summary"] = result.to_dict()
+        record.finish("image", {**record.data["stages"]["image"], "summary": result.to_dict()})
 
     model_dir = out / "model"
     log.info("[3/4] train %s on %s (%s) -> %s", arch, images_path, target, model_dir)
+    images_sha = load_images_dataset(images_path, target=target).data_sha256
     train_params = {"target": target, "arch": arch, "epochs": epochs, "seed": seed}
-    result = stage("train", model_dir / "metadata.json", sha256_file(images_path), train_params,
-                   lambda: train_images(images_path, model_dir, target=target, arch=arch, epochs=epochs, seed=seed))
+    _, result = run_stage(
+        record, "train", model_dir / METADATA_FILE, inputs={"images_data_sha256": images_sha}, params=train_params,
+        force=force, check=lambda: check_model(model_dir, _metadata_or_none(read_metadata, model_dir), images_sha, train_params),
+        action=lambda: train_images(images_path, model_dir, target=target, arch=arch, epochs=epochs, seed=seed))
     if result is not None:
-        record["stages"]["train"]["test"] = {k: result["test"][k] for k in ("accuracy", "macro") if k in result["test"]}
-        record["stages"]["train"]["baseline_warnings"] = result.get("baseline_warnings", [])
+        record.finish("train", {**record.data["stages"]["train"],
+                                "test": {k: result["test"][k] for k in ("accuracy", "macro") if k in result["test"]},
+                                "baseline_warnings": result.get("baseline_warnings", [])})
 
     if suite != "none":
         robustness_dir = out / "robustness"
         log.info("[4/4] robustness (%s suite) -> %s", suite, robustness_dir)
-        model_hash = sha256_file(model_dir / "model.keras")
-        stage("robustness", robustness_dir / "robustness.json", model_hash, {"suite": suite, "seed": seed},
-              lambda: run_suite(model_dir, images_path, robustness_dir, suite, flows=flows_dir, seed=seed))
+        model_sha = read_metadata(model_dir)["model_sha256"]
+        suite_params = {"suite": suite, "seed": seed, "config": asdict(suite_config(suite))}
+        report_json = robustness_dir / "robustness.json"
+        run_stage(
+            record, "robustness", report_json, params=suite_params, force=force,
+            inputs={"model_sha256": model_sha, "images_data_sha256": images_sha, "flows_sha256": flows_sha},
+            check=lambda: check_robustness(report_json, model_sha, images_sha, suite_params),
+            action=lambda: run_suite(model_dir, images_path, robustness_dir, suite, flows=flows_dir, seed=seed))
 
-    record["seconds"] = round(time.perf_counter() - started, 2)
-    record["reports"] = {
+    record.data["seconds"] = round(time.perf_counter() - started, 2)
+    record.data["reports"] = {
         "preview": os.fspath(out / "preview.png"),
         "model": os.fspath(model_dir / "report" / "report.html"),
         "robustness": os.fspath(out / "robustness" / "robustness.html") if suite != "none" else None,
     }
-    write_json_atomic(record_path, record)
-    return record
+    record.save()
+    return record.data
 
 
-def _read_previous(path: Path) -> dict[str, Any]:
+def _metadata_or_none(read: Callable[[Path], dict[str, Any]], model_dir: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+        return read(model_dir)
+    except PcapvisionError:
+        return None
 
 
 def format_run(record: Mapping[str, Any]) -> str:

@@ -53,3 +53,79 @@ def test_run_end_to_end_then_reuse(small_sample, tmp_path):
 
     changed = run_pipeline([small_sample], out, epochs=3, suite="none", seed=0, quiet=True)
     assert changed["stages"]["image"]["reused"] and not changed["stages"]["train"]["reused"]
+
+
+def _run(sample: Path, out: Path, **kw):
+    kw.setdefault("epochs", 1)
+    return run_pipeline([sample], out, suite="none", seed=0, quiet=True, **kw)
+
+
+def test_reuse_follows_the_artifact_not_the_run_record(small_sample, tmp_path):
+    """A hand-made change in OUT is seen: the images table re-rendered as flowpic by hand is not
+    'reused' for a payload run, and a model directory written by another (killed) training is
+    not reused either, though run.json still describes the earlier artifacts."""
+    from pcapvision.classify import read_metadata, train_images
+    from pcapvision.imaging import image_flows
+
+    out = tmp_path / "out"
+    _run(small_sample, out, epochs=2)
+    image_flows(out / "flows", out / "images.parquet", "flowpic", quiet=True)
+    again = _run(small_sample, out, epochs=2)
+    assert again["stages"]["image"]["reused"] is False
+    assert read_metadata(out / "model")["representation"] == "payload"
+
+    # A later run with epochs=1 got as far as writing the model, then was killed: run.json
+    # still says epochs=2 finished.
+    train_images(out / "images.parquet", out / "model", epochs=1, seed=0)
+    third = _run(small_sample, out, epochs=2)
+    assert third["stages"]["image"]["reused"] is True
+    assert third["stages"]["train"]["reused"] is False
+    assert read_metadata(out / "model")["params"]["epochs"] == 2
+
+
+def test_each_stage_is_recorded_when_it_finishes_and_a_killed_stage_is_redone(small_sample, tmp_path, monkeypatch):
+    import pcapvision.classify as classify
+
+    out = tmp_path / "out"
+
+    def killed(*args, **kwargs):
+        # Killed after writing part of the model directory (the split manifest comes first).
+        (out / "model").mkdir(parents=True, exist_ok=True)
+        (out / "model" / "split_manifest.parquet").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    real_train = classify.train_images
+    monkeypatch.setattr(classify, "train_images", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _run(small_sample, out)
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    assert set(stages) == {"ingest", "image"}
+    assert stages["image"]["reused"] is False and stages["image"]["artifact_sha256"]
+
+    monkeypatch.setattr(classify, "train_images", real_train)
+    record = _run(small_sample, out)
+    assert record["stages"]["image"]["reused"] is True
+    assert record["stages"]["train"]["reused"] is False
+
+    # The model file swapped under an intact metadata.json (a torn write) is not trusted.
+    model_file = out / "model" / "model.keras"
+    model_file.write_bytes(model_file.read_bytes() + b"\0")
+    record = _run(small_sample, out)
+    assert record["stages"]["train"]["reused"] is False
+
+
+def test_new_label_rules_redo_every_stage(small_sample, tmp_path):
+    """Edited label rules (same file, one more rule): the parts are re-ingested and the images
+    redone; here no flow's label changed, so the images' data is the same and the model is
+    reused on its content hash."""
+    sample = tmp_path / "sample"
+    shutil.copytree(small_sample, sample)
+    out = tmp_path / "out"
+    _run(sample, out)
+    with open(sample / "labels.csv", "a", newline="") as rules:
+        header = (sample / "labels.csv").read_text().splitlines()[0].split(",")
+        csv.DictWriter(rules, fieldnames=header).writerow({**{c: "" for c in header}, "label": "never",
+                                                           "src_ip": "192.0.2.255"})
+    relabelled = _run(sample, out)
+    assert relabelled["stages"]["ingest"]["files_reingested"] == 6
+    assert not relabelled["stages"]["image"]["reused"] and relabelled["stages"]["train"]["reused"]

@@ -4,6 +4,9 @@ Public API::
 
     build_cnn(input_shape=(28, 28, 1), n_classes=10) -> keras.Model        # compiled, Adam
     build_mlp(input_shape=(28, 28, 1), n_classes=10) -> keras.Model        # compiled, SGD lr 0.01
+    build_cnn_embed(...), build_cnn1d(...)   # byte-embedding CNN, 1-D CNN over the 784 bytes
+    ARCHITECTURES                            # "cnn", "mlp", "cnn-embed", "cnn1d": train_model(arch=...)
+    classification_metrics(y, proba, class_names), run_baselines(...), predict_proba(model, x)
     train_model(x_train, y_train, x_val, y_val, *, arch="cnn", epochs, batch_size, seed, ...)
         -> (model, history)                                                # the ONE training function
     load_mnist(mnist_file=None, seed=0) -> (x_train, y_train, x_test, y_test, info)
@@ -37,12 +40,15 @@ from pcapvision.classify.datasets import (
     mnist_test_split,
     split_indices,
 )
-from pcapvision.classify.model import build_cnn, build_mlp, build_model
+from pcapvision.classify.evaluate import classification_metrics, run_baselines
+from pcapvision.classify.model import ARCHITECTURES, build_cnn, build_cnn1d, build_cnn_embed, build_mlp, build_model
+from pcapvision.classify.pipeline import evaluate, train_images, train_mnist
+from pcapvision.classify.predict import predict_proba
 from pcapvision.classify.train import make_dataset, train_model
 
 __all__ = [
-    "SPLIT_MANIFEST_FILE", "ImagesDataset", "build_cnn", "build_mlp", "build_model", "load_images_dataset", "load_mnist",
-    "load_model", "make_dataset", "mnist_test_split", "read_metadata", "read_split_manifest", "save_model",
-    "split_indices", "staged_model_directory",
-    "train_model",
+    "ARCHITECTURES", "SPLIT_MANIFEST_FILE", "ImagesDataset", "build_cnn", "build_cnn1d", "build_cnn_embed", "build_mlp",
+    "build_model", "classification_metrics", "evaluate", "load_images_dataset", "load_mnist", "load_model",
+    "make_dataset", "mnist_test_split", "predict_proba", "read_metadata", "read_split_manifest", "run_baselines",
+    "save_model", "split_indices", "staged_model_directory", "train_images", "train_mnist", "train_model",
 ]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pcapvision.classify.gate import ALLOWED_LAYERS, MAX_ARCHIVE_BYTES, RECORD_ENTRY, check_archive
+from pcapvision.classify.model import custom_objects
 from pcapvision.errors import ModelFormatError
 from pcapvision.io import atomic_path, sha256_file, write_json_atomic
 from pcapvision.outputs import staged_directory
@@ -271,7 +272,7 @@ def _keras_load(data: bytes, model_path: Path) -> Any:
         copy = Path(private) / MODEL_FILE
         copy.write_bytes(data)
         try:
-            return keras.models.load_model(copy, safe_mode=True)
+            return keras.models.load_model(copy, safe_mode=True, custom_objects=custom_objects())
         except Exception as exc:  # Keras raises ValueError, KeyError, OSError, TypeError... for bad archives
             first = " ".join(str(exc).split())[:200].replace(private, "")
             raise ModelFormatError(f"{model_path}: cannot load the Keras model ({exc.__class__.__name__}: {first})") from exc

@@ -7,7 +7,6 @@ be rebuilt later from a model's metadata (:func:`mnist_test_split`, :func:`split
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import os
@@ -64,20 +63,9 @@ def bundled_mnist_path() -> Path:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
-    try:
-        with opener(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise DataContractError(f"{path}: not a readable IDX file ({exc})") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataContractError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    if len(raw) - header != int(np.prod(dims)):
-        raise DataContractError(f"{path}: IDX payload holds {len(raw) - header} bytes, header says {dims}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    from pcapvision.imaging import read_idx  # one IDX reader for MNIST files and image imports
+
+    return read_idx(path)
 
 
 def _find_idx(directory: Path) -> dict[str, Path]:

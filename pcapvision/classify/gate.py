@@ -37,15 +37,23 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _COMMON = frozenset({"name", "trainable", "dtype"})
 _KERNEL = frozenset({"activation", "use_bias", "kernel_initializer", "bias_initializer", "kernel_regularizer",
                      "bias_regularizer", "kernel_constraint", "bias_constraint"})
+_CONV = _COMMON | _KERNEL | {"filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate", "groups",
+                             "activity_regularizer"}
+_POOL = _COMMON | {"pool_size", "strides", "padding", "data_format"}
 # Layer class -> the config keys Keras writes for it (Keras 3). Nothing outside this table loads.
 ALLOWED_LAYERS: dict[str, frozenset[str]] = {
     "InputLayer": frozenset({"batch_shape", "dtype", "name", "optional", "ragged", "sparse"}),
-    "Conv2D": _COMMON | _KERNEL | {"filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
-                                   "groups", "activity_regularizer"},
-    "MaxPooling2D": _COMMON | {"pool_size", "strides", "padding", "data_format"},
+    "Conv2D": _CONV, "Conv1D": _CONV, "MaxPooling2D": _POOL, "MaxPooling1D": _POOL,
+    "Reshape": _COMMON | {"target_shape"},
     "Flatten": _COMMON | {"data_format"},
     "Dropout": _COMMON | {"rate", "seed", "noise_shape"},
     "Dense": _COMMON | _KERNEL | {"units", "activity_regularizer", "quantization_config", "lora_rank", "lora_alpha"},
+    # pcapvision's own layer (cnn-embed), resolved by Keras to pcapvision.classify.model's class.
+    "ByteEmbeddingLayer": _COMMON | {"dim"},
+}
+# Where each layer class must come from: (module, registered_name); Keras' own layers by default.
+LAYER_ORIGINS: dict[str, tuple[str, str | None]] = {
+    "ByteEmbeddingLayer": ("pcapvision.classify.model", "pcapvision>ByteEmbeddingLayer"),
 }
 # Serialised helper objects a layer or the optimiser may carry: (module, class_name).
 ALLOWED_OBJECTS = frozenset({
@@ -190,11 +198,13 @@ def _check_layer(layer: Any, position: int) -> None:
         raise _Refused(f"{where} is not an object")
     _check_keys(layer, _LAYER_KEYS, where)
     cls = layer.get("class_name")
-    if layer.get("module") != "keras.layers" or cls not in ALLOWED_LAYERS:
+    module, registered = LAYER_ORIGINS.get(cls, ("keras.layers", None)) if isinstance(cls, str) else ("", None)
+    if cls not in ALLOWED_LAYERS or layer.get("module") != module:
         raise _Refused(f"{where}: layer class {layer.get('module')}.{cls} is not allowed "
                        f"(allowed: {', '.join(sorted(ALLOWED_LAYERS))})")
     where = f"layer {position} ({cls})"
-    _check_null(layer, "registered_name", where)
+    if layer.get("registered_name") != registered:
+        raise _Refused(f"{where}: registered_name must be {json.dumps(registered)}, got {_short(layer.get('registered_name'))}")
     config = layer.get("config")
     if not isinstance(config, dict):
         raise _Refused(f"{where}: config is not an object")
@@ -300,4 +310,4 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-__all__ = ["ALLOWED_LAYERS", "ARCHIVE_ENTRIES", "RECORD_ENTRY", "check_archive"]
+__all__ = ["ALLOWED_LAYERS", "ARCHIVE_ENTRIES", "LAYER_ORIGINS", "RECORD_ENTRY", "check_archive"]

@@ -39,7 +39,7 @@ from pcapvision.classify.evaluate import (
     predict_labels,
     run_baselines,
 )
-from pcapvision.classify.model import DEFAULT_LEARNING_RATE
+from pcapvision.classify.model import DEFAULT_LEARNING_RATE, OPTIMIZERS
 from pcapvision.classify.predict import check_representation, predict_proba
 from pcapvision.classify.train import train_model
 from pcapvision.errors import DataContractError, ModelFormatError
@@ -59,7 +59,7 @@ def _training_params(arch: str, epochs: int, batch_size: int, seed: int, learnin
         "arch": arch, "epochs": check_positive_int("epochs", epochs), "batch_size": check_positive_int("batch_size", batch_size),
         "seed": check_int("seed", seed, min_value=0),
         "learning_rate": DEFAULT_LEARNING_RATE.get(arch) if learning_rate is None else learning_rate,
-        "optimizer": "adam" if arch == "cnn" else "sgd", "patience": check_int("patience", patience, min_value=0),
+        "optimizer": OPTIMIZERS.get(arch), "patience": check_int("patience", patience, min_value=0),
         "validation_fraction": check_number("validation_fraction", validation_fraction, min_value=0, max_value=0.5, min_inclusive=False),
         "threshold": check_number("threshold", threshold, min_value=0, max_value=1), **extra,
     }

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pcapvision.classify.model import build_model
+from pcapvision.classify.model import ARCHITECTURES, build_model
 from pcapvision.console import progress
 from pcapvision.errors import DataContractError, ParameterError
 from pcapvision.validation import check_choice, check_int, check_number, check_positive_int
@@ -105,7 +105,7 @@ def train_model(
     callbacks: list[Any] | None = None,
     jit_compile: bool | str = "auto",
 ) -> tuple[Any, dict[str, Any]]:
-    """Build and train ``arch`` ('cnn' or 'mlp') on integer labels; return ``(model, history)``.
+    """Build and train ``arch`` (one of ``ARCHITECTURES``) on integer labels; return ``(model, history)``.
 
     Input goes through ``tf.data`` (shuffled each epoch with ``seed``); training stops early when
     the validation loss has not improved for ``patience`` epochs and the best weights are restored.
@@ -117,7 +117,7 @@ def train_model(
     """
     import keras
 
-    arch = check_choice("arch", arch, ("cnn", "mlp"))
+    arch = check_choice("arch", arch, ARCHITECTURES)
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
     seed = check_int("seed", seed, min_value=0)

@@ -475,6 +475,9 @@ def load_images(
         for f in files:
             part = read_parquet_table(f)
             part_meta = metadata_from_schema(part.schema, f)
+            if not part_meta:
+                raise DataContractError(f"{f}: an images table needs schema metadata: make one with "
+                                        "`pcapvision image` or `pcapvision image import`")
             if part_meta.get("stage") != STAGE:
                 raise DataContractError(f"{f}: not an images table (schema metadata stage is {part_meta.get('stage')!r})")
             if not meta:

@@ -6,7 +6,8 @@
 
 The flows table's columns are described in ``docs/contracts.md``; usage in ``docs/ingest.md``.
 Modules: :mod:`.readers` (capture -> packet batches), :mod:`.flows` (packet batches -> flows),
-:mod:`.labels` (flows -> labels), :mod:`.pipeline` (files -> Parquet).
+:mod:`.labels` (flows -> labels), :mod:`.pipeline` (files -> Parquet), :mod:`.importers` (other
+tools' ground truth -> label rules, with a match report).
 """
 
 from pcapvision.ingest.flows import FlowAssembler, FlowOptions, assemble_flows
@@ -22,21 +23,33 @@ from pcapvision.ingest.pipeline import (
     read_flows,
 )
 from pcapvision.ingest.readers import read_packets
+from pcapvision.ingest.importers import (
+    LABEL_FORMATS,
+    ImportOptions,
+    MatchReport,
+    import_labels,
+    rules_path_for,
+)
 
 __all__ = [
     "FLOWS_SCHEMA",
     "FlowAssembler",
     "FlowOptions",
     "IngestOptions",
+    "ImportOptions",
     "IngestSummary",
+    "LABEL_FORMATS",
     "LabelRulesError",
     "Labeler",
+    "MatchReport",
     "Packet",
     "PacketBatch",
     "assemble_flows",
     "discover_captures",
+    "import_labels",
     "ingest",
     "iter_flow_tables",
     "read_flows",
     "read_packets",
+    "rules_path_for",
 ]

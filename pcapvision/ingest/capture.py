@@ -236,9 +236,33 @@ def _detect(path: Path, head: bytes) -> str:
             return "pcap"
         if le == PCAPNG_SHB:
             return "pcapng"
+    archive = archive_kind(head)
+    if archive is not None:
+        raise CaptureFormatError(f"{path}: {archive}, not a capture; unpack it first")
     raise CaptureFormatError(
         f"{path}: not a pcap or pcapng capture (starts with bytes {head[:4].hex() or 'none'})"
     )
+
+
+# Archive and compression formats a capture is often shipped in, by their magic bytes (gzip is
+# read directly, so a .tar.gz shows up as a tar archive).
+_ARCHIVE_MAGICS = (
+    (b"PK\x03\x04", "a zip archive"), (b"PK\x05\x06", "a zip archive"), (b"PK\x07\x08", "a zip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7z archive"), (b"Rar!\x1a\x07", "a rar archive"),
+    (b"BZh", "a bzip2-compressed file"), (b"\xfd7zXZ\x00", "an xz-compressed file"),
+    (b"\x28\xb5\x2f\xfd", "a zstd-compressed file"), (b"\x04\x22\x4d\x18", "an lz4-compressed file"),
+)
+HEAD_BYTES = 512  # first bytes read to detect the format (a tar header's magic sits at 257)
+
+
+def archive_kind(head: bytes) -> str | None:
+    """'a zip archive', 'a tar archive'... when ``head`` starts one of the known archives."""
+    for magic, kind in _ARCHIVE_MAGICS:
+        if head.startswith(magic):
+            return kind
+    if head[257:262] == b"ustar":
+        return "a tar archive"
+    return None
 
 
 # --- loads at arbitrary offsets ---------------------------------------------------------------
@@ -895,9 +919,9 @@ def iter_records(path: str | os.PathLike[str], chunk_records: int = 65536) -> It
     source = _Source(p)
     try:
         if source.mapped is not None:
-            head = source.mapped[:64].tobytes()
+            head = source.mapped[:HEAD_BYTES].tobytes()
         else:
-            head, _clean = source.read(64)
+            head, _clean = source.read(HEAD_BYTES)
             if not head:
                 raise CaptureFormatError(f"{p}: empty or corrupt gzip stream, not a capture")
         fmt = _detect(p, head)

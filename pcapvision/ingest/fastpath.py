@@ -37,7 +37,7 @@ class FastDecode:
     """Per-frame arrays of one chunk: status plus the fields of accepted frames."""
 
     __slots__ = ("status", "ip_version", "src_addr", "dst_addr", "protocol", "src_port", "dst_port",
-                 "tcp_flags", "tcp_seq", "ip_bytes", "payload_offset", "payload_len")
+                 "tcp_flags", "tcp_seq", "ip_bytes", "payload_offset", "payload_len", "vlan_id")
 
 
 # Frames decoded together: small enough that their headers stay in the CPU cache across the
@@ -76,6 +76,7 @@ def _classify_block(buf: np.ndarray, off: np.ndarray, cap: np.ndarray, lt: np.nd
     # --- link layer: where the IP header starts (l3) and the ethertype it announces ---------
     l3 = np.zeros(n, np.int64)
     ethertype = np.full(n, -1, np.int64)  # -1: the fast path cannot tell
+    vlan = None
     single = int(lt[0]) if (lt == lt[0]).all() else None
     eth = True if single == LINKTYPE_ETHERNET else (lt == LINKTYPE_ETHERNET)
     if single == LINKTYPE_ETHERNET or (single is None and eth.any()):
@@ -86,6 +87,7 @@ def _classify_block(buf: np.ndarray, off: np.ndarray, cap: np.ndarray, lt: np.nd
             tag2 = tag1 & (t1 == 0x8100)
             header = 14 + 4 * tag1 + 4 * tag2
             et = np.where(tag2, _be16(link, 20), np.where(tag1, t1, t0))
+            vlan = np.where(tag1 & eth, _be16(link, 14) & 0x0FFF, 0)  # the outermost tag's id
         else:
             header, et = 14, t0
         ok = eth & (cap >= header)
@@ -157,6 +159,8 @@ def _classify_block(buf: np.ndarray, off: np.ndarray, cap: np.ndarray, lt: np.nd
     seq = l4h[:, 4:8].copy().view(">u4")[:, 0]
     out.tcp_seq[:] = np.where(tcp, seq, 0)
     out.ip_bytes[:] = ip_bytes
+    if vlan is not None:
+        out.vlan_id[:] = vlan
     header_len = np.where(tcp, doff, 8)
     out.payload_offset[:] = l4_at + header_len
     out.payload_len[:] = avail - header_len
@@ -178,5 +182,6 @@ def empty_fields(out: FastDecode, n: int) -> None:
     out.ip_bytes = np.zeros(n, np.int32)
     out.payload_offset = np.zeros(n, np.int64)
     out.payload_len = np.zeros(n, np.int32)
+    out.vlan_id = np.zeros(n, np.uint16)
     out.src_addr = np.zeros((n, 16), np.uint8)
     out.dst_addr = np.zeros((n, 16), np.uint8)

@@ -9,8 +9,9 @@ directions with a sequence hole, and per flow when it is emitted (as a dict, or 
 Arrow record batch with :meth:`FlowAssembler.add_columns` / :func:`assemble_flow_batches`).
 The semantics (also in ``docs/ingest-flows.md``):
 
-* **Key and directions.** Flows are keyed by (IP version, protocol, the two (address, port)
-  endpoints in canonical order). The initiator (``src_*``) is the sender of the first SYN without
+* **Key and directions.** Flows are keyed by (VLAN id of the outermost 802.1Q tag, IP version,
+  protocol, the two (address, port) endpoints in canonical order), as NFStream does: the same
+  5-tuple on two VLANs is two flows. The initiator (``src_*``) is the sender of the first SYN without
   ACK when one is seen, else the sender of the first packet.
 * **Splits.** A packet starts a new flow on its tuple when it arrives more than ``idle_timeout_s``
   after the previous packet of the flow (``idle_timeout``), more than ``active_timeout_s`` after
@@ -72,6 +73,7 @@ FLOW_SCHEMA_FIELDS: list[pa.Field] = [
     pa.field("dst_port", pa.uint16(), nullable=False),
     pa.field("protocol", pa.uint8(), nullable=False),
     pa.field("ip_version", pa.uint8(), nullable=False),
+    pa.field("vlan_id", pa.uint16(), nullable=False),
     pa.field("first_seen_ns", pa.int64(), nullable=False),
     pa.field("last_seen_ns", pa.int64(), nullable=False),
     pa.field("duration_ms", pa.float64(), nullable=False),
@@ -408,7 +410,8 @@ class FlowAssembler:
         words[:, 3] = np.where(src_first, d_lo, s_lo)
         port_a = np.where(src_first, sport, dport)
         port_b = np.where(src_first, dport, sport)
-        words[:, 4] = ((batch.ip_version.astype(np.uint64) << np.uint64(40))
+        words[:, 4] = ((batch.vlan_id.astype(np.uint64) << np.uint64(48))
+                       | (batch.ip_version.astype(np.uint64) << np.uint64(40))
                        | (batch.protocol.astype(np.uint64) << np.uint64(32))
                        | (port_a << np.uint64(16)) | port_b)
         # Multiply-add of the words with odd constants, then one finaliser: collisions are
@@ -917,6 +920,7 @@ class FlowAssembler:
             "dst_port": np.where(swap, port_a, port_b),
             "protocol": ((w4 >> np.uint64(32)) & np.uint64(0xFF)).astype(np.uint8),
             "ip_version": ((w4 >> np.uint64(40)) & np.uint64(0xFF)).astype(np.uint8),
+            "vlan_id": (w4 >> np.uint64(48)).astype(np.uint16),
             "first_seen_ns": first,
             "last_seen_ns": last,
             "duration_ms": (last - first) / 1e6,

@@ -3,14 +3,17 @@
 A rules file is a CSV with a header; each row is a rule, an empty cell matches anything and the
 first matching row wins (columns in ``docs/contracts.md``). Matching is vectorised over a batch of
 flows with numpy; rules that pin an exact 5-tuple (the usual shape of machine-made label files,
-one rule per flow) are looked up in a dict instead of being scanned.
+one rule per flow) are looked up in a dict instead of being scanned, and match the flow in either
+direction (which end a flow calls its initiator depends on what the capture saw first).
 """
 
 from __future__ import annotations
 
 import csv
 import fnmatch
+import hashlib
 import ipaddress
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -178,7 +181,12 @@ class Labeler:
         self._scanned: list[int] = []
         for index, rule in enumerate(self.rules):
             if rule.exact_key is not None:
-                self._exact.setdefault(rule.exact_key, []).append(index)
+                # Either direction: without a SYN the initiator is whoever sent first.
+                src, dst, sport, dport, protocol = rule.exact_key
+                for key in (rule.exact_key, (dst, src, dport, sport, protocol)):
+                    indices = self._exact.setdefault(key, [])
+                    if index not in indices:
+                        indices.append(index)
             else:
                 self._scanned.append(index)
         self._file_rules_cache: dict[str, tuple[list[int], set[int]]] = {}
@@ -229,6 +237,13 @@ class Labeler:
     def to_dict(self) -> dict[str, Any]:
         """What defines this labelling, for schema metadata."""
         return dict(self._description)
+
+    def sha256(self) -> str:
+        """SHA-256 of what decides the labels: the rules file's content (not its path) and the
+        options, or the ``--label``/``--family`` values. Equal hashes label every flow alike."""
+        decisive = {k: v for k, v in self._description.items() if k != "rules_file"}
+        text = json.dumps(decisive, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     # --- application -------------------------------------------------------------------------
     def apply(self, batch: pa.RecordBatch, source_file: str) -> pa.RecordBatch:

@@ -48,7 +48,15 @@ class PacketBatch:
     payload_offset: np.ndarray  # int64, offset of the L4 payload in ``data``
     payload_len: np.ndarray  # int32, captured L4 payload length
     data: np.ndarray  # uint8 buffer the payload offsets point into
+    vlan_id: np.ndarray | None = None  # uint16, VLAN id of the outermost 802.1Q tag (0: untagged)
     skipped: Counter[str] = field(default_factory=Counter)  # packets not in the batch, by reason
+    # Frames of the chunk by the decoder that judged them ("fast", "dpkt", "scapy"): proves the
+    # numpy fast path does the work and does not silently hand everything to dpkt.
+    decoded_by: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        if self.vlan_id is None:
+            self.vlan_id = np.zeros(len(self.ts_ns), np.uint16)
 
     def __len__(self) -> int:
         return int(self.ts_ns.shape[0])
@@ -63,7 +71,8 @@ class PacketBatch:
         return cls.from_packets([], skipped=skipped)
 
     @classmethod
-    def from_packets(cls, packets: Iterable[Packet], skipped: Counter[str] | None = None) -> PacketBatch:
+    def from_packets(cls, packets: Iterable[Packet], skipped: Counter[str] | None = None,
+                     decoded_by: Counter[str] | None = None) -> PacketBatch:
         """Build a batch from :class:`Packet` objects (slow path readers and tests)."""
         packets = list(packets)
         n = len(packets)
@@ -87,7 +96,9 @@ class PacketBatch:
             payload_offset=offsets,
             payload_len=np.fromiter((len(p.payload) for p in packets), np.int32, n),
             data=np.frombuffer(bytes(data), np.uint8),
+            vlan_id=np.fromiter((p.vlan_id for p in packets), np.uint16, n),
             skipped=Counter(skipped or {}),
+            decoded_by=Counter(decoded_by or {}),
         )
 
     def packets(self) -> list[Packet]:
@@ -106,6 +117,7 @@ class PacketBatch:
                 tcp_seq=int(self.tcp_seq[i]),
                 ip_bytes=int(self.ip_bytes[i]),
                 payload=self.payload(i),
+                vlan_id=int(self.vlan_id[i]),
             )
             for i in range(len(self))
         ]
@@ -127,6 +139,7 @@ class Packet:
     tcp_seq: int
     ip_bytes: int
     payload: bytes
+    vlan_id: int = 0  # outermost 802.1Q VLAN id, 0 when untagged
 
 
 def _addr_array(addrs: Sequence[bytes]) -> np.ndarray:

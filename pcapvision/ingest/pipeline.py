@@ -22,8 +22,9 @@ import socket
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.
 OUTPUT_BATCH_FLOWS = 4096
 OUTPUT_BATCH_BYTES = 8 << 20
 _GLOB_CHARS = frozenset("*?[")
+# What bad input raises while a capture is read (a failed file, exit code 1); anything else is a
+# bug in pcapvision (an internal error, exit code 3, traceback shown).
+INPUT_ERRORS = (PcapvisionError, OSError, EOFError)
 
 # The flows-table contract (docs/contracts.md): the assembler's columns between the id and the
 # provenance/label columns this module adds. Every field is nullable in the file.
@@ -113,10 +117,18 @@ class CaptureStats:
     packets: int = 0
     flows: int = 0
     packets_skipped: Counter[str] = field(default_factory=Counter)
+    frames_decoded_by: Counter[str] = field(default_factory=Counter)  # "fast", "dpkt", "scapy"
+
+    @property
+    def packets_read(self) -> int:
+        """Records read: the packets in flows plus the packets skipped (they add up)."""
+        return self.packets + sum(self.packets_skipped.values())
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["packets_read"] = self.packets_read
         out["packets_skipped"] = dict(sorted((+self.packets_skipped).items()))  # no zero counts
+        out["frames_decoded_by"] = dict(sorted((+self.frames_decoded_by).items()))
         return out
 
 
@@ -127,10 +139,13 @@ class IngestSummary:
     output: str = ""
     files_ok: int = 0
     files_failed: list[tuple[str, str]] = field(default_factory=list)
+    internal_errors: int = 0  # failures that are bugs, not bad input (among files_failed)
     files_skipped_already_ingested: int = 0
+    files_reingested: int = 0  # dataset parts replaced: made with other parameters or labels
     packets: int = 0
     flows: int = 0
     packets_skipped: Counter[str] = field(default_factory=Counter)
+    frames_decoded_by: Counter[str] = field(default_factory=Counter)
     bytes_read: int = 0
     seconds: float = 0.0
 
@@ -139,24 +154,35 @@ class IngestSummary:
         self.packets += stats.packets
         self.flows += stats.flows
         self.packets_skipped.update(stats.packets_skipped)
+        self.frames_decoded_by.update(stats.frames_decoded_by)
         self.bytes_read += stats.bytes_read
+
+    @property
+    def packets_read(self) -> int:
+        """Records read from the captures that succeeded: packets in flows plus packets skipped."""
+        return self.packets + sum(self.packets_skipped.values())
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["files_failed"] = [list(f) for f in self.files_failed]
+        out["packets_read"] = self.packets_read
         out["packets_skipped"] = dict(sorted((+self.packets_skipped).items()))  # no zero counts
+        out["frames_decoded_by"] = dict(sorted((+self.frames_decoded_by).items()))
         return out
 
     def format(self) -> str:
         """A human-readable summary, one fact per line, failures one line each."""
-        rate = self.packets / self.seconds if self.seconds > 0 else 0.0
+        read = self.packets_read
+        rate = read / self.seconds if self.seconds > 0 else 0.0
+        reingested = f", {self.files_reingested} re-ingested (other parameters or labels)" \
+            if self.files_reingested else ""
         lines = [
             f"output: {self.output}",
-            f"files: {self.files_ok} ok, {len(self.files_failed)} failed, "
+            f"files: {self.files_ok} ok{reingested}, {len(self.files_failed)} failed, "
             f"{self.files_skipped_already_ingested} skipped (already ingested)",
-            f"packets: {self.packets:,} in {self.bytes_read / 1e6:,.1f} MB, {self.seconds:.2f} s "
+            f"packets read: {read:,} in {self.bytes_read / 1e6:,.1f} MB, {self.seconds:.2f} s "
             f"({rate:,.0f} packets/s)",
-            f"flows: {self.flows:,}",
+            f"packets in flows: {self.packets:,}",
         ]
         skipped = sum(self.packets_skipped.values())
         if skipped:
@@ -164,7 +190,11 @@ class IngestSummary:
             lines.append(f"packets skipped: {skipped:,} ({reasons})")
         else:
             lines.append("packets skipped: 0")
+        lines.append(f"flows: {self.flows:,}")
         lines.extend(f"failed: {path}: {reason}" for path, reason in self.files_failed)
+        if self.internal_errors:
+            lines.append(f"{self.internal_errors} internal error(s): a bug in pcapvision, please report it "
+                         "with the traceback above")
         return "\n".join(lines)
 
 
@@ -231,17 +261,21 @@ def _packed(ip: str) -> bytes:
 
 
 def flow_id(source_sha256: str, src_ip: str, src_port: int, dst_ip: str, dst_port: int, protocol: int,
-            first_seen_ns: int) -> str:
-    """First 16 hex digits of SHA-256 over ``source_sha256``, the canonical 5-tuple, ``first_seen_ns``.
+            first_seen_ns: int, vlan_id: int = 0) -> str:
+    """First 16 hex digits of SHA-256 over ``source_sha256``, the canonical 5-tuple, ``first_seen_ns``
+    (and the VLAN id when there is one).
 
     The canonical 5-tuple orders the two endpoints by (16-byte address, port), as Community ID
     does, so the id does not depend on which end is the initiator. The hashed text is
-    ``"{sha256}|{protocol}|{ip_a}|{port_a}|{ip_b}|{port_b}|{first_seen_ns}"``.
+    ``"{sha256}|{protocol}|{ip_a}|{port_a}|{ip_b}|{port_b}|{first_seen_ns}"``, followed by
+    ``"|vlan{vlan_id}"`` for a tagged flow.
     """
     a, b = (_packed(src_ip), src_port, src_ip), (_packed(dst_ip), dst_port, dst_ip)
     if b[:2] < a[:2]:
         a, b = b, a
     text = f"{source_sha256}|{protocol}|{a[2]}|{a[1]}|{b[2]}|{b[1]}|{first_seen_ns}"
+    if vlan_id:
+        text += f"|vlan{vlan_id}"
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
 
 
@@ -249,11 +283,13 @@ def _flow_ids(flows: pa.RecordBatch, source_sha256: str) -> list[str]:
     """:func:`flow_id` of every flow of a batch (inlined: it runs once per flow)."""
     sha256 = hashlib.sha256
     ids = []
-    for src, sport, dst, dport, protocol, first in zip(*(flows.column(name).to_pylist() for name in (
-            "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "first_seen_ns"))):
+    for src, sport, dst, dport, protocol, first, vlan in zip(*(flows.column(name).to_pylist() for name in (
+            "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "first_seen_ns", "vlan_id"))):
         if (_packed(dst), dport) < (_packed(src), sport):
             src, sport, dst, dport = dst, dport, src, sport
         text = f"{source_sha256}|{protocol}|{src}|{sport}|{dst}|{dport}|{first}"
+        if vlan:
+            text += f"|vlan{vlan}"
         ids.append(sha256(text.encode("ascii")).hexdigest()[:16])
     return ids
 
@@ -334,6 +370,7 @@ def iter_flow_tables(
         for batch in batches:
             stats.packets += len(batch)
             stats.packets_skipped.update(batch.skipped)
+            stats.frames_decoded_by.update(batch.decoded_by)
             if on_chunk is not None:
                 on_chunk(batch)
             yield batch
@@ -368,8 +405,22 @@ def _untraced_heap() -> Iterator[None]:
 
 
 def ingest_params(options: IngestOptions, labeler: Labeler | None) -> dict[str, Any]:
-    """The parameters recorded in schema metadata (and compared to decide a part is up to date)."""
-    return {**options.to_dict(), "labels": labeler.to_dict() if labeler is not None else None}
+    """The parameters recorded in schema metadata (and compared to decide a part is up to date):
+    the options, how labels were assigned, and ``labeler_sha256`` (:meth:`Labeler.sha256`, null
+    without labels), which later stages fold into their fingerprints."""
+    return {**options.to_dict(), "labels": labeler.to_dict() if labeler is not None else None,
+            "labeler_sha256": labeler.sha256() if labeler is not None else None}
+
+
+# Parameters that cannot change a part's rows (memory use only, or where the rules file lies:
+# its content is in labeler_sha256): left out of a part's identity.
+_NOT_IDENTITY = frozenset({"chunk_packets", "labels"})
+
+
+def part_identity(params: Mapping[str, Any]) -> dict[str, Any]:
+    """What makes a dataset part up to date besides its capture hash: the ingest parameters that
+    shape its rows and the labeler hash."""
+    return {k: v for k, v in params.items() if k not in _NOT_IDENTITY}
 
 
 def read_flows(
@@ -483,6 +534,7 @@ class _Task:
 class _Result:
     stats: CaptureStats
     error: str | None = None
+    traceback: str | None = None  # set for an internal error (a bug), shown to the user
 
 
 def _one_line(exc: BaseException) -> str:
@@ -510,12 +562,12 @@ def _consume_capture(task: _Task, options: IngestOptions, labeler: Labeler | Non
                                           stats=stats, on_chunk=on_chunk):
                 write(batch)
         return _Result(stats)
-    except (PcapvisionError, OSError, EOFError) as exc:
+    except INPUT_ERRORS as exc:
         log.debug("%s failed", task.path, exc_info=True)
         return _Result(stats, _reason(exc, task.path))
-    except Exception as exc:  # a bug must not lose the other captures' output
-        log.debug("%s failed", task.path, exc_info=True)
-        return _Result(stats, f"internal error ({type(exc).__name__}: {_reason(exc, task.path)})")
+    except Exception as exc:  # a bug: reported as one, and it must not lose the other captures' output
+        return _Result(stats, f"internal error ({type(exc).__name__}: {_reason(exc, task.path)})",
+                       traceback.format_exc())
 
 
 def _write_part(task: _Task, options: IngestOptions, labeler: Labeler | None, params: dict[str, Any],
@@ -554,8 +606,9 @@ def ingest(
     """Ingest captures into ``output``: one ``*.parquet`` file, or a dataset directory.
 
     A dataset directory holds one part per capture, ``<sha256[:16]>.parquet``; captures whose part
-    exists are skipped (unless ``force``), so re-running over a growing folder adds only new
-    captures. A capture that fails is reported in the summary and never costs the others their
+    exists with the same ingest parameters and labeler hash are skipped (unless ``force``), so
+    re-running over a growing folder adds only new captures; a part made with other parameters or
+    labels is re-ingested and atomically replaced. A capture that fails is reported in the summary and never costs the others their
     output. ``jobs`` worker processes read captures in parallel.
     """
     options = options or IngestOptions()
@@ -596,6 +649,7 @@ def ingest(
                 ok.append((task, result))
             else:
                 summary.files_failed.append((task.path, result.error))
+                summary.internal_errors += result.traceback is not None
         if sink is not None:
             if ok:
                 if parallel:
@@ -636,9 +690,10 @@ def _plan(captures: list[Path], output: Path, dataset: bool, parts_dir: Path | N
         seen[sha] = source
         part = (parts_dir or output.parent) / f"{sha[:16]}.parquet"
         if dataset and part.exists() and not force:
-            _note_existing_part(part, source, params)
-            summary.files_skipped_already_ingested += 1
-            continue
+            if _part_is_current(part, source, params):
+                summary.files_skipped_already_ingested += 1
+                continue
+            summary.files_reingested += 1
         tasks.append(_Task(source, sha, str(part), PARQUET_COMPRESSION if dataset else "none"))
     return tasks
 
@@ -648,17 +703,22 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def _note_existing_part(part: Path, source: str, params: dict[str, Any]) -> None:
+def _part_is_current(part: Path, source: str, params: dict[str, Any]) -> bool:
+    """Whether an existing dataset part was made from this capture with these parameters and
+    labels (then it is kept); otherwise the capture is re-ingested and the part replaced."""
     try:
         recorded = metadata_from_schema(pq.read_schema(part)).get("params")
     except (OSError, pa.ArrowException, ValueError):
-        log.warning("%s: part %s exists but is unreadable; use --force to re-ingest", source, part)
-        return
-    if recorded != params:
-        log.warning("%s: already ingested in %s with other parameters; kept (use --force to re-ingest)",
-                    source, part.name)
-    else:
-        log.info("%s: already ingested (%s), skipped", source, part.name)
+        log.warning("%s: part %s exists but is unreadable; re-ingesting", source, part.name)
+        return False
+    if not isinstance(recorded, dict) or part_identity(recorded) != part_identity(params):
+        changed = sorted(k for k in set(part_identity(params)) | set(part_identity(recorded or {}))
+                         if (recorded or {}).get(k) != params.get(k))
+        log.warning("%s: part %s was made with other %s; re-ingesting", source, part.name,
+                    "labels" if changed == ["labeler_sha256"] else f"parameters ({', '.join(changed)})")
+        return False
+    log.info("%s: already ingested (%s), skipped", source, part.name)
+    return True
 
 
 def _run_tasks(tasks: list[_Task], run_one: Callable[[_Task, Callable[[PacketBatch], None]], _Result],
@@ -678,6 +738,9 @@ def _run_tasks(tasks: list[_Task], run_one: Callable[[_Task, Callable[[PacketBat
             if result.error is not None:
                 with bar.external_write_mode(file=sys.stderr):
                     log.error("%s: %s", task.path, result.error)
+                    if result.traceback is not None:
+                        log.error("internal error, please report it with this traceback:\n%s",
+                                  result.traceback.rstrip())
             else:
                 log.debug("%s: %d packets, %d flows", task.path, result.stats.packets, result.stats.flows)
 

@@ -92,19 +92,22 @@ def _decode_chunk(chunk: RecordChunk, *, fast: bool) -> PacketBatch:
         fastpath.empty_fields(d, n)
         status = np.full(n, fastpath.FALLBACK, np.int8)
     accept = status == fastpath.ACCEPT
+    fallback = np.flatnonzero(status == fastpath.FALLBACK)
+    decoded_by = Counter({"fast": n - len(fallback), "dpkt": len(fallback)})
     for reason, code in fastpath.SKIP_CODE.items():
         count = int(np.count_nonzero(status == code))
         if count:
             skipped[reason] += count
     buf = chunk.buf
-    for i in np.flatnonzero(status == fastpath.FALLBACK).tolist():
+    for i in fallback.tolist():
         start = int(chunk.offset[i])
         decoded = decode_frame_dpkt(buf[start : start + int(chunk.caplen[i])].tobytes(), int(chunk.linktype[i]))
         if isinstance(decoded, str):
             skipped[decoded] += 1
             continue
-        version, src, dst, proto, sport, dport, flags, seq, ip_bytes, payload_at, payload_len = decoded
+        version, src, dst, proto, sport, dport, flags, seq, ip_bytes, payload_at, payload_len, vlan = decoded
         accept[i] = True
+        d.vlan_id[i] = vlan
         d.ip_version[i] = version
         d.src_addr[i] = np.frombuffer(src, np.uint8)
         d.dst_addr[i] = np.frombuffer(dst, np.uint8)
@@ -135,7 +138,9 @@ def _decode_chunk(chunk: RecordChunk, *, fast: bool) -> PacketBatch:
         payload_offset=d.payload_offset[take],
         payload_len=d.payload_len[take],
         data=buf,
+        vlan_id=d.vlan_id[take],
         skipped=skipped,
+        decoded_by=+decoded_by,
     )
 
 
@@ -152,16 +157,19 @@ def decode_frame_dpkt(frame: bytes, linktype: int) -> tuple | str:
     """Decode one captured frame with dpkt: the reference decoder.
 
     Returns ``(ip_version, src16, dst16, protocol, src_port, dst_port, tcp_flags, tcp_seq,
-    ip_bytes, payload_start, payload_len)`` with ``payload_start`` relative to the frame, or the
-    reason the frame is skipped.
+    ip_bytes, payload_start, payload_len, vlan_id)`` with ``payload_start`` relative to the frame
+    and ``vlan_id`` the outermost 802.1Q tag's id (0 when untagged), or the reason the frame is
+    skipped.
     """
     try:
-        return _decode_dpkt(frame, linktype)
+        vlan = [0]
+        decoded = _decode_dpkt(frame, linktype, vlan)
     except dpkt.NeedData:
         return "truncated_header"
+    return decoded if isinstance(decoded, str) else (*decoded, vlan[0])
 
 
-def _decode_dpkt(frame: bytes, linktype: int) -> tuple | str:
+def _decode_dpkt(frame: bytes, linktype: int, vlan: list[int]) -> tuple | str:
     n = len(frame)
     if linktype == LINKTYPE_ETHERNET:
         eth = _hdr(dpkt.ethernet.Ethernet, frame)
@@ -169,6 +177,8 @@ def _decode_dpkt(frame: bytes, linktype: int) -> tuple | str:
         if ethertype in _VLAN_TYPES:
             for depth in range(2):
                 tag = _hdr(dpkt.ethernet.VLANtag8021Q, frame[ip_start:])
+                if depth == 0:
+                    vlan[0] = tag.id
                 ip_start, ethertype = ip_start + 4, tag.type
                 if ethertype != 0x8100 or depth == 1:
                     break
@@ -283,6 +293,10 @@ def _read_scapy(path: str, chunk_packets: int) -> Iterator[PacketBatch]:
     try:
         reader = RawPcapReader(path)
     except Exception as exc:  # scapy raises Scapy_Exception for foreign files
+        with open(path, "rb") as fh:
+            archive = capture.archive_kind(fh.read(capture.HEAD_BYTES))
+        if archive is not None:
+            raise CaptureFormatError(f"{path}: {archive}, not a capture; unpack it first") from exc
         raise CaptureFormatError(f"{path}: scapy cannot read it as a capture ({exc})") from exc
     packets: list[Packet] = []
     skipped: Counter[str] = Counter()
@@ -318,15 +332,15 @@ def _read_scapy(path: str, chunk_packets: int) -> Iterator[PacketBatch]:
             if isinstance(decoded, str):
                 skipped[decoded] += 1
             else:
-                version, src, dst, proto, sport, dport, flags, seq, ip_bytes, at, length = decoded
+                version, src, dst, proto, sport, dport, flags, seq, ip_bytes, at, length, vlan = decoded
                 packets.append(Packet(ts_ns, index, version, src, dst, proto, sport, dport, flags, seq,
-                                      ip_bytes, bytes(data[at : at + length])))
+                                      ip_bytes, bytes(data[at : at + length]), vlan))
             index += 1
             if index % chunk_packets == 0:
-                yield PacketBatch.from_packets(packets, skipped)
+                yield PacketBatch.from_packets(packets, skipped, Counter(scapy=chunk_packets))
                 packets, skipped = [], Counter()
     if packets or skipped:
-        yield PacketBatch.from_packets(packets, skipped)
+        yield PacketBatch.from_packets(packets, skipped, +Counter(scapy=index % chunk_packets))
 
 
 def _decode_scapy(frame: bytes, linktype: int) -> tuple | str:
@@ -335,6 +349,7 @@ def _decode_scapy(frame: bytes, linktype: int) -> tuple | str:
     from scapy.layers.l2 import CookedLinux, Dot1Q, Ether
 
     n = len(frame)
+    vlan = 0
     if linktype == LINKTYPE_ETHERNET:
         if n < 14:
             return "truncated_header"
@@ -344,7 +359,10 @@ def _decode_scapy(frame: bytes, linktype: int) -> tuple | str:
             for depth in range(2):
                 if n < ip_start + 4:
                     return "truncated_header"
-                ethertype = Dot1Q(frame[ip_start : ip_start + 4]).type
+                tag = Dot1Q(frame[ip_start : ip_start + 4])
+                if depth == 0:
+                    vlan = tag.vlan
+                ethertype = tag.type
                 ip_start += 4
                 if ethertype != 0x8100 or depth == 1:
                     break
@@ -421,7 +439,7 @@ def _decode_scapy(frame: bytes, linktype: int) -> tuple | str:
             return "truncated_header"
         udp = UDP(frame[l4 : l4 + 8])
         header_len, sport, dport, flags, seq = 8, udp.sport, udp.dport, 0, 0
-    return (version, src, dst, proto, sport, dport, flags, seq, ip_bytes, l4 + header_len, avail - header_len)
+    return (version, src, dst, proto, sport, dport, flags, seq, ip_bytes, l4 + header_len, avail - header_len, vlan)
 
 
 def _scapy_ipv6_extensions(frame: bytes, nh: int, at: int, ip_end: int) -> tuple[int | str, int]:

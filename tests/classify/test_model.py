@@ -40,3 +40,37 @@ def test_bad_parameters_are_named(kwargs, message):
     with pytest.raises(ParameterError) as info:
         build_cnn(**kwargs)
     assert str(info.value).startswith(message)
+
+
+def test_byte_embedding_is_the_table_row_at_whole_bytes_and_interpolates_between():
+    import tensorflow as tf
+
+    from pcapvision.classify.model import ByteEmbedding
+
+    layer = ByteEmbedding.create(4)
+    whole = np.array([[0, 1, 200, 255]], np.float32) / 255.0
+    out = layer(whole).numpy()
+    table = layer.table.numpy()
+    np.testing.assert_allclose(out[0], table[[0, 1, 200, 255]], rtol=1e-6)
+    half = layer(np.array([[200.5 / 255.0]], np.float32)).numpy()[0, 0]
+    np.testing.assert_allclose(half, (table[200] + table[201]) / 2, rtol=1e-5, atol=1e-6)
+    x = tf.convert_to_tensor(np.array([[100.25 / 255.0]], np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.reduce_sum(layer(x))
+    expected = 255.0 * float((table[101] - table[100]).sum())  # slope of the interpolation
+    assert float(tape.gradient(y, x)[0, 0]) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["cnn-embed", "cnn1d"])
+def test_traffic_architectures_build_predict_and_reload_in_safe_mode(arch, tmp_path):
+    from pcapvision.classify import build_model, load_model, save_model
+
+    model = build_model(arch, (28, 28, 1), 2)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert ("Conv1D" in kinds) == (arch == "cnn1d") and ("ByteEmbeddingLayer" in kinds) == (arch == "cnn-embed")
+    x = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1)).astype(np.float32) / 255.0
+    proba = model.predict(x, verbose=0)
+    save_model(model, tmp_path / "m", {"class_names": ["a", "b"], "params": {"arch": arch}})
+    loaded, _ = load_model(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), proba, rtol=1e-5, atol=1e-6)

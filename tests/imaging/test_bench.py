@@ -25,7 +25,7 @@ def test_bench_runs_and_reports_every_representation(capsys):
     assert bench.main(["--n", "3000", "--n-io", "500", "--repeat", "1", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     names = [r["what"] for r in record["results"]]
-    assert names[:3] == ["render payload", "render byte-distribution", "render flowpic"]
+    assert names[:4] == ["render payload", "render byte-distribution", "render flowpic", "render packets"]
     assert all(r["flows_per_s"] > 0 for r in record["results"])
     assert [s["storage"] for s in record["storage"]] == ["fixed_size_binary(784)", "fixed_shape_tensor(uint8,[28,28])"]
 

@@ -192,7 +192,7 @@ def test_flowpic_many_flows_match_one_by_one():
 
 
 def test_registry_and_defaults():
-    assert set(REPRESENTATIONS) == {"payload", "byte-distribution", "flowpic"}
+    assert list(REPRESENTATIONS) == ["payload", "byte-distribution", "flowpic", "packets"]
     assert get_representation("payload").params == {"column": "payload"}
     assert get_representation("byte-distribution", {"max_bytes": 100}).params == {"column": "payload", "max_bytes": 100}
     flowpic = get_representation("flowpic")

@@ -140,3 +140,41 @@ def test_real_process_exit_code_and_streams(inputs: dict[str, Path], tmp_path: P
     again = subprocess.run([sys.executable, "-m", "pcapvision", "ingest", str(inputs["good"]), "-o",
                             str(tmp_path / "ds"), "--quiet"], capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0 and "1 skipped (already ingested)" in again.stdout and again.stderr == ""
+
+
+def test_a_bug_exits_3_with_the_traceback_and_keeps_the_other_files(inputs: dict[str, Path], tmp_path: Path,
+                                                                     capsys, monkeypatch) -> None:
+    """A bug while reading one capture is an internal error, not bad input: exit 3, traceback on
+    stderr, the other captures' flows written."""
+    from pcapvision.ingest import pipeline
+
+    second = tmp_path / "second.pcap"
+    second.write_bytes(inputs["good"].read_bytes()[:-1] + b"y")  # other bytes, other hash
+    real = pipeline.read_packets
+
+    def buggy(path, **kwargs):
+        if Path(path) == second:
+            raise KeyError("a bug")
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(pipeline, "read_packets", buggy)
+    out = tmp_path / "flows.parquet"
+    code, stdout, stderr = run(["ingest", str(inputs["good"]), str(second), "-o", str(out)], capsys)
+    assert code == 3
+    assert f"failed: {second}: internal error (KeyError: 'a bug')" in stdout
+    assert "internal error(s)" in stdout and "Traceback" in stderr and "KeyError: 'a bug'" in stderr
+    assert pq.read_table(out).num_rows == 3
+
+
+def test_summary_packet_counts_add_up(tmp_path: Path, capsys) -> None:
+    from tests.ingest import crafted as c
+
+    records, _, _ = c.standard_records()
+    path = c.write_pcap(tmp_path / "mixed.pcap", records)
+    code, stdout, _ = run(["ingest", str(path), "-o", str(tmp_path / "f.parquet"), "--quiet"], capsys)
+    assert code == 0
+    numbers = {key: int(value.replace(",", "")) for key, value in
+               re.findall(r"^(packets read|packets in flows|packets skipped): ([\d,]+)", stdout, re.M)}
+    assert numbers["packets read"] == len(records)
+    assert numbers["packets in flows"] + numbers["packets skipped"] == len(records)
+    assert numbers["packets skipped"] > 0 and numbers["packets in flows"] > 0

@@ -88,7 +88,7 @@ class ReferenceAssembler:
                 dirc, a, pa_, b, pb = 0, p.src_addr, p.src_port, p.dst_addr, p.dst_port
             else:
                 dirc, a, pa_, b, pb = 1, p.dst_addr, p.dst_port, p.src_addr, p.src_port
-            key = (p.ip_version, p.protocol, a, pa_, b, pb)
+            key = (p.ip_version, p.protocol, a, pa_, b, pb, p.vlan_id)
             syn = p.tcp_flags & (SYN | ACK) == SYN
             f = self.open.get(key)
             if f is not None:
@@ -163,7 +163,7 @@ class ReferenceAssembler:
     def _records(self, ended: list) -> list[dict]:
         out = []
         for f, reason in ended:
-            ipver, proto, a, pa_, b, pb = f.key
+            ipver, proto, a, pa_, b, pb, vlan = f.key
             init = f.syn_dir if f.syn_dir is not None else f.first_dir
             s, dd = (init, 1 - init)
             src, sport, dst, dport = (a, pa_, b, pb) if init == 0 else (b, pb, a, pa_)
@@ -183,6 +183,7 @@ class ReferenceAssembler:
                 "dst_port": dport,
                 "protocol": proto,
                 "ip_version": ipver,
+                "vlan_id": vlan,
                 "first_seen_ns": f.first_ts,
                 "last_seen_ns": f.max_ts,
                 "duration_ms": (f.max_ts - f.first_ts) / 1e6,
@@ -309,6 +310,7 @@ def _udp_session(rng, t, cli, srv, cport, sport, ipver, events) -> float:
 def random_capture(seed: int, n_tuples: int = 6) -> list[Packet]:
     """Packets of several TCP/UDP tuples interleaved, with tuple reuse and time gaps (1 ms units)."""
     rng = np.random.default_rng(seed)
+    vlan_rng = np.random.default_rng(seed + 10_000)  # its own stream: the other draws stay as they were
     events: list[tuple] = []
     for _ in range(n_tuples):
         v6 = rng.random() < 0.3
@@ -316,19 +318,24 @@ def random_capture(seed: int, n_tuples: int = 6) -> list[Packet]:
         cport, sport = int(rng.integers(1000, 1003)), int(rng.choice([443, 53, 1001]))
         tcp = rng.random() < 0.75
         t = float(rng.uniform(0, 500))
+        first = len(events)
         for _ in range(int(rng.integers(1, 4))):  # the same tuple used again later
             session = _tcp_session if tcp else _udp_session
             t = session(rng, t, cli, srv, cport, sport, 6 if v6 else 4, events)
             t += float(rng.choice([5.0, 300.0, 1500.0]))
+        vlan = int(vlan_rng.choice([0, 0, 10]))
+        events[first:] = [(*e, vlan) for e in events[first:]]
+        if vlan_rng.random() < 0.3:  # seen again on another VLAN 1 µs later (a router on a stick)
+            events += [(e[0] + 0.001, *e[1:-1], 20) for e in events[first:]]
     events.sort(key=lambda e: e[0])
     packets = []
-    for i, (t, ipver, (cli, cport, srv, sport), d, proto, flags, seq, data) in enumerate(events):
+    for i, (t, ipver, (cli, cport, srv, sport), d, proto, flags, seq, data, vlan) in enumerate(events):
         if rng.random() < 0.05:
             t -= float(rng.uniform(0, 30))  # clocks of a multi-interface capture disagree a little
         a, pa_, b, pb = (cli, cport, srv, sport) if d == 0 else (srv, sport, cli, cport)
         packets.append(Packet(ts_ns=T0 + int(t * MS), frame_index=i, ip_version=ipver, src_addr=a, dst_addr=b,
                               protocol=proto, src_port=pa_, dst_port=pb, tcp_flags=flags, tcp_seq=seq,
-                              ip_bytes=(40 if ipver == 4 else 60) + len(data), payload=data))
+                              ip_bytes=(40 if ipver == 4 else 60) + len(data), payload=data, vlan_id=vlan))
     return packets
 
 

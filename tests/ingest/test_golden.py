@@ -109,6 +109,22 @@ def vlan(path: Path) -> Path:
     return path
 
 
+def two_vlans(path: Path) -> Path:
+    """One 5-tuple seen on VLAN 10 and again on VLAN 20 (a router on a stick), then in QinQ with
+    outer tag 100 (inner 10), then untagged: four flows, keyed by the outermost tag."""
+    def udp(tags: tuple[int, ...], forward: bool, data: bytes, t: int) -> Any:
+        frame = Ether(src=MAC_A, dst=MAC_B)
+        for tag in tags:
+            frame = frame / Dot1Q(vlan=tag)
+        ends = (("172.16.0.1", 1111), ("172.16.0.2", 2222))
+        (src, sport), (dst, dport) = ends if forward else ends[::-1]
+        return at(frame / IP(src=src, dst=dst) / UDP(sport=sport, dport=dport) / data, t)
+
+    wrpcap(str(path), [udp((10,), True, b"abc", 0), udp((20,), True, b"abc", 1), udp((10,), False, b"de", 2),
+                       udp((20,), False, b"de", 3), udp((100, 10), True, b"q", 4), udp((), True, b"u", 5)])
+    return path
+
+
 def ipv6(path: Path) -> Path:
     c, s = ("2001:db8::1", 50000), ("2001:db8::2", 443)
     steps = [(c, S, 10, b""), (s, SA, 20, b""), (c, A, 11, b""), (c, PA, 11, b"ping"), (s, PA, 21, b"pong"),
@@ -175,9 +191,10 @@ def fragments_and_noise(path: Path) -> Path:
 def flow(src: str, sport: int, dst: str, dport: int, proto: int, version: int, first_ms: float, last_ms: float,
          packets: tuple[int, int], ip_bytes: tuple[int, int], payload_bytes: tuple[int, int], payload: bytes,
          s2d: bytes, d2s: bytes, times: list[float], dirs: list[int], plens: list[int], ipbs: list[int],
-         flags: list[int], end: str) -> dict[str, Any]:
+         flags: list[int], end: str, *, vlan: int = 0) -> dict[str, Any]:
     return {
         "src_ip": src, "dst_ip": dst, "src_port": sport, "dst_port": dport, "protocol": proto, "ip_version": version,
+        "vlan_id": vlan,
         "first_seen_ns": T0_NS + int(first_ms * 10**6), "last_seen_ns": T0_NS + int(last_ms * 10**6),
         "duration_ms": float(last_ms - first_ms),
         "src2dst_packets": packets[0], "dst2src_packets": packets[1], "bidirectional_packets": sum(packets),
@@ -214,7 +231,17 @@ EXPECTED: dict[str, tuple[Any, list[dict[str, Any]], dict[str, int]]] = {
     ], {}),
     "vlan.pcap": (vlan, [
         flow("172.16.0.1", 1111, "172.16.0.2", 2222, 17, 4, 0, 5, (1, 1), (31, 30), (3, 2), b"abcde", b"abc", b"de",
-             [0.0, 5.0], [0, 1], [3, 2], [31, 30], [0, 0], "end_of_capture"),
+             [0.0, 5.0], [0, 1], [3, 2], [31, 30], [0, 0], "end_of_capture", vlan=7),
+    ], {}),
+    "two_vlans.pcap": (two_vlans, [
+        flow("172.16.0.1", 1111, "172.16.0.2", 2222, 17, 4, 0, 2, (1, 1), (31, 30), (3, 2), b"abcde", b"abc", b"de",
+             [0.0, 2.0], [0, 1], [3, 2], [31, 30], [0, 0], "end_of_capture", vlan=10),
+        flow("172.16.0.1", 1111, "172.16.0.2", 2222, 17, 4, 1, 3, (1, 1), (31, 30), (3, 2), b"abcde", b"abc", b"de",
+             [0.0, 2.0], [0, 1], [3, 2], [31, 30], [0, 0], "end_of_capture", vlan=20),
+        flow("172.16.0.1", 1111, "172.16.0.2", 2222, 17, 4, 4, 4, (1, 0), (29, 0), (1, 0), b"q", b"q", b"",
+             [0.0], [0], [1], [29], [0], "end_of_capture", vlan=100),
+        flow("172.16.0.1", 1111, "172.16.0.2", 2222, 17, 4, 5, 5, (1, 0), (29, 0), (1, 0), b"u", b"u", b"",
+             [0.0], [0], [1], [29], [0], "end_of_capture"),
     ], {}),
     "ipv6.pcap": (ipv6, [
         flow("2001:db8::1", 50000, "2001:db8::2", 443, 6, 6, 0, 5, (4, 2), (244, 124), (4, 4), b"pingpong", b"ping",
@@ -278,7 +305,7 @@ def test_golden_flow_table(crafted: dict[str, Path], name: str) -> None:
         assert row["community_id"] == reference_community_id(row["src_ip"], row["dst_ip"], row["src_port"],
                                                              row["dst_port"], row["protocol"])
         assert row["flow_id"] == flow_id(sha, row["src_ip"], row["src_port"], row["dst_ip"], row["dst_port"],
-                                         row["protocol"], row["first_seen_ns"])
+                                         row["protocol"], row["first_seen_ns"], row["vlan_id"])
     assert len({r["flow_id"] for r in rows}) == len(rows)
     assert Counter({k: v for k, v in stats.packets_skipped.items() if v}) == Counter(expected_skipped)
 

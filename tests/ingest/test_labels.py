@@ -130,10 +130,19 @@ def test_exact_rules_respect_rule_order(tmp_path: Path) -> None:
     assert [r[0] for r in rows] == ["scanned", "scanned", None, "exact-first"]
 
 
-def test_5tuple_is_directional(tmp_path: Path) -> None:
+def test_5tuple_rule_matches_either_direction(tmp_path: Path) -> None:
+    """A rule written client -> server labels the flow even when the capture saw the server first
+    (no SYN: the initiator is whoever sent first); rules short of an exact 5-tuple stay directional."""
     rules = write_rules(tmp_path, "label,src_ip,dst_ip,src_port,dst_port,protocol\n"
-                                  "rev,93.184.216.34,10.0.0.1,443,50000,tcp\n")
-    assert labelled(Labeler.from_rules_csv(rules), BATCH)[0][0] is None
+                                  "c2s,10.0.0.1,93.184.216.34,50000,443,tcp\n"
+                                  "partial,10.0.0.2,8.8.8.8,53000,53,\n")
+    server_first = flows(("93.184.216.34", "10.0.0.1", 443, 50000, 6, T0, None),
+                         ("10.0.0.1", "93.184.216.34", 50000, 443, 6, T0, None),
+                         ("10.0.0.1", "93.184.216.34", 50000, 443, 17, T0, None),  # other protocol
+                         ("8.8.8.8", "10.0.0.2", 53, 53000, 17, T0, None),
+                         ("10.0.0.2", "8.8.8.8", 53000, 53, 17, T0, None))
+    assert [r[0] for r in labelled(Labeler.from_rules_csv(rules), server_first)] == \
+        ["c2s", "c2s", None, None, "partial"]
 
 
 def _reference_label(rules: list[dict], row: tuple, source_file: str) -> str | None:
@@ -146,6 +155,11 @@ def _reference_label(rules: list[dict], row: tuple, source_file: str) -> str | N
         return a.version == n.version and a in n
 
     for rule in rules:
+        src, dst, sport, dport = row[:4]
+        exact = all(rule[c] for c in ("src_ip", "dst_ip", "src_port", "dst_port", "protocol"))
+        if exact and (dst, src, dport, sport) == (rule["src_ip"], rule["dst_ip"], int(rule["src_port"]),
+                                                  int(rule["dst_port"])):
+            src, dst, sport, dport = dst, src, dport, sport  # an exact 5-tuple matches either direction
         if rule["src_ip"] and not in_net(src, rule["src_ip"]):
             continue
         if rule["dst_ip"] and not in_net(dst, rule["dst_ip"]):
@@ -176,6 +190,8 @@ def test_vectorised_matching_equals_reference(tmp_path: Path) -> None:
             dst = src.replace("1", "2") if ":" in src else "10.0.0.1"
         rows.append((src, dst, rng.choice([1000, 2000, 3000]), rng.choice([53, 80, 443]), rng.choice([6, 17]),
                      T0 + i, rng.choice([None, "a.example.com", "b.test.org"])))
+    rows += [(dst, src, dport, sport, proto, T0 + 1000 + i, sni)  # the same conversations seen server-first
+             for i, (src, dst, sport, dport, proto, _, sni) in enumerate(rows[:100])]
     columns = ["label", "src_ip", "dst_ip", "ip", "src_port", "dst_port", "protocol", "sni", "file"]
     rules = []
     for r in range(120):

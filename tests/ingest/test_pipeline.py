@@ -236,13 +236,42 @@ def test_dataset_directory_skips_what_is_there(captures: dict[str, Path], tmp_pa
     assert pq.read_table(out).num_rows == 4
     assert _no_temp_files(out)
 
-    # Other parameters: still skipped, with a warning; --force re-ingests.
+    # Other parameters: the part is re-ingested (replaced, with a warning naming what changed);
+    # a parameter that cannot change rows (chunk_packets) keeps it; --force re-ingests anyway.
     with caplog.at_level(logging.WARNING):
         third = ingest([captures["udp"]], out, IngestOptions(max_bytes=10))
-    assert third.files_skipped_already_ingested == 1 and "other parameters" in caplog.text
-    forced = ingest([captures["udp"]], out, IngestOptions(max_bytes=10), force=True)
-    assert forced.files_ok == 1
+    assert (third.files_ok, third.files_reingested, third.files_skipped_already_ingested) == (1, 1, 0)
+    assert "other parameters (max_bytes)" in caplog.text and "1 re-ingested" in third.format()
     assert metadata_from_schema(pq.read_schema(part))["params"]["max_bytes"] == 10
+    assert pq.read_table(out).num_rows == 4 and _no_temp_files(out)
+    kept = ingest([captures["udp"]], out, IngestOptions(max_bytes=10, chunk_packets=7))
+    assert kept.files_skipped_already_ingested == 1
+    forced = ingest([captures["udp"]], out, IngestOptions(max_bytes=10), force=True)
+    assert forced.files_ok == 1 and forced.files_reingested == 0
+
+
+def test_dataset_part_is_reingested_when_the_labels_change(captures: dict[str, Path], tmp_path: Path) -> None:
+    """New rules (same path, new content) relabel the part; the labeler hash is in the metadata."""
+    out, rules = tmp_path / "flows", tmp_path / "rules.csv"
+    rules.write_text("label,dst_port\nold,53\n")
+    first = Labeler.from_rules_csv(rules)
+    ingest([captures["udp"]], out, labeler=first)
+    assert set(pq.read_table(out).column("label").to_pylist()) == {"old"}
+    assert ingest([captures["udp"]], out, labeler=Labeler.from_rules_csv(rules)).files_skipped_already_ingested == 1
+    rules.write_text("label,dst_port\nnew,53\n")
+    second = Labeler.from_rules_csv(rules)
+    assert second.sha256() != first.sha256()
+    summary = ingest([captures["udp"]], out, labeler=second)
+    assert (summary.files_ok, summary.files_reingested) == (1, 1)
+    table = pq.read_table(out)
+    assert set(table.column("label").to_pylist()) == {"new"}
+    assert metadata_from_schema(table.schema)["params"]["labeler_sha256"] == second.sha256()
+    # The hash follows the rules' content and options, not where the file lies.
+    moved = tmp_path / "moved.csv"
+    moved.write_bytes(rules.read_bytes())
+    assert Labeler.from_rules_csv(moved).sha256() == second.sha256()
+    assert Labeler.from_rules_csv(moved, unlabeled="drop").sha256() != second.sha256()
+    assert Labeler.from_label("a").sha256() != Labeler.from_label("a", family="f").sha256()
 
 
 def test_same_content_twice_is_ingested_once(captures: dict[str, Path], tmp_path: Path) -> None:
@@ -297,6 +326,7 @@ def test_capture_failing_half_way_leaves_no_rows_behind(captures: dict[str, Path
     out = tmp_path / "flows.parquet"
     summary = ingest([captures["udp"], many, captures["tcp"]], out)
     assert summary.files_failed == [(str(many), "internal error (RuntimeError: boom)")]
+    assert summary.internal_errors == 1 and "1 internal error(s)" in summary.format()
     table = pq.read_table(out)
     assert table.column("source_file").to_pylist() == [str(captures["udp"])] * 3 + [str(captures["tcp"])]
     assert metadata_from_schema(table.schema)["sources"][1]["source_file"] == str(captures["tcp"])
@@ -310,6 +340,6 @@ def test_dataset_part_records_its_capture(captures: dict[str, Path], tmp_path: P
     assert meta["source_file"] == str(captures["tcp"])
     assert meta["params"]["idle_timeout_s"] == 60.0
     assert meta["sources"] == [{"source_file": str(captures["tcp"]), "source_sha256": sha256_file(captures["tcp"]),
-                                "bytes_read": captures["tcp"].stat().st_size, "packets": 8, "flows": 1,
-                                "packets_skipped": {}}]
+                                "bytes_read": captures["tcp"].stat().st_size, "packets": 8, "packets_read": 8, "flows": 1,
+                                "packets_skipped": {}, "frames_decoded_by": {"fast": 8}}]
     assert pq.read_schema(part).equals(FLOWS_SCHEMA, check_metadata=False)

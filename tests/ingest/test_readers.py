@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import logging
 import struct
@@ -172,7 +173,8 @@ def test_vlan_and_qinq_tags(tmp_path: Path, reader: str) -> None:
               c.ethernet(spec.ip_packet(), vlan=(100, 10), outer_tpid=0x9100),
               c.ethernet(spec.ip_packet(), vlan=(100, 10), outer_tpid=0x8100)]
     path = c.write_pcap(tmp_path / "a.pcap", [c.Record(c.T0_NS, f) for f in frames])
-    assert read_all(path, reader) == ([spec.expected(c.T0_NS, i) for i in range(4)], {})
+    expected = [dataclasses.replace(spec.expected(c.T0_NS, i), vlan_id=vlan) for i, vlan in enumerate((10, 100, 100, 100))]
+    assert read_all(path, reader) == (expected, {})
 
 
 @pytest.mark.parametrize("reader", READERS)
@@ -358,3 +360,55 @@ def test_pcapng_sections_of_both_byte_orders_and_late_interfaces(tmp_path: Path,
     path.write_bytes(first.to_bytes() + second.to_bytes())
     assert read_all(path, reader) == ([specs[0].expected(c.T0_NS, 0), specs[1].expected(c.T0_NS + 1, 1),
                                        specs[9].expected(c.T0_NS + 2, 2)], {})
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_an_archive_given_as_a_capture_is_named(tmp_path: Path, reader: str) -> None:
+    import io
+    import tarfile
+    import zipfile
+
+    pcap = c.pcap_bytes(c.standard_records()[0])
+    archives = {}
+    with zipfile.ZipFile(tmp_path / "caps.zip", "w") as z:
+        z.writestr("a.pcap", pcap)
+    archives["caps.zip"] = "a zip archive"
+    with tarfile.open(tmp_path / "caps.tar", "w") as t:
+        info = tarfile.TarInfo("a.pcap")
+        info.size = len(pcap)
+        t.addfile(info, io.BytesIO(pcap))
+    archives["caps.tar"] = "a tar archive"
+    (tmp_path / "caps.tar.gz").write_bytes(gzip.compress((tmp_path / "caps.tar").read_bytes()))
+    archives["caps.tar.gz"] = "a tar archive"
+    (tmp_path / "caps.7z").write_bytes(b"7z\xbc\xaf\x27\x1c\x00\x04" + bytes(40))
+    archives["caps.7z"] = "a 7z archive"
+    for name, kind in archives.items():
+        if reader == "scapy" and name.endswith(".gz"):
+            continue  # scapy opens gzip itself and reports the tar inside as unreadable
+        with pytest.raises(CaptureFormatError) as info:
+            read_all(tmp_path / name, reader)
+        assert str(info.value) == f"{tmp_path / name}: {kind}, not a capture; unpack it first"
+
+
+def _fast_share(batches) -> float:
+    decoded = Counter()
+    for batch in batches:
+        decoded.update(batch.decoded_by)
+    return decoded["fast"] / sum(decoded.values())
+
+
+def test_fast_path_decodes_the_common_frames_itself(tmp_path: Path) -> None:
+    """The auto reader's numpy path must judge >= 95% of ordinary Ethernet/IPv4/TCP frames and of
+    the sample captures itself: reader equivalence tests would still pass if every frame silently
+    went to dpkt."""
+    specs = [c.PacketSpec("10.0.0.1", "10.0.0.2", 40000 + i % 50, 443, seq=1000 + i, payload=bytes(i % 200))
+             for i in range(2000)]
+    path = c.write_pcap(tmp_path / "tcp.pcap", [c.Record(c.T0_NS + i * 1000, c.ethernet(s.ip_packet()))
+                                               for i, s in enumerate(specs)])
+    assert _fast_share(read_packets(path, chunk_packets=512)) >= 0.95
+    sample = sorted((Path(__file__).resolve().parents[2] / "sample_pcaps").glob("*.pcap"))
+    assert sample, "sample_pcaps/ is part of the repository"
+    for capture_path in sample[:4]:
+        assert _fast_share(read_packets(capture_path)) >= 0.95, capture_path
+    # The counter counts: the dpkt reader judges every frame itself.
+    assert Counter(next(read_packets(path, reader="dpkt", chunk_packets=512)).decoded_by) == {"dpkt": 512}

@@ -67,3 +67,18 @@ def test_traffic_suite_without_flows_says_why(traffic_model, tmp_path):
     assert "--flows" in record["traffic_distortions"]["skipped"]
     assert "--flows" in record["realizable"]["skipped"]
     assert np.isfinite(record["clean"]["accuracy"])
+
+
+def test_suite_runs_on_a_byte_embedding_model(traffic_model, tmp_path):
+    """cnn-embed: gradient attacks run through the interpolated embedding; the realizable attack stays realizable."""
+    from pcapvision.classify.pipeline import train_images
+
+    _, images_path, flows_path = traffic_model
+    model_dir = tmp_path / "embed"
+    train_images(images_path, model_dir, arch="cnn-embed", epochs=4, seed=0, patience=4)
+    record = run_suite(model_dir, images_path, tmp_path / "r", config=TINY, flows=flows_path)
+    assert record["model"]["arch"] == "cnn-embed" and "cnn-embed treats each byte as a category" in record["attack_note"]
+    fgsm = next(r for r in record["attacks"] if r["attack"] == "fgsm")
+    assert fgsm["norm_linf"]["max"] > 0.05  # gradients reach the pixels: the attack moved them
+    for strategy in ("append", "client_hello"):
+        assert record["realizable"][strategy]["realizability_rate"] == 1.0

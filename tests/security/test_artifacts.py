@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from pcapvision.classify import build_mlp, load_model, read_split_manifest, save_model, staged_model_directory
-from pcapvision.errors import ModelFormatError, OutputBusyError, ParameterError
+from pcapvision.errors import LockedError, ModelFormatError, ParameterError
 from pcapvision.io import make_metadata, sha256_file, write_parquet_atomic
 from pcapvision.outputs import output_lock, replace_files_together, staged_directory
 
@@ -90,7 +90,7 @@ def test_a_directory_that_is_not_a_model_is_never_replaced(tmp_path):
 def test_a_second_writer_of_the_same_output_is_refused(tmp_path):
     target = tmp_path / "model"
     with staged_model_directory(target):
-        with pytest.raises(OutputBusyError, match="another pcapvision process is writing this output"), \
+        with pytest.raises(LockedError, match=r"\.model\.lock: another writer of this pcapvision model directory is running"), \
                 output_lock(target):
             pass  # pragma: no cover
     with output_lock(target):  # released with its holder

@@ -17,7 +17,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from pcapvision.classify import build_cnn, build_mlp, load_model, save_model
+from pcapvision.classify import ARCHITECTURES, build_cnn, build_mlp, build_model, load_model, save_model
 from pcapvision.errors import ModelFormatError
 from pcapvision.io import make_metadata
 from tests.security.crafted_models import crafted_copy, lambda_layer, layers, read_archive, rehash, tfsm_reference, write_archive
@@ -49,12 +49,12 @@ def _refused(directory, match):
     return str(info.value)
 
 
-def test_both_architectures_pass_the_gate_and_round_trip(tmp_path):
+def test_every_architecture_passes_the_gate_and_round_trips(tmp_path):
     x = np.random.default_rng(1).uniform(size=(3, 28, 28, 1)).astype(np.float32)
-    for build in (build_cnn, build_mlp):
-        model = build((28, 28, 1), 4)
-        out = tmp_path / build.__name__
-        save_model(model, out, make_metadata("classify", {}, class_names=list("abcd")))
+    for arch in ARCHITECTURES:
+        model = build_model(arch, (28, 28, 1), 4)
+        out = tmp_path / arch
+        save_model(model, out, make_metadata("classify", {"arch": arch}, class_names=list("abcd")))
         loaded, metadata = load_model(out)
         np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
         assert metadata["input_shape"] == [28, 28, 1]
@@ -103,8 +103,15 @@ def test_python_lambda_bytecode_is_refused(model_dir, tmp_path, keras_untouched)
     (lambda cfg: cfg.update(class_name="Functional"), "model class keras.Functional is not allowed"),
     (lambda cfg: cfg.update(registered_name="Custom>Model"), "registered_name must be null"),
     (lambda cfg: cfg.update(__class_name__="x"), "config keys"),
+    (lambda cfg: layers(cfg).insert(1, {"module": "evil.module", "class_name": "ByteEmbeddingLayer",
+                                        "registered_name": "evil>ByteEmbeddingLayer", "config": {"dim": 8}}),
+     "layer class evil.module.ByteEmbeddingLayer is not allowed"),
+    (lambda cfg: layers(cfg).insert(1, {"module": "pcapvision.classify.model", "class_name": "ByteEmbeddingLayer",
+                                        "registered_name": "evil>Layer", "config": {"dim": 8}}),
+     r"registered_name must be \"pcapvision>ByteEmbeddingLayer\""),
 ], ids=["unknown-layer", "custom-module", "function-activation", "extra-key", "regulariser", "custom-initializer",
-        "function-loss", "functional-model", "registered-model", "dunder-key"])
+        "function-loss", "functional-model", "registered-model", "dunder-key", "foreign-module",
+        "foreign-registration"])
 def test_anything_outside_the_allowlist_is_refused(model_dir, tmp_path, keras_untouched, edit, match):
     _refused(crafted_copy(model_dir, tmp_path / "crafted", config=edit), match)
 

@@ -1,18 +1,18 @@
-"""Image representations of flows: what one pixel means.
+"""Image representations of flows: the base class, the registry and the column helpers.
 
-Each representation is a small class registered in :data:`REPRESENTATIONS` under its name. It
-declares its parameters (with defaults and checks) and the flows-table columns it reads, and
-renders a batch of flows into ``(N, 28, 28)`` uint8 images with numpy only (no per-flow Python
-loop), plus a mask of the rows it could render and the reason the others were skipped.
+Each representation (one module per representation family in this package) is a small class
+registered in :data:`REPRESENTATIONS` under its name. It declares its parameters (with defaults
+and checks) and the flows-table columns it reads, and renders a batch of flows into
+``(N, 28, 28)`` uint8 images with numpy only (no per-flow Python loop), plus a mask of the rows
+it could render and the reason the others were skipped.
 
-No representation reads addresses, ports, absolute timestamps or any capture header: they see
-only the application payload bytes, or per-packet sizes, directions and times relative to the
-flow's first packet.
+No representation reads addresses, ports, absolute timestamps, TTL, IP ID or any capture header:
+they see only the application payload bytes, or per-packet sizes, directions, TCP flags and
+times relative to the flow's first packet.
 """
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from pcapvision.errors import DataContractError, ParameterError
-from pcapvision.validation import check_choice, check_int, check_positive_number
+from pcapvision.validation import check_choice, check_int
 
 IMAGE_SIDE = 28
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE  # 784
@@ -52,11 +52,11 @@ class Param:
     parse: Callable[[str], Any] = str  # turns a command-line string into a value
 
 
-def _int_param(min_value: int, max_value: int | None = None) -> Callable[[str, Any], int]:
+def int_param(min_value: int, max_value: int | None = None) -> Callable[[str, Any], int]:
     return lambda name, value: check_int(name, value, min_value=min_value, max_value=max_value)
 
 
-def _choice_param(*choices: str) -> Callable[[str, Any], str]:
+def choice_param(*choices: str) -> Callable[[str, Any], str]:
     return lambda name, value: check_choice(name, value, choices)
 
 
@@ -150,7 +150,7 @@ def get_representation(name: str, params: Mapping[str, Any] | None = None) -> Re
 # --- column access (Arrow buffers -> numpy, zero copy) -------------------------------------------
 
 
-def _column(flows: pa.Table | pa.RecordBatch, name: str) -> pa.Array:
+def column_array(flows: pa.Table | pa.RecordBatch, name: str) -> pa.Array:
     col = flows.column(name)
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
@@ -268,170 +268,3 @@ def log_scale(counts: np.ndarray, totals: np.ndarray, *, overwrite: bool = False
     index = counts if overwrite and counts.dtype == np.intp else counts.astype(np.intp)
     index += base[:, None] if counts.ndim == 2 else base
     return table.ravel()[index]
-
-
-def _payload_column_param() -> Param:
-    return Param(
-        "column",
-        "payload",
-        "payload column to read: payload (both directions in session order), src2dst_payload, dst2src_payload",
-        _choice_param(*PAYLOAD_COLUMNS),
-    )
-
-
-# --- the representations -------------------------------------------------------------------------
-
-
-@register
-class PayloadImage(Representation):
-    """The first 784 bytes of the flow's application payload, row-major, zero-padded.
-
-    One pixel = one payload byte: pixel ``(r, c)`` is byte ``28 * r + c`` of the payload in
-    session order (both directions interleaved by time, TCP reassembled), its value the byte
-    value 0..255; bytes past the end of the payload are 0. This is the USTC-TK2016 / Wang et al.
-    (2017) representation restricted to the payload (no packet headers). Flows without payload
-    are skipped.
-    """
-
-    name = "payload"
-    summary = "pixel (r, c) = payload byte 28*r + c (0..255), zero-padded"
-    skip_reason = "no payload"
-    param_specs = (_payload_column_param(),)
-    block_rows = 2048
-    needs_payload = True
-
-    def required_columns(self) -> tuple[str, ...]:
-        return (self.params["column"],)
-
-    def _render_block(self, flows: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-        data, starts, lengths = binary_parts(_column(flows, self.params["column"]))
-        return gather_prefix(data, starts, lengths, IMAGE_PIXELS), lengths > 0
-
-
-
-
-@register
-class ByteDistributionImage(Representation):
-    """Histogram of consecutive byte pairs of the payload, log-scaled.
-
-    Pixel ``(r, c)`` counts the positions ``i`` where payload byte ``i`` falls in value bucket
-    ``r`` and byte ``i + 1`` in bucket ``c``; bucket ``k`` holds the byte values ``v`` with
-    ``floor(28 * v / 256) == k`` (9 or 10 values each). Pairs are counted cyclically over the first
-    ``max_bytes`` bytes (the last byte pairs with the first), so each of the ``L`` bytes starts
-    exactly one pair: row sums are the bucketed byte histogram, and the image is exactly the same
-    when the same bytes start at another offset (any rotation of the payload); a prefix of ``k``
-    inserted bytes changes at most ``k + 1`` pair counts. Count ``n`` of ``L`` pairs becomes
-    ``round(255 * ln(1 + n) / ln(1 + L))``: 255 for a payload of one repeated byte, about 26 for a
-    pair seen once in 1000 bytes. Why pairs and not single bytes: the transitions separate text,
-    binary headers and ciphertext (uniform) far better than the 256 byte frequencies alone, and
-    the grid is exactly 28 x 28. Flows without payload are skipped.
-    """
-
-    name = "byte-distribution"
-    summary = "pixel (r, c) = log count of byte pairs (bucket r, bucket c) over the payload, cyclic"
-    skip_reason = "no payload"
-    param_specs = (
-        _payload_column_param(),
-        Param("max_bytes", 784, "payload bytes counted (the first ones)", _int_param(2), int),
-    )
-    needs_payload = True
-
-    def required_columns(self) -> tuple[str, ...]:
-        return (self.params["column"],)
-
-    def _block_rows(self) -> int:
-        # Temporaries grow with max_bytes, so blocks shrink to keep them near the payload case.
-        return max(1, self.block_rows * IMAGE_PIXELS // max(self.params["max_bytes"], IMAGE_PIXELS))
-
-    def _render_block(self, flows: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-        data, starts, lengths = binary_parts(_column(flows, self.params["column"]))
-        width = self.params["max_bytes"]
-        n = len(starts)
-        take = np.minimum(lengths, width)
-        # Bucket floor(28 * v / 256) by integer arithmetic: faster than a 256-entry table lookup.
-        bucket = gather_prefix(data, starts, lengths, width).astype(np.uint16)
-        bucket *= IMAGE_SIDE
-        bucket >>= 8
-        following = np.zeros_like(bucket)
-        following[:, :-1] = bucket[:, 1:]
-        rows = np.flatnonzero(take > 0)
-        following[rows, take[rows] - 1] = bucket[rows, 0]  # cyclic: the last byte pairs with the first
-        # Past a payload's end both bytes are padding (bucket 0): those width - take positions all
-        # count in cell (0, 0) and are subtracted below, which is cheaper than masking them out.
-        codes = bucket * IMAGE_SIDE
-        codes += following
-        # One widening pass adds each row's offset so a single bincount histograms every row.
-        codes = np.add(codes, (np.arange(n, dtype=np.intp) * IMAGE_PIXELS)[:, None], dtype=np.intp)
-        counts = np.bincount(codes.ravel(), minlength=n * IMAGE_PIXELS).reshape(n, IMAGE_PIXELS)
-        counts[:, 0] -= width - take
-        return log_scale(counts, take, overwrite=True), lengths > 0
-
-
-@register
-class FlowPicImage(Representation):
-    """FlowPic (Shapira & Shavitt 2019): packet size against arrival time, one half per direction.
-
-    Columns are time since the flow's first packet: with ``time_axis="log"`` packet time ``t`` ms
-    goes to column ``floor(28 * ln(1 + t) / ln(1 + time_window_ms))``, with ``"linear"`` to
-    ``floor(28 * t / time_window_ms)``; packets at ``t >= time_window_ms`` are not drawn. Rows are
-    packet size (``size="ip"``: IP total length, ``"payload"``: L4 payload length) in 14 buckets
-    of ``size_max / 14`` bytes (larger sizes in the last one), mirrored around the centre:
-    initiator-to-responder packets (direction 0) in rows 14..27 growing downwards, responses
-    (direction 1) in rows 13..0 growing upwards, so small packets meet at the centre line.
-    Pixel = count ``n`` of the ``P`` drawn packets (the first ``max_packets``) in that cell,
-    ``round(255 * ln(1 + n) / ln(1 + P))``. Needs no payload; flows with no packet drawn are
-    skipped.
-    """
-
-    name = "flowpic"
-    summary = "pixel (r, c) = log count of packets of size bucket r (direction by half) at time bucket c"
-    skip_reason = "no packets"
-    param_specs = (
-        Param("max_packets", 64, "first packets of the flow drawn", _int_param(1), int),
-        Param("size", "ip", "packet size: ip (IP total length) or payload (L4 payload length)", _choice_param("ip", "payload")),
-        Param("size_max", 1500, "bytes spanned by the 14 size buckets (larger packets count in the last)", _int_param(14), int),
-        Param("time_window_ms", 10000.0, "time span drawn, ms after the first packet",
-              lambda n, v: check_positive_number(n, v), float),
-        Param("time_axis", "log", "time axis: log (ln(1 + t)) or linear", _choice_param("log", "linear")),
-    )
-
-    def required_columns(self) -> tuple[str, ...]:
-        size_column = "packet_ip_bytes" if self.params["size"] == "ip" else "packet_payload_bytes"
-        return ("packet_time_ms", "packet_direction", size_column)
-
-    def _render_block(self, flows: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-        time_col, direction_col, size_col = self.required_columns()
-        times, t_starts, t_lengths = list_parts(_column(flows, time_col))
-        directions, d_starts, d_lengths = list_parts(_column(flows, direction_col))
-        sizes, s_starts, s_lengths = list_parts(_column(flows, size_col))
-        if not (np.array_equal(t_lengths, d_lengths) and np.array_equal(t_lengths, s_lengths)):
-            bad = int(np.flatnonzero((t_lengths != d_lengths) | (t_lengths != s_lengths))[0])
-            raise DataContractError(
-                f"row {bad}: {time_col}, {direction_col} and {size_col} have different numbers of packets"
-            )
-        n = len(t_lengths)
-        take = np.minimum(t_lengths, self.params["max_packets"])
-        rows, t_index = ragged_index(t_starts, take)
-        _, d_index = ragged_index(d_starts, take)
-        _, s_index = ragged_index(s_starts, take)
-        t_ms = np.maximum(np.asarray(times, dtype=np.float64)[t_index], 0.0)  # capture clocks can step back
-        window = self.params["time_window_ms"]
-        drawn = t_ms < window
-        if self.params["time_axis"] == "log":
-            column = np.floor(IMAGE_SIDE * np.log1p(t_ms) / math.log1p(window))
-        else:
-            column = np.floor(IMAGE_SIDE * t_ms / window)
-        column = np.minimum(column, IMAGE_SIDE - 1).astype(np.int64)
-        half = IMAGE_SIDE // 2
-        size = np.maximum(np.asarray(sizes, dtype=np.int64)[s_index], 0)
-        size_bucket = np.minimum(size * half // self.params["size_max"], half - 1)
-        response = np.asarray(directions)[d_index] != 0
-        row = np.where(response, half - 1 - size_bucket, half + size_bucket)
-        cell = (rows * IMAGE_PIXELS + row * IMAGE_SIDE + column)[drawn]
-        rows = rows[drawn]
-        totals = np.bincount(rows, minlength=n)
-        # Few cells are hit: count densely, then scale and write only the cells packets fell in.
-        counts = np.bincount(cell, minlength=n * IMAGE_PIXELS)[cell]
-        images = np.zeros(n * IMAGE_PIXELS, dtype=np.uint8)
-        images[cell] = log_scale(counts, totals[rows])
-        return images.reshape(n, IMAGE_PIXELS), totals > 0
