@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pcapvision import __version__
-from pcapvision.errors import DataContractError, InputNotFoundError
+from pcapvision.errors import DataContractError, InputNotFoundError, OutputWriteError, PcapvisionError
 
 METADATA_KEY = b"pcapvision"
 PARQUET_COMPRESSION = "zstd"
@@ -36,14 +37,30 @@ def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> I
     (Keras only saves to ``*.keras``).
     """
     target = Path(path)
-    tmp = temp_path_beside(target, suffix=target.suffix if keep_suffix else ".tmp")
+    try:
+        tmp = temp_path_beside(target, suffix=target.suffix if keep_suffix else ".tmp")
+    except OSError as exc:
+        raise write_error(target, exc) from exc
     try:
         yield tmp
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, (PcapvisionError, FileNotFoundError)):
+            raise write_error(target, exc) from exc
         raise
+
+
+def write_error(target: str | os.PathLike[str], exc: OSError) -> OutputWriteError:
+    """``exc`` (raised while writing ``target``) as one line naming the output and the cause:
+    "writing OUT: no space left on device". pyarrow's errors carry the errno only in their text."""
+    code = exc.errno
+    if code is None:
+        found = re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)
+        code = int(found.group(1)) if found else None
+    reason = os.strerror(code) if code else (exc.strerror or str(exc) or type(exc).__name__)
+    return OutputWriteError(code, f"writing {os.fspath(target)}: {reason[:1].lower()}{reason[1:]}")
 
 
 def temp_path_beside(path: str | os.PathLike[str], suffix: str = ".tmp") -> Path:
@@ -90,6 +107,17 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset)):
         return sorted(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def printable(text: str) -> str:
+    """``text`` (a path from the file system) as valid UTF-8: bytes that are not UTF-8, which
+    Python carries as surrogate escapes, are written ``\\xNN``. For names stored in tables and
+    metadata or printed."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def library_versions() -> dict[str, str]:

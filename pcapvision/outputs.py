@@ -17,7 +17,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
-import glob
 import logging
 import os
 import re
@@ -50,14 +49,33 @@ def output_lock(path: str | os.PathLike[str], *, what: str = "pcapvision writer"
 
 
 def remove_stale_temporaries(target: Path) -> list[Path]:
-    """Remove hidden ``.NAME.*.tmp`` files and directories left beside ``target`` by a killed
+    """Remove hidden ``.NAME.*.tmp`` (and ``.parts``) files and directories left beside ``target`` by a killed
     writer; call only while holding :func:`output_lock` on ``target``. Returns what was removed."""
+    # The names tempfile gives temporaries of *this* output: .NAME.<8 random chars>[.ext].tmp|.parts
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.{_TEMP_TAIL}")
+    removed = _remove_matching(target.parent, pattern)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run beside %s", len(removed), target)
+    return removed
+
+
+def remove_stale_temporaries_in(directory: Path) -> list[Path]:
+    """Remove the hidden temporaries (``.NAME.<random>.tmp``) of every file inside output
+    directory ``directory``; call only while holding :func:`output_lock` on it."""
+    removed = _remove_matching(directory, re.compile(rf"\.[^/]+?\.{_TEMP_TAIL}"))
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run in %s", len(removed), directory)
+    return removed
+
+
+_TEMP_TAIL = r"[a-z0-9_]{8}(\.[A-Za-z0-9]+)?\.(tmp|parts)"
+
+
+def _remove_matching(directory: Path, pattern: re.Pattern[str]) -> list[Path]:
     removed: list[Path] = []
-    if not target.parent.is_dir():
+    if not directory.is_dir():
         return removed
-    # The names tempfile gives temporaries of *this* output: .NAME.<8 random chars>[.ext].tmp
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}(\.[A-Za-z0-9]+)?\.tmp")
-    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+    for stale in directory.iterdir():
         if not pattern.fullmatch(stale.name):
             continue
         if stale.is_dir() and not stale.is_symlink():
@@ -66,8 +84,6 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
         removed.append(stale)
-    if removed:
-        log.info("removed %d temporary file(s) left by an interrupted run beside %s", len(removed), target)
     return removed
 
 
@@ -167,4 +183,4 @@ def replace_files_together(directory: str | os.PathLike[str], writers: Mapping[s
     return [final for _, final in staged]
 
 
-__all__ = ["check_writable_directory", "output_lock", "remove_stale_temporaries", "replace_files_together", "staged_directory"]
+__all__ = ["remove_stale_temporaries_in", "check_writable_directory", "output_lock", "remove_stale_temporaries", "replace_files_together", "staged_directory"]

@@ -84,3 +84,78 @@ def test_corrupt_metadata_in_a_flows_table_is_named(broken_tables):
 
     with pytest.raises(DataContractError, match=r"badmeta.parquet: corrupt pcapvision metadata"):
         read_parquet_metadata(broken_tables / "badmeta.parquet")
+
+
+@pytest.mark.parametrize("raised", [
+    OSError(28, "No space left on device"),
+    OSError("Error writing bytes to file. Detail: [errno 28] No space left on device"),  # as pyarrow says it
+])
+def test_disk_full_names_the_output_and_leaves_no_temporary(tmp_path, raised):
+    from pcapvision.errors import OutputWriteError
+    from pcapvision.io import atomic_path
+
+    target = tmp_path / "out.parquet"
+    with pytest.raises(OutputWriteError) as info, atomic_path(target):
+        raise raised
+    assert str(info.value) == f"writing {target}: no space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_reports_a_full_disk_naming_the_output(tmp_path, capsys, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from tests.ingest.crafted import PacketSpec, Record, ethernet, write_pcap
+
+    pcap = write_pcap(tmp_path / "a.pcap", [Record(1_700_000_000_000_000_000, ethernet(
+        PacketSpec("10.0.0.1", "10.0.0.2", 40000, 443, payload=b"x" * 64).ip_packet()))])
+    assert main(["ingest", str(pcap), "-o", str(tmp_path / "flows.parquet"), "--quiet"]) == 0
+
+    def full(*args, **kwargs):
+        raise OSError("Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", full)
+    capsys.readouterr()
+    images = tmp_path / "images.parquet"
+    assert main(["image", str(tmp_path / "flows.parquet"), "-o", str(images), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"pcapvision image: error: writing {images}: no space left on device"
+
+
+_PROBE = ("import sys, time; from pcapvision.cli import main; t = time.perf_counter(); code = main(sys.argv[1:]); "
+          "print('tensorflow' in sys.modules, round(time.perf_counter() - t, 2)); sys.exit(code)")
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "{d}/no-model", "mnist"],
+    ["evaluate", "{d}/no-model", "{d}/no-images.parquet"],
+    ["predict", "{d}/no-model", "{d}/no.pcap", "-o", "{d}/v.csv"],
+    ["robustness", "{d}/no-model", "{d}/no-images.parquet", "-o", "{d}/r"],
+    ["train", "{d}/no-images.parquet", "-o", "{d}/m"],
+], ids=["evaluate-model", "evaluate-data", "predict", "robustness", "train"])
+def test_a_wrong_path_fails_before_tensorflow_starts(tmp_path, argv):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    args = [a.format(d=tmp_path) for a in argv] + ["--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, env=env, timeout=120)
+    loaded_tf, seconds = done.stdout.split()
+    assert done.returncode == 1 and loaded_tf == "False", (done.stdout, done.stderr)
+    assert len(done.stderr.strip().splitlines()) == 1 and str(tmp_path) in done.stderr
+    assert float(seconds) < 5.0  # no TensorFlow start-up (10-40 s here); imports of the stage only
+
+
+def test_native_stderr_is_silenced_only_while_tensorflow_starts(capfd):
+    import os
+
+    from pcapvision.console import _native_stderr_silenced
+
+    os.write(2, b"before\n")
+    with _native_stderr_silenced():
+        os.write(2, b"I0000 00:00:1795964169.073334 6924 cudart_stub.cc:31] Could not find cuda drivers\n")
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert err == "before\nafter\n"

@@ -22,6 +22,7 @@ from typing import Any
 
 from pcapvision.classify.gate import ALLOWED_LAYERS, MAX_ARCHIVE_BYTES, RECORD_ENTRY, check_archive
 from pcapvision.classify.model import custom_objects
+from pcapvision.console import import_tensorflow
 from pcapvision.errors import ModelFormatError
 from pcapvision.io import atomic_path, sha256_file, write_json_atomic
 from pcapvision.outputs import staged_directory
@@ -69,13 +70,18 @@ def save_model(model: Any, model_dir: str | os.PathLike[str], metadata: Mapping[
 
 
 def is_model_directory(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` looks like a pcapvision classify model directory (so a new model may
-    replace it whole): its ``metadata.json`` names the classify stage."""
+    """Whether ``path`` is a pcapvision classify model directory, whole or torn (so a new model
+    may replace it whole): its ``metadata.json`` names the classify stage, or it holds nothing but
+    the names a model directory holds (a directory torn by an older, non-atomic write)."""
+    directory = Path(path)
     try:
-        meta = json.loads((Path(path) / METADATA_FILE).read_text(encoding="utf-8"))
+        meta = json.loads((directory / METADATA_FILE).read_text(encoding="utf-8"))
+        if isinstance(meta, dict) and meta.get("stage") == STAGE:
+            return True
     except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("stage") == STAGE
+        pass
+    known = {MODEL_FILE, METADATA_FILE, SPLIT_MANIFEST_FILE, "report"}
+    return all(p.name in known or p.name.startswith(("evaluation-", ".")) for p in directory.iterdir())
 
 
 def staged_model_directory(model_dir: str | os.PathLike[str]) -> Any:
@@ -266,6 +272,7 @@ def load_model(model_dir: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
 
 def _keras_load(data: bytes, model_path: Path) -> Any:
     """Keras loads a private copy of the checked bytes (never the path, which could change)."""
+    import_tensorflow()
     import keras
 
     with tempfile.TemporaryDirectory(prefix="pcapvision-model-") as private:

@@ -42,7 +42,7 @@ from pcapvision.classify.evaluate import (
 from pcapvision.classify.model import DEFAULT_LEARNING_RATE, OPTIMIZERS
 from pcapvision.classify.predict import check_representation, predict_proba
 from pcapvision.classify.train import train_model
-from pcapvision.errors import DataContractError, ModelFormatError
+from pcapvision.errors import DataContractError, InputNotFoundError, ModelFormatError
 from pcapvision.io import make_metadata, sha256_file, write_json_atomic, write_parquet_atomic
 from pcapvision.outputs import replace_files_together
 from pcapvision.report import HtmlReport
@@ -303,6 +303,8 @@ def evaluate(
     the baselines are fitted on the training table if it is still at its recorded path.
     Default ``out_dir``: ``MODEL_DIR/evaluation-<data name>``.
     """
+    if str(data) != "mnist" and not Path(data).exists():  # fail before TensorFlow starts
+        raise InputNotFoundError(f"{data}: no such file or directory")
     model, metadata = load_model(model_dir)
     class_names = list(metadata["class_names"])
     thr = float(metadata.get("params", {}).get("threshold", 0.5)) if threshold is None else check_number("threshold", threshold, min_value=0, max_value=1)

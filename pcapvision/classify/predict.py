@@ -125,6 +125,7 @@ def predict_pcaps(
     suffix = None if output is None else Path(output).suffix.lower()
     if suffix not in (None, ".parquet", ".csv"):
         raise ParameterError(f"The 'output' parameter must end in .parquet or .csv. Got {os.fspath(output)!r} instead.")
+    captures = discover_captures(pcaps)  # a wrong path fails before TensorFlow starts
     model, metadata = load_model(model_dir)
     if metadata.get("representation") is None:
         raise ModelFormatError(f"{model_dir}: the model was trained on MNIST; predict needs a model trained on traffic images")
@@ -133,7 +134,7 @@ def predict_pcaps(
     options = _ingest_options(metadata)
     frames = []
     failures: dict[str, str] = {}
-    for capture in discover_captures(pcaps):
+    for capture in captures:
         # A bad capture costs its own verdicts only: record why, go on, write the rest.
         try:
             flows = read_flows(capture, options)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pcapvision.errors import DataContractError, ModelFormatError
+from pcapvision.errors import DataContractError, InputNotFoundError, ModelFormatError
 from pcapvision.io import make_metadata, write_bytes_atomic, write_json_atomic
 from pcapvision.outputs import check_writable_directory, output_lock, replace_files_together
 from pcapvision.robustness.attacks import (
@@ -195,16 +195,18 @@ def run_suite(
     from, for network-level distortions. ``config`` overrides the named suite's sizes.
     Returns the ``robustness.json`` record.
     """
-    import keras
-
     from pcapvision.classify import load_model
 
     seed = check_int("seed", seed, min_value=0)
     cfg = config if config is not None else suite_config(suite)
     check_choice("suite", suite, SUITES)
+    if data is not None and str(data) != "mnist" and not Path(data).exists():  # fail before TensorFlow starts
+        raise InputNotFoundError(f"{data}: no such file or directory")
     started = time.perf_counter()
+    model, metadata = load_model(model_dir)  # checks the model directory before TensorFlow is imported
+    import keras
+
     keras.utils.set_random_seed(seed)
-    model, metadata = load_model(model_dir)
     ev = load_eval_data(model_dir, metadata, data, mnist_file)
     names = ev.class_names
     binary = _binary_target(metadata, names)

@@ -119,3 +119,15 @@ def test_report_files_are_swapped_in_together(tmp_path):
         replace_files_together(out, {"a.json": lambda p: p.write_text("new"), "b.html": broken})
     assert {p.name: p.read_text() for p in out.iterdir()} == {"a.json": "old", "b.html": "old"}
 
+
+
+def test_a_torn_model_directory_is_replaced_but_foreign_files_are_not(tmp_path):
+    from pcapvision.classify.artifact import is_model_directory
+
+    torn = tmp_path / "torn"
+    torn.mkdir()
+    (torn / "split_manifest.parquet").write_bytes(b"half")
+    (torn / "evaluation-images").mkdir()
+    assert is_model_directory(torn)
+    (torn / "thesis.tex").write_text("keep")
+    assert not is_model_directory(torn)
