@@ -159,3 +159,35 @@ def test_native_stderr_is_silenced_only_while_tensorflow_starts(capfd):
     os.write(2, b"after\n")
     err = capfd.readouterr().err
     assert err == "before\nafter\n"
+
+
+def test_a_full_disk_during_ingest_is_the_output_s_failure_not_the_capture_s(tmp_path, capsys, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from tests.ingest.crafted import PacketSpec, Record, ethernet, write_pcap
+
+    pcap = write_pcap(tmp_path / "a.pcap", [Record(1_700_000_000_000_000_000, ethernet(
+        PacketSpec("10.0.0.1", "10.0.0.2", 40000, 443, payload=b"x" * 64).ip_packet()))])
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", full)
+    out = tmp_path / "out" / "flows.parquet"
+    assert main(["ingest", str(pcap), "-o", str(out), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"pcapvision ingest: error: writing {out}: no space left on device"
+    assert sorted(p.name for p in out.parent.iterdir()) == [".flows.parquet.lock"]
+
+
+def test_an_mnist_model_given_an_images_table_is_told_so(broken_tables, tmp_path):
+    from pcapvision.classify import build_mlp, evaluate, save_model
+    from pcapvision.errors import ModelFormatError
+    from pcapvision.io import make_metadata
+
+    model_dir = tmp_path / "mnist-model"
+    save_model(build_mlp((28, 28, 1), 10), model_dir, make_metadata(
+        "classify", {}, class_names=[str(d) for d in range(10)], target="digit",
+        dataset={"name": "mnist", "source": "bundled", "seed": 0, "data_sha256": "0" * 64}))
+    with pytest.raises(ModelFormatError, match=r"mnist-model: an MNIST model cannot be evaluated on the images table .*good"):
+        evaluate(model_dir, broken_tables / "good.parquet")

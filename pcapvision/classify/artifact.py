@@ -154,6 +154,11 @@ def metadata_problems(metadata: Mapping[str, Any]) -> list[str]:
         need(metadata.get(key) is None or isinstance(metadata[key], str), f"{key} must be a string or null (got {_brief(metadata.get(key))})")
     for key in ("representation_params", "dataset", "images_schema", "history", "metrics"):
         need(metadata.get(key) is None or isinstance(metadata[key], dict), f"{key} must be an object or null (got {_brief(metadata.get(key))})")
+    dataset = metadata.get("dataset")
+    if isinstance(dataset, dict) and dataset.get("name") == "mnist":  # what evaluate/robustness rebuild the split from
+        need(isinstance(dataset.get("source"), str) and isinstance(dataset.get("seed"), int)
+             and isinstance(dataset.get("data_sha256"), str),
+             f"dataset (MNIST) must hold source, seed and data_sha256 (got keys {sorted(dataset)})")
     split = metadata.get("split")
     need(split is None or isinstance(split, dict), f"split must be an object or null (got {_brief(split)})")
     if isinstance(split, dict) and ("manifest_file" in split or "manifest_sha256" in split):

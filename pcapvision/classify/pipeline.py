@@ -321,6 +321,9 @@ def evaluate(
         x_train, y_train = x_train[fit_idx], y_train[fit_idx]
         dataset, split = dict(info), {"rule": metadata.get("split", {}).get("rule"), "n_test": len(y_test)}
     else:
+        if metadata.get("representation") is None:
+            raise ModelFormatError(f"{model_dir}: an MNIST model cannot be evaluated on the images table {data}; "
+                                   "evaluate it on 'mnist'")
         target = metadata.get("target", "label")
         images = load_images_dataset(data, target=target)
         check_representation(metadata, images.schema, str(data))

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pcapvision.console import progress
-from pcapvision.errors import CaptureFormatError, InputNotFoundError, ParameterError, PcapvisionError
+from pcapvision.errors import CaptureFormatError, InputNotFoundError, OutputWriteError, ParameterError, PcapvisionError
 from pcapvision.ingest.flows import FLOW_SCHEMA_FIELDS, FlowOptions, assemble_flow_batches
 from pcapvision.ingest.labels import Labeler
 from pcapvision.ingest.packets import IPV4_MAPPED_PREFIX, PacketBatch
@@ -48,6 +48,7 @@ from pcapvision.io import (
     sha256_file,
     temp_path_beside,
     with_metadata,
+    write_error,
 )
 from pcapvision.outputs import output_lock, remove_stale_temporaries, remove_stale_temporaries_in
 from pcapvision.validation import check_choice, check_positive_int
@@ -482,11 +483,22 @@ class FlowsWriter:
                                         use_dictionary=_DICTIONARY_COLUMNS, write_statistics=_STATISTICS_COLUMNS)
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if self._writer is None:
-            self._open()
-        if batch.num_rows:
-            self._writer.write_batch(batch)
-            self._pending_rows += batch.num_rows
+        with self._writing():
+            if self._writer is None:
+                self._open()
+            if batch.num_rows:
+                self._writer.write_batch(batch)
+                self._pending_rows += batch.num_rows
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """An OSError while writing is the output's (disk full...), never the capture's fault."""
+        try:
+            yield
+        except OutputWriteError:
+            raise
+        except OSError as exc:
+            raise write_error(self.path, exc) from exc
 
     def commit(self) -> None:
         self._committed_rows += self._pending_rows
@@ -512,13 +524,14 @@ class FlowsWriter:
     def close(self, metadata: dict[str, Any]) -> Path:
         """Write the metadata, finish the file and rename it onto ``path``."""
         self.commit()
-        if self._writer is None:
-            self._open()
-        encoded = with_metadata(FLOWS_SCHEMA.empty_table(), metadata).schema.metadata
-        self._writer.add_key_value_metadata(encoded)
-        self._writer.close()
-        self._writer = None
-        os.replace(self._tmp, self.path)
+        with self._writing():
+            if self._writer is None:
+                self._open()
+            encoded = with_metadata(FLOWS_SCHEMA.empty_table(), metadata).schema.metadata
+            self._writer.add_key_value_metadata(encoded)
+            self._writer.close()
+            self._writer = None
+            os.replace(self._tmp, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -576,6 +589,8 @@ def _consume_capture(task: _Task, options: IngestOptions, labeler: Labeler | Non
                                           stats=stats, on_chunk=on_chunk):
                 write(batch)
         return _Result(stats)
+    except OutputWriteError:
+        raise  # the output cannot be written: not this capture's failure
     except INPUT_ERRORS as exc:
         log.debug("%s failed", task.path, exc_info=True)
         return _Result(stats, _reason(exc, task.path))

@@ -136,6 +136,9 @@ def load_eval_data(model_dir: str | os.PathLike[str], metadata: dict[str, Any], 
     from pcapvision.classify import load_images_dataset, read_split_manifest
     from pcapvision.classify.predict import check_representation
 
+    if metadata.get("representation") is None:
+        raise ModelFormatError(f"{model_dir}: an MNIST model cannot be tested on the images table {data}; "
+                               "omit DATA (or give 'mnist')")
     target = metadata.get("target", "label")
     images = load_images_dataset(data, target=target)
     check_representation(metadata, images.schema, str(data))
@@ -193,8 +196,15 @@ def run_suite(
     ``data``: ``None`` or ``"mnist"`` for an MNIST model's own test split (``mnist_file`` when
     the file moved), else an images table. ``flows``: the flows table the images were rendered
     from, for network-level distortions. ``config`` overrides the named suite's sizes.
-    Returns the ``robustness.json`` record.
+    Returns the ``robustness.json`` record. A second run into the same ``output_dir`` is refused
+    (:class:`~pcapvision.errors.LockedError`) while this one runs.
     """
+    with output_lock(Path(output_dir), what="robustness run into this directory"):
+        return _run_suite(model_dir, data, output_dir, suite, mnist_file=mnist_file, flows=flows, seed=seed,
+                          config=config)
+
+
+def _run_suite(model_dir, data, output_dir, suite, *, mnist_file, flows, seed, config) -> dict[str, Any]:
     from pcapvision.classify import load_model
 
     seed = check_int("seed", seed, min_value=0)
@@ -278,13 +288,12 @@ def run_suite(
     from pcapvision.robustness.report import write_report
 
     # The three files are one report: replaced together, never half new, half old.
-    with output_lock(out_dir):
-        replace_files_together(out_dir, {
-            EXAMPLES_FILE: lambda path: _write_examples(path, y_att, proba_att, examples),
-            JSON_FILE: lambda path: write_json_atomic(path, record),
-            HTML_FILE: lambda path: write_report(path, record, x_att=x_att, y_att=y_att, proba_att=proba_att,
-                                                 report_result=report_result, fooling=fooling),
-        })
+    replace_files_together(out_dir, {
+        EXAMPLES_FILE: lambda path: _write_examples(path, y_att, proba_att, examples),
+        JSON_FILE: lambda path: write_json_atomic(path, record),
+        HTML_FILE: lambda path: write_report(path, record, x_att=x_att, y_att=y_att, proba_att=proba_att,
+                                             report_result=report_result, fooling=fooling),
+    })
     log.info("robustness report written to %s (%.0fs)", out_dir, record["seconds"])
     return record
 

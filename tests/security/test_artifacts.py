@@ -131,3 +131,12 @@ def test_a_torn_model_directory_is_replaced_but_foreign_files_are_not(tmp_path):
     assert is_model_directory(torn)
     (torn / "thesis.tex").write_text("keep")
     assert not is_model_directory(torn)
+
+
+def test_a_second_robustness_run_into_the_same_report_is_refused(tmp_path):
+    from pcapvision.robustness import run_suite
+
+    out = tmp_path / "report"
+    with output_lock(out, what="robustness run into this directory"), \
+            pytest.raises(LockedError, match="another robustness run into this directory is running"):
+        run_suite(tmp_path / "no-model", None, out)

@@ -201,11 +201,13 @@ def test_metadata_schema_lists_every_problem_on_one_line(model_dir, tmp_path, ke
     crafted = tmp_path / "schema"
     shutil.copytree(model_dir, crafted)
     meta = json.loads((crafted / "metadata.json").read_text())
-    meta.update(class_names="ab", params={"threshold": "0.5"}, input_shape=[28, -1, 1], model_sha256="XYZ")
+    meta.update(class_names="ab", params={"threshold": "0.5"}, input_shape=[28, -1, 1], model_sha256="XYZ",
+                dataset={"name": "mnist"})
     (crafted / "metadata.json").write_text(json.dumps(meta))
     message = _refused(crafted, "invalid metadata")
     for fragment in ("class_names must be a list", "params.threshold must be a number in [0, 1]",
-                     "input_shape must be a list of three positive ints", "model_sha256 must be 64 lowercase hex"):
+                     "input_shape must be a list of three positive ints", "model_sha256 must be 64 lowercase hex",
+                     "dataset (MNIST) must hold source, seed and data_sha256"):
         assert fragment in message
     (crafted / "metadata.json").write_text(json.dumps({**meta, "params": {"threshold": 0.5}}).replace('"XYZ"', "NaN"))
     _refused(crafted, "corrupt metadata")
