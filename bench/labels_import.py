@@ -3,7 +3,8 @@
     .venv/bin/python bench/labels_import.py              # 100,000 records / flows
     .venv/bin/python bench/labels_import.py --n 20000 --json
 
-A flows table of N TCP/UDP flows (distinct 5-tuples, starts spread over an afternoon) is built in
+A flows table of N TCP/UDP flows (500 clients, 5,000 servers, random client ports; starts spread
+over an afternoon) is built in
 memory; the CSV has one record per flow in CICFlowMeter's layout (' Source IP' headers,
 ``dd/mm/yyyy h:mm`` on a 12-hour clock without PM, half the records in the reverse direction,
 80% BENIGN), plus 1% records with no flow. Phases are timed separately (wall and process CPU):
@@ -45,9 +46,11 @@ def make_data(n: int, directory: Path, seed: int = 0) -> tuple[pa.Table, Path, l
     rng = np.random.default_rng(seed)
     start = datetime(2017, 7, 3, 13, 0, tzinfo=ZoneInfo(ZONE))
     offsets = np.sort(rng.integers(0, 4 * 3600 * 10**6, n))  # µs over four afternoon hours
-    src = [f"192.168.{a}.{b}" for a, b in zip(rng.integers(0, 256, n), rng.integers(1, 255, n))]
-    dst = [f"10.{a}.{b}.{c}" for a, b, c in zip(rng.integers(0, 256, n), rng.integers(0, 256, n),
-                                                 rng.integers(1, 255, n))]
+    # Hosts repeat as in a lab capture: 500 clients, 5,000 servers.
+    clients = [f"192.168.{i // 250}.{i % 250 + 1}" for i in range(500)]
+    servers = [f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}" for i in range(5000)]
+    src = [clients[i] for i in rng.integers(0, len(clients), n)]
+    dst = [servers[i] for i in rng.integers(0, len(servers), n)]
     sport = rng.integers(1024, 65536, n)
     dport = rng.choice([80, 443, 53, 22, 8080], n)
     proto = np.where(dport == 53, 17, 6)

@@ -65,21 +65,7 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                         help="a *.parquet file holding all flows, or a dataset directory with one part per "
                              "capture (<sha256[:16]>.parquet; re-runs skip captures already there with the same "
                              "parameters and labels, and re-ingest the others)")
-    flows = parser.add_argument_group("flows")
-    flows.add_argument("--idle-timeout", type=float, default=120.0, metavar="SECONDS",
-                       help="a flow ends after this long without a packet")
-    flows.add_argument("--active-timeout", type=float, default=1800.0, metavar="SECONDS",
-                       help="a flow is split after lasting this long")
-    flows.add_argument("--max-bytes", type=int, default=4096, metavar="N",
-                       help="payload bytes kept per flow (payload and each direction)")
-    flows.add_argument("--max-packets", type=int, default=64, metavar="N",
-                       help="packets kept in the per-packet lists (packet_time_ms, ...)")
-    reading = parser.add_argument_group("reading")
-    reading.add_argument("--reader", choices=("auto", "dpkt", "scapy"), default="auto",
-                         help="capture decoder: auto (fast numpy path, dpkt fallback), dpkt, or scapy (slow "
-                              "cross-check)")
-    reading.add_argument("--chunk-packets", type=int, default=65536, metavar="N",
-                         help="packets decoded per chunk (memory holds one chunk plus the open flows)")
+    reading = _add_ingest_options(parser)
     reading.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (parallel over files)")
     reading.add_argument("--force", action="store_true",
                          help="re-ingest captures whose part already exists in a dataset directory, even when "
@@ -100,12 +86,46 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
     parser.set_defaults(handler=_run_ingest)
 
 
+# The options of 'ingest' that shape the flows (IngestOptions fields): also taken by 'predict'.
+# (flag, IngestOptions field, type, default, metavar or choices, help)
+_INGEST_OPTIONS = (
+    ("--idle-timeout", "idle_timeout_s", float, 120.0, "SECONDS", "a flow ends after this long without a packet"),
+    ("--active-timeout", "active_timeout_s", float, 1800.0, "SECONDS", "a flow is split after lasting this long"),
+    ("--max-bytes", "max_bytes", int, 4096, "N", "payload bytes kept per flow (payload and each direction)"),
+    ("--max-packets", "max_packets", int, 64, "N", "packets kept in the per-packet lists (packet_time_ms, ...)"),
+    ("--on-hole", "on_hole", str, "stop", ("stop", "skip"),
+     "TCP payload at a hole the capture missed: stop there, or skip it (close the gap, mark the join in "
+     "*_payload_holes) and keep the bytes after it"),
+    ("--reader", "reader", str, "auto", ("auto", "dpkt", "scapy"),
+     "capture decoder: auto (fast numpy path, dpkt fallback), dpkt, or scapy (slow cross-check)"),
+    ("--chunk-packets", "chunk_packets", int, 65536, "N",
+     "packets decoded per chunk (memory holds one chunk plus the open flows)"),
+)
+
+
+def _add_ingest_options(parser: argparse.ArgumentParser, *, from_model: bool = False) -> argparse._ArgumentGroup:
+    """Add the flow and reading options of 'ingest' (``from_model``: no defaults, a given option
+    overrides the model's recorded value); returns the 'reading' group."""
+    suffix = " (default: the values recorded with the model)" if from_model else ""
+    flows = parser.add_argument_group("flows" + suffix)
+    reading = parser.add_argument_group("reading" + suffix)
+    for flag, field, kind, default, shape, text in _INGEST_OPTIONS:
+        group = reading if field in ("reader", "chunk_packets") else flows
+        extra = {"choices": shape} if isinstance(shape, tuple) else {"metavar": shape}
+        group.add_argument(flag, dest=field, type=kind, help=text,
+                           default=argparse.SUPPRESS if from_model else default, **extra)
+    return reading
+
+
+def _ingest_options_given(args: argparse.Namespace) -> dict[str, object]:
+    """The IngestOptions fields set on the command line (all of them for 'ingest')."""
+    return {field: getattr(args, field) for _, field, *_ in _INGEST_OPTIONS if hasattr(args, field)}
+
+
 def _run_ingest(args: argparse.Namespace) -> int:
     from pcapvision.ingest import IngestOptions, Labeler, ingest
 
-    options = IngestOptions(idle_timeout_s=args.idle_timeout, active_timeout_s=args.active_timeout,
-                            max_bytes=args.max_bytes, max_packets=args.max_packets, reader=args.reader,
-                            chunk_packets=args.chunk_packets)
+    options = IngestOptions(**_ingest_options_given(args))
     if args.label is not None and args.labels is not None:
         raise ParameterError("--label and --labels cannot be combined: label every flow, or label by rules")
     if args.family is not None and args.label is None:
@@ -202,7 +222,7 @@ def _add_labels(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                     "docs/ingest-labels.md. Exit codes: 0 ok; 1 a file could not be read (the rest is written);\n"
                     "2 usage error.")
     importer.add_argument("sources", nargs="+", metavar="FILE",
-                          help="ground-truth files (for --format folders: the SRC directory)")
+                          help="ground-truth files or quoted glob patterns (for --format folders: the SRC directory)")
     importer.add_argument("--format", required=True, choices=_label_formats(), dest="label_format",
                           help="what the files are")
     importer.add_argument("-o", "--output", required=True, metavar="RULES.csv", help="rules CSV to write")
@@ -399,12 +419,13 @@ def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.Argume
     parser.add_argument("--threshold", type=float, default=None,
                         help="binary models: operating threshold on p(malicious) (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=512, help="images per inference batch")
+    _add_ingest_options(parser, from_model=True)
 
     def run(args: argparse.Namespace) -> int:
         from pcapvision.classify.predict import predict_pcaps
 
         verdicts = predict_pcaps(args.model, args.pcaps, args.output, threshold=args.threshold,
-                                 batch_size=args.batch_size)
+                                 batch_size=args.batch_size, ingest_options=_ingest_options_given(args))
         counts = verdicts["predicted"].value_counts().to_dict() if len(verdicts) else {}
         print(f"{args.output}: {len(verdicts)} flows; predicted {counts}")
         failed = verdicts.attrs.get("failed_captures") or {}
@@ -512,34 +533,49 @@ _SUBCOMMANDS.append(_add_robustness)
 
 def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
-        "run", parents=[common], formatter_class=_Formatter,
-        help="the main job: ingest, image, train, evaluate and attack in one go",
-        description="Run every stage end to end: captures -> OUT/flows -> OUT/images.parquet -> OUT/model "
-                    "-> OUT/robustness. Stages whose inputs and parameters did not change are reused.",
+        "run", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="the main job: traffic and MNIST models trained, evaluated and attacked, one report",
+        description="Run every stage end to end: captures -> OUT/flows -> OUT/images.parquet -> OUT/model, the MNIST\n"
+                    "proof of concept (same architecture and training function) -> OUT/mnist-model, the robustness\n"
+                    "suite on both, and OUT/report.html. With no arguments it runs on the bundled sample_pcaps and\n"
+                    "MNIST sample. Parameters: defaults < --config FILE < options given here ('pcapvision config\n"
+                    "show' prints every parameter and its default). Stages whose inputs and parameters did not change\n"
+                    "are reused; run.json records the effective configuration.",
     )
-    parser.add_argument("captures", nargs="*", default=["sample_pcaps"], metavar="PATH",
-                        help="capture files, directories or globs")
-    parser.add_argument("-o", "--output", default="out", metavar="OUT", help="output directory")
+    # Every option defaults to None (= not given), so the config file's value stands unless overridden.
+    parser.add_argument("captures", nargs="*", default=None, metavar="PATH",
+                        help="capture files, directories or globs (default: sample_pcaps)")
+    parser.add_argument("--config", metavar="TOML", help="pipeline configuration file")
+    parser.add_argument("-o", "--output", metavar="OUT", help="output directory (default: out)")
     parser.add_argument("--labels", metavar="RULES.csv",
                         help="label rules (default: labels.csv inside the capture directory, if there is one)")
-    parser.add_argument("--repr", dest="representation", default="payload", metavar="NAME",
-                        help="image representation (see 'pcapvision image --help')")
-    parser.add_argument("--target", choices=("label", "family"), default="label", help="what the model predicts")
-    parser.add_argument("--arch", choices=("cnn", "mlp"), default="cnn", help="network architecture")
-    parser.add_argument("--epochs", type=int, default=20, help="maximum training epochs (early stopping on)")
-    parser.add_argument("--suite", choices=("quick", "full", "none"), default="quick", help="robustness suite")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for every stage")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="ingest worker processes")
+    parser.add_argument("--repr", dest="representation", metavar="NAME",
+                        help="image representation (default: payload; see 'pcapvision image --help')")
+    parser.add_argument("--target", choices=("label", "family"), help="what the traffic model predicts (default: label)")
+    parser.add_argument("--arch", choices=("cnn", "mlp"), help="network architecture of both models (default: cnn)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs of the traffic model (default: 20)")
+    parser.add_argument("--mnist-epochs", type=int, help="maximum epochs of the MNIST model (default: 6)")
+    parser.add_argument("--mnist-file", metavar="PATH", help="MNIST file (default: the bundled 10,000-digit sample)")
+    parser.add_argument("--no-mnist", dest="mnist", action="store_const", const=False,
+                        help="skip the MNIST proof of concept")
+    parser.add_argument("--suite", choices=("quick", "full", "none"), help="robustness suite (default: quick)")
+    parser.add_argument("--seed", type=int, help="random seed for every stage (default: 0)")
+    parser.add_argument("--executor", choices=("local", "dask"),
+                        help="where ingest and imaging run (default: local; dask needs pcapvision[dask])")
+    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                        help="with --executor dask: a running scheduler (default: a LocalCluster of --jobs workers)")
+    parser.add_argument("--jobs", type=int, metavar="N", help="ingest worker processes or LocalCluster workers (default: 1)")
     parser.add_argument("--force", action="store_true", help="redo every stage even if its output is up to date")
     parser.set_defaults(handler=_run_run)
 
 
 def _run_run(args: argparse.Namespace) -> int:
+    from pcapvision.config import OPTIONS, load_config
     from pcapvision.run import format_run, run_pipeline
 
-    record = run_pipeline(args.captures, args.output, labels=args.labels, representation=args.representation,
-                          target=args.target, arch=args.arch, epochs=args.epochs, suite=args.suite, seed=args.seed,
-                          jobs=args.jobs, force=args.force, quiet=args.quiet)
+    options = {name: getattr(args, name, None) for name in OPTIONS}
+    options["captures"] = args.captures or None  # argparse gives [] for no PATH: the configured captures stand
+    record = run_pipeline(config=load_config(args.config), force=args.force, quiet=args.quiet, **options)
     print(format_run(record))
     ingest_summary = record["stages"]["ingest"]
     if ingest_summary.get("internal_errors"):
@@ -548,6 +584,29 @@ def _run_run(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS.append(_add_run)
+
+
+def _add_config(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "config", parents=[common], formatter_class=_Formatter,
+        help="print the pipeline configuration as a commented TOML file",
+        description="'pcapvision config show' prints every parameter of 'pcapvision run' with its default, as a\n"
+                    "commented TOML file to edit and pass back with --config; with --config FILE it prints that\n"
+                    "file's effective configuration (defaults filled in, after validation).",
+    )
+    parser.add_argument("action", choices=("show",), help="what to do")
+    parser.add_argument("--config", metavar="TOML", help="show this file's effective configuration")
+
+    def run(args: argparse.Namespace) -> int:
+        from pcapvision.config import load_config, render_toml
+
+        print(render_toml(load_config(args.config)), end="")
+        return EXIT_OK
+
+    parser.set_defaults(handler=run)
+
+
+_SUBCOMMANDS.append(_add_config)
 
 
 def _add_compare_and_import(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -36,7 +36,7 @@ def small_sample(tmp_path_factory) -> Path:
 
 def test_run_end_to_end_then_reuse(small_sample, tmp_path):
     out = tmp_path / "out"
-    record = run_pipeline([small_sample], out, epochs=2, suite="none", seed=0, quiet=True)
+    record = run_pipeline([small_sample], out, epochs=2, suite="none", seed=0, mnist=False, quiet=True)
     assert record["labels"] == str(small_sample / "labels.csv")
     assert record["stages"]["ingest"]["files_ok"] == 6
     for path in ("flows", "images.parquet", "model/model.keras", "model/metadata.json",
@@ -47,17 +47,17 @@ def test_run_end_to_end_then_reuse(small_sample, tmp_path):
     assert json.loads((out / "run.json").read_text())["stages"]["train"]["reused"] is False
     assert "test accuracy" in format_run(record)
 
-    again = run_pipeline([small_sample], out, epochs=2, suite="none", seed=0, quiet=True)
+    again = run_pipeline([small_sample], out, epochs=2, suite="none", seed=0, mnist=False, quiet=True)
     assert again["stages"]["ingest"]["files_skipped_already_ingested"] == 6
     assert again["stages"]["image"]["reused"] and again["stages"]["train"]["reused"]
 
-    changed = run_pipeline([small_sample], out, epochs=3, suite="none", seed=0, quiet=True)
+    changed = run_pipeline([small_sample], out, epochs=3, suite="none", seed=0, mnist=False, quiet=True)
     assert changed["stages"]["image"]["reused"] and not changed["stages"]["train"]["reused"]
 
 
 def _run(sample: Path, out: Path, **kw):
     kw.setdefault("epochs", 1)
-    return run_pipeline([sample], out, suite="none", seed=0, quiet=True, **kw)
+    return run_pipeline([sample], out, suite="none", seed=0, mnist=False, quiet=True, **kw)
 
 
 def test_reuse_follows_the_artifact_not_the_run_record(small_sample, tmp_path):
@@ -112,6 +112,59 @@ def test_each_stage_is_recorded_when_it_finishes_and_a_killed_stage_is_redone(sm
     model_file.write_bytes(model_file.read_bytes() + b"\0")
     record = _run(small_sample, out)
     assert record["stages"]["train"]["reused"] is False
+
+
+# The smallest robustness suite that still runs every study once.
+TINY_SUITE = {"n_eval": 100, "n_attack": 50, "n_deepfool": 2, "fooling_steps": 5, "n_certify": 2, "certify_n": 50,
+              "n_realizable": 1}
+
+
+@pytest.fixture(scope="module")
+def small_mnist(tmp_path_factory) -> Path:
+    """600 digits of the bundled MNIST sample (an x/y npz, split 80/20 by load_mnist)."""
+    import numpy as np
+
+    from pcapvision.classify import load_mnist
+
+    x_train, y_train, _, _, _ = load_mnist(None, seed=0, allow_download=False)
+    path = tmp_path_factory.mktemp("mnist") / "mnist-600.npz"
+    pick = np.random.default_rng(0).permutation(len(y_train))[:600]
+    x = np.clip(np.rint(x_train[pick, :, :, 0] * 255), 0, 255).astype(np.uint8)
+    np.savez_compressed(path, x=x, y=y_train[pick])
+    return path
+
+
+def test_default_run_trains_both_models_writes_one_report_then_reuses_everything(small_sample, small_mnist, tmp_path):
+    from pcapvision.config import validate
+
+    out = tmp_path / "out"
+    config = validate({"train": {"epochs": 1}, "mnist": {"epochs": 1, "file": str(small_mnist)},
+                       "robustness": TINY_SUITE})
+    record = run_pipeline([small_sample], out, config=config, quiet=True)
+    expected = {"ingest", "image", "train", "mnist-train", "robustness", "mnist-robustness", "report"}
+    assert set(record["stages"]) == expected
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["config"]["mnist"]["file"] == str(small_mnist) and saved["config"]["train"]["epochs"] == 1
+    assert saved["config"]["run"]["captures"] == [str(small_sample)]
+
+    page = (out / "report.html").read_text()
+    # Both models, side by side, in every section that compares them.
+    assert "traffic CNN" in page and "MNIST CNN" in page
+    for section in ("Training curves", "Confusion matrices", "Robustness to adversarial attacks (both models)",
+                    "Robustness to distortions (both models)", "Adversarial examples", "Fooling images",
+                    "Byte-realizable attack"):
+        assert f"<h2>{section}" in page, section
+    for model in ("traffic", "MNIST"):
+        assert f"{model}: clean " in page  # the attack-curve sentence names each model's figures
+        assert f"{model}: starting from noise" in page
+    assert page.count("<img") >= 12
+    assert "mnist-robustness/robustness.html" in page and "model/report/report.html" in page
+    assert "src=\"http" not in page and "<script" not in page  # self-contained
+
+    again = run_pipeline([small_sample], out, config=config, quiet=True)
+    assert [name for name in expected - {"ingest"} if not again["stages"][name]["reused"]] == []
+    assert again["stages"]["ingest"]["files_skipped_already_ingested"] == 6
+    assert (out / "report.html").read_text() == page
 
 
 def test_new_label_rules_redo_every_stage(small_sample, tmp_path):

@@ -15,6 +15,7 @@ Public API::
     read_split_manifest(model_dir, metadata) -> DataFrame                  # hash-verified split
     staged_model_directory(model_dir)                                       # write a model dir as a unit
     train_mnist(...), train_images(...), evaluate(...), predict_pcaps(...)
+    plot_training_curves(history), plot_confusion_matrix(cm, names), plot_samples_per_class(x, y, names)
 """
 
 from __future__ import annotations
@@ -43,12 +44,16 @@ from pcapvision.classify.datasets import (
 from pcapvision.classify.evaluate import classification_metrics, run_baselines
 from pcapvision.classify.model import ARCHITECTURES, build_cnn, build_cnn1d, build_cnn_embed, build_mlp, build_model
 from pcapvision.classify.pipeline import evaluate, train_images, train_mnist
+from pcapvision.classify.plots import confusion_matrix as plot_confusion_matrix
+from pcapvision.classify.plots import samples_per_class as plot_samples_per_class
+from pcapvision.classify.plots import training_curves as plot_training_curves
 from pcapvision.classify.predict import predict_proba
 from pcapvision.classify.train import make_dataset, train_model
 
 __all__ = [
     "ARCHITECTURES", "SPLIT_MANIFEST_FILE", "ImagesDataset", "build_cnn", "build_cnn1d", "build_cnn_embed", "build_mlp",
     "build_model", "classification_metrics", "evaluate", "load_images_dataset", "load_mnist", "load_model",
-    "make_dataset", "mnist_test_split", "predict_proba", "read_metadata", "read_split_manifest", "run_baselines",
-    "save_model", "split_indices", "staged_model_directory", "train_images", "train_mnist", "train_model",
+    "make_dataset", "mnist_test_split", "plot_confusion_matrix", "plot_samples_per_class", "plot_training_curves",
+    "predict_proba", "read_metadata", "read_split_manifest", "run_baselines", "save_model", "split_indices",
+    "staged_model_directory", "train_images", "train_mnist", "train_model",
 ]

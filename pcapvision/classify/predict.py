@@ -57,12 +57,17 @@ def check_representation(metadata: Mapping[str, Any], images_schema: Mapping[str
         )
 
 
-def _ingest_options(metadata: Mapping[str, Any]) -> Any:
+def _ingest_options(metadata: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Any:
+    """The ingest options recorded with the model's training flows, with ``overrides`` on top."""
     from pcapvision.ingest import IngestOptions
 
     flows_params = (((metadata.get("images_schema") or {}).get("input") or {}).get("flows_params")) or {}
     known = {f.name for f in dataclasses.fields(IngestOptions)}
-    return IngestOptions(**{k: v for k, v in flows_params.items() if k in known})
+    unknown = sorted(set(overrides or {}) - known)
+    if unknown:
+        raise ParameterError(f"The 'ingest_options' parameter must hold IngestOptions fields ({', '.join(sorted(known))}). "
+                             f"Got {', '.join(unknown)} instead.")
+    return IngestOptions(**{**{k: v for k, v in flows_params.items() if k in known}, **(overrides or {})})
 
 
 def _verdict_rows(model: Any, metadata: Mapping[str, Any], flows: pa.Table, source_file: str, threshold: float,
@@ -106,10 +111,12 @@ def predict_pcaps(
     *,
     threshold: float | None = None,
     batch_size: int = 512,
+    ingest_options: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Per-flow verdicts for capture files (or directories/globs of them) with a traffic model.
 
-    Each capture is read with the ingest options and rendered with the representation, parameters
+    Each capture is read with the ingest options recorded with the model's training flows
+    (``ingest_options`` overrides some of them, e.g. ``{"idle_timeout_s": 60}``) and rendered with the representation, parameters
     and TLS-name masking recorded in the model's metadata (no dedup: every flow keeps its row).
     Columns: ``source_file``, flow identification (``flow_id``, ``community_id``, addresses,
     ports...), ``imaged`` (False when the representation could not draw the flow: no verdict),
@@ -131,7 +138,7 @@ def predict_pcaps(
         raise ModelFormatError(f"{model_dir}: the model was trained on MNIST; predict needs a model trained on traffic images")
     thr = float((metadata.get("params") or {}).get("threshold", 0.5)) if threshold is None else \
         check_number("threshold", threshold, min_value=0, max_value=1)
-    options = _ingest_options(metadata)
+    options = _ingest_options(metadata, ingest_options)
     frames = []
     failures: dict[str, str] = {}
     for capture in captures:

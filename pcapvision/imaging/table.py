@@ -24,10 +24,11 @@ representation, its parameters, the input's hash and the imaging summary.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,12 +317,34 @@ def _image_metadata(rep: Representation, summary: ImagingSummary, **extra: Any) 
     )
 
 
+def _render_file(path: str, rep: Representation, mask: bool, group_by: str) -> tuple[list[_Part], ImagingSummary, MaskingStats]:
+    """Render one flows file on its own (one task of a distributed executor): its parts, in
+    order, and its share of the summary and masking counts."""
+    summary = ImagingSummary(rep.name, dict(rep.params), dedup=False, mask_tls_sni=mask, group_by=group_by)
+    masking = MaskingStats()
+    parquet = open_parquet(path)
+    columns = _needed_columns(rep, parquet.schema_arrow.names, mask=mask, group_by=group_by, where=path)
+    with parquet_errors(path):
+        parts = [_render_batch(b, rep, mask=mask, group_by=group_by, summary=summary, masking=masking)
+                 for b in parquet.iter_batches(batch_size=_READ_BATCH_ROWS, columns=columns)]
+    return parts, summary, masking
+
+
 def _render_all(
     batches: Iterable[pa.RecordBatch | pa.Table], rep: Representation, *, dedup: bool, mask: bool, group_by: str,
+    rendered: Iterable[tuple[list[_Part], ImagingSummary, MaskingStats]] = (),
 ) -> tuple[pa.Table, ImagingSummary]:
+    """Render ``batches`` (or take the files already ``rendered`` by :func:`_render_file`) and
+    assemble one deduplicated table."""
     summary = ImagingSummary(rep.name, dict(rep.params), dedup=dedup, mask_tls_sni=mask, group_by=group_by)
     masking = MaskingStats()
     parts = [_render_batch(b, rep, mask=mask, group_by=group_by, summary=summary, masking=masking) for b in batches]
+    for file_parts, file_summary, file_masking in rendered:
+        parts.extend(file_parts)
+        summary.rows_in += file_summary.rows_in
+        for reason, count in file_summary.skipped.items():
+            summary.skipped[reason] = summary.skipped.get(reason, 0) + count
+        masking.add(file_masking)
     if mask:
         summary.masking = masking.to_dict()
         if not rep.needs_payload:
@@ -397,10 +420,14 @@ def image_flows(
     preview: str | os.PathLike[str] | None = None,
     preview_per_class: int = 8,
     quiet: bool = False,
+    map_files: Callable[[Callable[[str], Any], list[str]], list[Any]] | None = None,
 ) -> ImagingSummary:
     """Read a flows table (file or dataset directory), render it, write the images table atomically.
 
     Also writes ``<output>.summary.json`` and, when ``preview`` is given, a PNG grid of samples.
+    ``map_files(function, paths)``: how to run ``function`` on every Parquet file of the table,
+    results in ``paths`` order (e.g. on a Dask cluster, see :mod:`pcapvision.executor`); the
+    table is the same as without it.
     """
     rep = _check_options(representation, params, dedup, mask_tls_sni, group_by)
     check_positive_int("preview_per_class", preview_per_class)
@@ -411,8 +438,13 @@ def image_flows(
 
     for f in files:  # fail on a bad part before rendering anything
         columns_for(f, read_parquet_schema(f))
-    batches = _read_batches(files, columns_for, quiet)
-    table, summary = _render_all(batches, rep, dedup=dedup, mask=mask_tls_sni, group_by=group_by)
+    if map_files is None:
+        table, summary = _render_all(_read_batches(files, columns_for, quiet), rep, dedup=dedup, mask=mask_tls_sni,
+                                     group_by=group_by)
+    else:
+        render = functools.partial(_render_file, rep=rep, mask=mask_tls_sni, group_by=group_by)
+        table, summary = _render_all((), rep, dedup=dedup, mask=mask_tls_sni, group_by=group_by,
+                                     rendered=map_files(render, [os.fspath(f) for f in files]))
     source = metadata_from_schema(read_parquet_schema(files[0]), files[0])
     meta = _image_metadata(
         rep, summary,

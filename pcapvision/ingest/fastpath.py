@@ -4,8 +4,9 @@ carrying IPv4 without fragmentation or IPv6 without extension headers, then TCP 
 :func:`classify_chunk` decodes the frames of a :class:`RecordChunk` in blocks of BLOCK_FRAMES:
 fixed-size windows of the link, IP and L4 headers are copied out of the capture buffer into small
 matrices and every field is computed column-wise. Each frame ends up accepted, skipped for a
-reason it can judge on clean headers (non-IP, ICMP, other protocols, IPv4 fragments), or marked
-for the reference (dpkt) decoder: anything truncated, malformed, tunnelled or otherwise unusual.
+reason it can judge on clean headers (non-IP, ICMP, other protocols), or marked for the
+reference (dpkt) decoder: anything truncated, malformed, tunnelled, fragmented (reassembly) or
+otherwise unusual.
 The rules are those of :func:`pcapvision.ingest.readers.decode_frame_dpkt`, which a test checks.
 """
 
@@ -25,7 +26,7 @@ from pcapvision.ingest.capture import (
 # Frame status codes in the array returned by classify_chunk.
 ACCEPT = 0
 FALLBACK = 1
-SKIP_REASONS = ("non_ip", "icmp", "other_ip_protocol", "ipv4_fragment")
+SKIP_REASONS = ("non_ip", "icmp", "other_ip_protocol")
 SKIP_CODE = {reason: 2 + i for i, reason in enumerate(SKIP_REASONS)}
 
 _VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
@@ -121,9 +122,8 @@ def _classify_block(buf: np.ndarray, off: np.ndarray, cap: np.ndarray, lt: np.nd
     # --- IPv4 ---------------------------------------------------------------------------------
     v4 = is4 & ~clipped & (ip_cap >= 20) & (version == 4)
     v4 &= (ihl >= 20) & (ip_cap >= ihl) & (total >= ihl)  # total length 0 (TSO) goes to dpkt
-    frag = v4 & (((iph[:, 6] & 0x3F) != 0) | (iph[:, 7] != 0))  # MF or a fragment offset
-    status[frag] = SKIP_CODE["ipv4_fragment"]
-    v4 &= ~frag
+    frag = v4 & (((iph[:, 6] & 0x3F) != 0) | (iph[:, 7] != 0))  # MF or a fragment offset: reassembly
+    v4 &= ~frag  # (fragments stay FALLBACK: the reference decoder hands them to the defragmenter)
 
     # --- IPv6 without extension headers ----------------------------------------------------------
     plen = _be16(iph, 4)

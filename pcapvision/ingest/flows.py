@@ -57,8 +57,9 @@ import pyarrow as pa
 from pcapvision.errors import ParameterError
 from pcapvision.ingest.community_id import community_ids
 from pcapvision.ingest.packets import ACK, FIN, PROTO_TCP, RST, SYN, PacketBatch, format_address
+from pcapvision.ingest.seqgaps import SequenceGaps
 from pcapvision.ingest.tls import client_hello_metadata
-from pcapvision.validation import check_int, check_positive_number
+from pcapvision.validation import check_choice, check_int, check_positive_number
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,13 @@ FLOW_SCHEMA_FIELDS: list[pa.Field] = [
     pa.field("bidirectional_bytes", pa.int64(), nullable=False),
     pa.field("src2dst_payload_bytes", pa.int64(), nullable=False),
     pa.field("dst2src_payload_bytes", pa.int64(), nullable=False),
+    pa.field("src2dst_missed_bytes", pa.int64(), nullable=False),
+    pa.field("dst2src_missed_bytes", pa.int64(), nullable=False),
     pa.field("payload", pa.binary(), nullable=False),
     pa.field("src2dst_payload", pa.binary(), nullable=False),
     pa.field("dst2src_payload", pa.binary(), nullable=False),
+    pa.field("src2dst_payload_holes", pa.list_(pa.int32()), nullable=False),
+    pa.field("dst2src_payload_holes", pa.list_(pa.int32()), nullable=False),
     pa.field("packet_time_ms", pa.list_(pa.float64()), nullable=False),
     pa.field("packet_direction", pa.list_(pa.uint8()), nullable=False),
     pa.field("packet_payload_bytes", pa.list_(pa.int32()), nullable=False),
@@ -112,6 +117,7 @@ _NEVER = _INT64_MAX  # position sentinel for "no such packet in the segment"
 _SWAP_DIRECTION = bytes([1, 0]) + bytes(254)  # bytes.translate table: 0 <-> 1
 _MAX_TIMEOUT_S = 1e9
 _MAX_BYTES_LIMIT = 1 << 30  # offsets are computed modulo 2**32 with a sign bit: keep far below
+ON_HOLE = ("stop", "skip")
 
 
 @dataclass(frozen=True)
@@ -122,8 +128,10 @@ class FlowOptions:
     active_timeout_s: float = 1800.0
     max_bytes: int = 4096  # payload bytes kept per flow (payload, src2dst_payload, dst2src_payload each)
     max_packets: int = 64  # packets kept in the per-packet lists
+    on_hole: str = "stop"  # TCP payload at a hole never filled: "stop" there, or "skip" it and go on
 
     def __post_init__(self) -> None:
+        check_choice("on_hole", self.on_hole, ON_HOLE)
         # Timeouts become int64 nanoseconds: bound them well inside that range (~31 years).
         object.__setattr__(self, "idle_timeout_s",
                            check_positive_number("idle_timeout_s", self.idle_timeout_s, max_value=_MAX_TIMEOUT_S))
@@ -185,8 +193,11 @@ class _FlowBuffers:
         self.holes[d] = have
         return have
 
-    def payload(self, streams: tuple[bytes | bytearray, bytes | bytearray]) -> bytes:
-        """The interleaved payload, cut from the contiguous ``streams`` by ``runs``."""
+    def payload(self, streams: tuple[bytes | bytearray, bytes | bytearray],
+                after_holes: tuple[int, ...] = (), max_bytes: int = 0) -> bytes:
+        """The interleaved payload, cut from the contiguous ``streams`` by ``runs``; then, for
+        the directions in ``after_holes`` (in that order), the bytes of the stream no run took
+        (those after a skipped hole), up to ``max_bytes`` in all."""
         taken = [0, 0]
         parts = []
         for run in self.runs:
@@ -194,14 +205,37 @@ class _FlowBuffers:
             start = taken[d]
             parts.append(streams[d][start : start + length])
             taken[d] = start + length
-        return b"".join(parts)
+        out = b"".join(parts)
+        for d in after_holes:
+            room = max_bytes - len(out)
+            if room > 0:
+                out += streams[d][taken[d] : taken[d] + room]
+        return out
 
-    def stream_bytes(self, d: int, end: int) -> tuple[bytes, bool]:
-        """Direction ``d``'s contiguous bytes, and whether bytes after a hole were stranded."""
+    def stream_bytes(self, d: int, end: int, skip: bool) -> tuple[bytes, list[int]]:
+        """Direction ``d``'s bytes and the offsets in them where a hole is: with ``skip``, every
+        run of received bytes, holes closed (each join's offset listed); otherwise the contiguous
+        prefix ([its length] when bytes after a hole were stranded)."""
         have = self.holes[d] if self.holes is not None else None
         if have is None:
-            return bytes(self.streams[d]), False
-        return bytes(self.streams[d][:end]), have.find(1, end) != -1
+            return bytes(self.streams[d]), []
+        stream = self.streams[d]
+        if not skip:
+            return bytes(stream[:end]), [end] if have.find(1, end) != -1 else []
+        out = bytearray()
+        joins = []
+        i = 0
+        while True:
+            z = have.find(1, i)
+            if z == -1:
+                break
+            if z > i:
+                joins.append(len(out))
+            o = have.find(0, z)
+            o = len(have) if o == -1 else o
+            out += stream[z:o]
+            i = o
+        return bytes(out), joins
 
 
 def _address_text(packed: bytes, ip_version: int) -> str:
@@ -267,6 +301,7 @@ class FlowAssembler:
         self._capacity = 0
         self._keys: list[bytes | None] = []
         self._bufs: list[_FlowBuffers | None] = []
+        self._gaps = SequenceGaps()
         self._grow(1024)
 
     # --- slot storage -------------------------------------------------------------------------
@@ -298,6 +333,7 @@ class FlowAssembler:
         extend("_hole", (2,), np.bool_, False)  # TCP direction in hole mode (see _FlowBuffers)
         extend("_paylen", (), np.int64, 0)  # length of the interleaved payload
         extend("_words", (5,), np.uint64, 0)
+        self._gaps.grow(capacity)
         self._keys.extend([None] * (capacity - old))
         self._bufs.extend([None] * (capacity - old))
         self._free.extend(range(capacity - 1, old - 1, -1))
@@ -321,6 +357,7 @@ class FlowAssembler:
         self._end[slots] = 0
         self._hole[slots] = False
         self._paylen[slots] = 0
+        self._gaps.reset(slots)
         return slots
 
     # --- public API ---------------------------------------------------------------------------
@@ -586,9 +623,17 @@ class FlowAssembler:
 
         if self._max_packets:
             self._collect_lists(slots, seg_start, seg_id, ts, dc, fl, plen, ipb)
+        seg_tcp = ((sorted_words[seg_start, 4] >> np.uint64(32)) & np.uint64(0xFF)) == PROTO_TCP
+        syn_flag = (fl & SYN) != 0
+        # Sequence space seen per TCP direction (missed bytes); fixes each direction's initial
+        # sequence number as payload collection would.
+        seq_entries = np.flatnonzero(seg_tcp[seg_id] & ((plen > 0) | syn_flag))
+        if len(seq_entries):
+            self._gaps.add(self._base, slots[seg_id[seq_entries]], dc[seq_entries].astype(np.int64),
+                           (batch.tcp_seq[order[seq_entries]].astype(np.int64) + syn_flag[seq_entries]) & 0xFFFFFFFF,
+                           plen[seq_entries])
         if self._max_bytes:
-            seg_tcp = ((sorted_words[seg_start, 4] >> np.uint64(32)) & np.uint64(0xFF)) == PROTO_TCP
-            self._collect_payload(batch, order, slots, seg_id, dc, (fl & SYN) != 0, plen, seg_tcp)
+            self._collect_payload(batch, order, slots, seg_id, dc, syn_flag, plen, seg_tcp)
 
         # Open flows: the last segment of each group.
         for g, slot in zip(seg_gid[last_of_group].tolist(), slots[last_of_group].tolist()):
@@ -926,7 +971,7 @@ class FlowAssembler:
             "duration_ms": (last - first) / 1e6,
         }
         for name, counts in (("packets", self._pkts[slots]), ("bytes", self._bytes[slots]),
-                             ("payload_bytes", self._pbytes[slots])):
+                             ("payload_bytes", self._pbytes[slots]), ("missed_bytes", self._gaps.missed(slots))):
             cols[f"src2dst_{name}"] = counts[rows, init]
             cols[f"dst2src_{name}"] = counts[rows, 1 - init]
         cols["bidirectional_packets"] = cols["src2dst_packets"] + cols["dst2src_packets"]
@@ -951,20 +996,31 @@ class FlowAssembler:
             bufs[slot] = None
             self._keys[slot] = None
         streams = [buf.streams for buf in flows]
+        flip = swap.tolist()
+        no_holes = array(_INT32_CODE)
+        holes = [(no_holes, no_holes)] * len(flows)
+        payload = [None] * len(flows)
         holed = [i for i, buf in enumerate(flows) if buf.holes is not None]
         if holed:  # hole mode: a max_bytes buffer of which the first _end bytes are contiguous
             ends = self._end[slots].tolist()
+            skip = self.options.on_hole == "skip"
             for i in holed:
-                (s0, lost0), (s1, lost1) = (flows[i].stream_bytes(0, ends[i][0]),
-                                            flows[i].stream_bytes(1, ends[i][1]))
-                if lost0 or lost1:
+                (s0, holes0), (s1, holes1) = (flows[i].stream_bytes(0, ends[i][0], skip),
+                                              flows[i].stream_bytes(1, ends[i][1], skip))
+                if holes0 or holes1:
                     self.stats["flows_with_payload_hole"] += 1
+                    if skip:  # bytes after the holes join the interleaved payload at its end
+                        after = tuple(d for d in ((1, 0) if flip[i] else (0, 1)) if (holes0, holes1)[d])
+                        payload[i] = flows[i].payload((s0, s1), after, self._max_bytes)
                 streams[i] = (s0, s1)
-        flip = swap.tolist()
+                holes[i] = (array(_INT32_CODE, holes0), array(_INT32_CODE, holes1))
         s2d = [pair[f] for pair, f in zip(streams, flip)]
         cols["src2dst_payload"] = s2d
         cols["dst2src_payload"] = [pair[not f] for pair, f in zip(streams, flip)]
-        cols["payload"] = [buf.payload(pair) for buf, pair in zip(flows, streams)]
+        cols["src2dst_payload_holes"] = [pair[f] for pair, f in zip(holes, flip)]
+        cols["dst2src_payload_holes"] = [pair[not f] for pair, f in zip(holes, flip)]
+        cols["payload"] = [buf.payload(pair) if done is None else done
+                           for buf, pair, done in zip(flows, streams, payload)]
         cols["packet_time_ms"] = [buf.times for buf in flows]
         cols["packet_direction"] = [buf.dirs.translate(_SWAP_DIRECTION) if f else buf.dirs
                                     for buf, f in zip(flows, flip)]
@@ -990,7 +1046,8 @@ class FlowAssembler:
         for name, value in cols.items():
             if isinstance(value, np.ndarray):
                 values[name] = value.tolist()
-        for name in ("packet_time_ms", "packet_payload_bytes", "packet_ip_bytes"):
+        for name in ("packet_time_ms", "packet_payload_bytes", "packet_ip_bytes", "src2dst_payload_holes",
+                     "dst2src_payload_holes"):
             values[name] = [a.tolist() for a in cols[name]]
         for name in ("packet_direction", "packet_tcp_flags"):
             values[name] = [list(a) for a in cols[name]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import functools
 import hashlib
 import ipaddress
 import json
@@ -56,6 +57,7 @@ class _Network:
     mask_lo: int
 
     @classmethod
+    @functools.lru_cache(maxsize=1 << 16)  # machine-made rule files repeat a few hosts many times
     def parse(cls, text: str) -> _Network:
         net = ipaddress.ip_network(text.strip(), strict=False)
         prefix = net.prefixlen
@@ -462,6 +464,7 @@ def _parse_port_range(text: str, fail: Any) -> tuple[int, int]:
     return low, high
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _canonical_ip(text: str) -> str:
     """The text form flows tables use: dotted IPv4 (also for IPv4-mapped IPv6) or compressed IPv6."""
     ip = ipaddress.ip_network(text.strip(), strict=False).network_address

@@ -91,13 +91,13 @@ class IngestOptions:
     active_timeout_s: float = 1800.0
     max_bytes: int = 4096
     max_packets: int = 64
+    on_hole: str = "stop"
     reader: str = "auto"
     chunk_packets: int = 65536
 
     def __post_init__(self) -> None:
         # FlowOptions validates (and normalises) the flow parameters with the same messages.
-        flow = FlowOptions(idle_timeout_s=self.idle_timeout_s, active_timeout_s=self.active_timeout_s,
-                           max_bytes=self.max_bytes, max_packets=self.max_packets)
+        flow = self.flow_options()
         for name, value in flow.to_dict().items():
             object.__setattr__(self, name, value)
         check_choice("reader", self.reader, READERS)
@@ -105,7 +105,7 @@ class IngestOptions:
 
     def flow_options(self) -> FlowOptions:
         return FlowOptions(idle_timeout_s=self.idle_timeout_s, active_timeout_s=self.active_timeout_s,
-                           max_bytes=self.max_bytes, max_packets=self.max_packets)
+                           max_bytes=self.max_bytes, max_packets=self.max_packets, on_hole=self.on_hole)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +122,8 @@ class CaptureStats:
     flows: int = 0
     packets_skipped: Counter[str] = field(default_factory=Counter)
     frames_decoded_by: Counter[str] = field(default_factory=Counter)  # "fast", "dpkt", "scapy"
+    tcp_flows_with_holes: int = 0  # flows with missed bytes (sequence space the capture never saw)
+    tcp_missed_bytes: int = 0
 
     @property
     def packets_read(self) -> int:
@@ -150,6 +152,8 @@ class IngestSummary:
     flows: int = 0
     packets_skipped: Counter[str] = field(default_factory=Counter)
     frames_decoded_by: Counter[str] = field(default_factory=Counter)
+    tcp_flows_with_holes: int = 0
+    tcp_missed_bytes: int = 0
     bytes_read: int = 0
     seconds: float = 0.0
 
@@ -159,6 +163,8 @@ class IngestSummary:
         self.flows += stats.flows
         self.packets_skipped.update(stats.packets_skipped)
         self.frames_decoded_by.update(stats.frames_decoded_by)
+        self.tcp_flows_with_holes += stats.tcp_flows_with_holes
+        self.tcp_missed_bytes += stats.tcp_missed_bytes
         self.bytes_read += stats.bytes_read
 
     @property
@@ -195,6 +201,9 @@ class IngestSummary:
         else:
             lines.append("packets skipped: 0")
         lines.append(f"flows: {self.flows:,}")
+        if self.tcp_flows_with_holes:
+            lines.append(f"TCP holes: {self.tcp_flows_with_holes:,} flows missed {self.tcp_missed_bytes:,} bytes "
+                         "(sequence space the capture never saw)")
         lines.extend(f"failed: {path}: {reason}" for path, reason in self.files_failed)
         if self.internal_errors:
             lines.append(f"{self.internal_errors} internal error(s): a bug in pcapvision, please report it "
@@ -394,6 +403,9 @@ def iter_flow_tables(
     flows_stream = assemble_flow_batches(counted(packets), options.flow_options(),
                                          flush_flows=OUTPUT_BATCH_FLOWS, flush_bytes=OUTPUT_BATCH_BYTES)
     for flows in _rebatch(flows_stream):
+        missed = pc.add(flows.column("src2dst_missed_bytes"), flows.column("dst2src_missed_bytes"))
+        stats.tcp_flows_with_holes += pc.sum(pc.greater(missed, 0)).as_py() or 0
+        stats.tcp_missed_bytes += pc.sum(missed).as_py() or 0
         batch = _to_flows_schema(flows, source_file, source_sha256, labeler)
         stats.flows += batch.num_rows
         yield batch

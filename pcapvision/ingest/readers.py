@@ -11,7 +11,8 @@ Three readers yield the same packets and the same skip counts:
     scapy's own pcap/pcapng readers and dissectors: an independent cross-check, slow.
 
 Decoding rules (all readers): the link layer gives an IPv4 or IPv6 header (else ``non_ip``);
-IPv4 fragments and non-first IPv6 fragments are skipped (``ipv4_fragment``/``ipv6_fragment``);
+IPv4 and IPv6 fragments of TCP/UDP datagrams are reassembled (:mod:`pcapvision.ingest.defrag`;
+what could not be is counted by reason, ``fragment_*``);
 ICMP/ICMPv6 count as ``icmp``, other protocols as ``other_ip_protocol``; headers cut short by the
 capture or by the IP length count as ``truncated_header``, impossible ones as ``bad_ip_header``
 or ``bad_tcp_header``. The L4 payload is what follows the TCP/UDP header up to the end of the IP
@@ -20,23 +21,25 @@ packet (its length field; all captured bytes when it is 0), bounded by what was 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import dpkt
 import numpy as np
 
 from pcapvision.errors import CaptureFormatError
-from pcapvision.ingest import capture, fastpath
+from pcapvision.ingest import capture, defrag, fastpath
 from pcapvision.ingest.capture import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
     LINKTYPE_LINUX_SLL2,
     LINKTYPE_LOOP,
     LINKTYPE_NULL,
+    LINKTYPE_RAW,
     RAW_LINKTYPES,
     RecordChunk,
     capture_info,
@@ -50,8 +53,8 @@ log = logging.getLogger(__name__)
 
 READERS = ("auto", "dpkt", "scapy")
 SKIP_REASONS = (
-    "non_ip", "icmp", "other_ip_protocol", "ipv4_fragment", "ipv6_fragment", "truncated_header",
-    "bad_ip_header", "bad_tcp_header", "truncated_record", "corrupt_record", "unsupported_link_type",
+    "non_ip", "icmp", "other_ip_protocol", "truncated_header", "bad_ip_header", "bad_tcp_header",
+    "truncated_record", "corrupt_record", "unsupported_link_type", *defrag.FRAGMENT_REASONS,
 )
 
 _VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
@@ -71,17 +74,36 @@ def read_packets(
     """
     check_choice("reader", reader, READERS)
     check_positive_int("chunk_packets", chunk_packets)
+    fragments = defrag.Defragmenter()
     if reader == "scapy":
-        yield from _read_scapy(os.fspath(path), chunk_packets)
-        return
-    for chunk in capture.iter_records(path, chunk_packets):
-        yield _decode_chunk(chunk, fast=reader == "auto")
+        yield from _read_scapy(os.fspath(path), chunk_packets, fragments)
+    else:
+        for chunk in capture.iter_records(path, chunk_packets):
+            yield _decode_chunk(chunk, fragments, fast=reader == "auto")
+    fragments.finish()
+    left = +fragments.take_skipped()
+    if left:  # datagrams never completed: their fragments are counted in a last, empty batch
+        yield PacketBatch.empty(left)
+
+
+def _reassemble(fragment: defrag.Fragment, fragments: defrag.Defragmenter, ts_ns: int,
+                decode: Callable[[bytes, int], tuple | str | defrag.Fragment]) -> tuple[tuple, bytes] | str | None:
+    """Feed a fragment; when it completes a datagram, the datagram decoded by ``decode`` (as raw IP,
+    with the fragment's VLAN id) and its L4 payload; a skip reason; or None while incomplete."""
+    packet = fragments.add(fragment, ts_ns)
+    if packet is None:
+        return None
+    decoded = decode(packet, LINKTYPE_RAW)
+    if not isinstance(decoded, tuple):  # cannot be a fragment again: offsets and flags are cleared
+        return decoded if isinstance(decoded, str) else "fragment_bad"
+    at, length = decoded[9], decoded[10]
+    return (*decoded[:11], fragment.vlan_id), packet[at : at + length]
 
 
 # --- decoding a chunk --------------------------------------------------------------------------
 
 
-def _decode_chunk(chunk: RecordChunk, *, fast: bool) -> PacketBatch:
+def _decode_chunk(chunk: RecordChunk, fragments: defrag.Defragmenter, *, fast: bool) -> PacketBatch:
     n = len(chunk)
     skipped = Counter(chunk.skipped)
     if fast:
@@ -99,9 +121,16 @@ def _decode_chunk(chunk: RecordChunk, *, fast: bool) -> PacketBatch:
         if count:
             skipped[reason] += count
     buf = chunk.buf
+    reassembled: dict[int, bytes] = {}  # row -> L4 payload of the datagram it completed
     for i in fallback.tolist():
         start = int(chunk.offset[i])
         decoded = decode_frame_dpkt(buf[start : start + int(chunk.caplen[i])].tobytes(), int(chunk.linktype[i]))
+        if isinstance(decoded, defrag.Fragment):
+            decoded = _reassemble(decoded, fragments, int(chunk.ts_ns[i]), decode_frame_dpkt)
+            if decoded is None:
+                continue
+            if not isinstance(decoded, str):
+                decoded, reassembled[i] = decoded
         if isinstance(decoded, str):
             skipped[decoded] += 1
             continue
@@ -119,10 +148,15 @@ def _decode_chunk(chunk: RecordChunk, *, fast: bool) -> PacketBatch:
         d.ip_bytes[i] = ip_bytes
         d.payload_offset[i] = start + payload_at
         d.payload_len[i] = payload_len
+    if len(chunk):
+        fragments.expire(int(chunk.ts_ns.max()))
+    skipped.update(fragments.take_skipped())
     if accept.all():
         take = slice(None)
     else:
         take = np.flatnonzero(accept)
+    if reassembled:
+        take, buf = np.flatnonzero(accept), _payload_buffer(buf, d, np.flatnonzero(accept), reassembled)
     return PacketBatch(
         ts_ns=chunk.ts_ns[take],
         frame_index=chunk.frame_index[take],
@@ -142,6 +176,23 @@ def _decode_chunk(chunk: RecordChunk, *, fast: bool) -> PacketBatch:
         skipped=skipped,
         decoded_by=+decoded_by,
     )
+
+
+def _payload_buffer(buf: np.ndarray, d: fastpath.FastDecode, rows: np.ndarray, reassembled: dict[int, bytes]) -> np.ndarray:
+    """A buffer holding the payloads of ``rows`` (pointing ``d.payload_offset`` into it): the
+    capture's bytes, and those of reassembled datagrams, which live outside the capture buffer.
+    Only chunks that completed a datagram pay for this copy."""
+    parts = []
+    pos = 0
+    for i in rows.tolist():
+        piece = reassembled.get(i)
+        if piece is None:
+            start = int(d.payload_offset[i])
+            piece = buf[start : start + int(d.payload_len[i])]
+        parts.append(piece if isinstance(piece, bytes) else piece.tobytes())
+        d.payload_offset[i] = pos
+        pos += len(parts[-1])
+    return np.frombuffer(b"".join(parts), np.uint8)
 
 
 def _hdr(cls: type, buf: bytes):
@@ -166,7 +217,16 @@ def decode_frame_dpkt(frame: bytes, linktype: int) -> tuple | str:
         decoded = _decode_dpkt(frame, linktype, vlan)
     except dpkt.NeedData:
         return "truncated_header"
-    return decoded if isinstance(decoded, str) else (*decoded, vlan[0])
+    if isinstance(decoded, tuple):
+        return (*decoded, vlan[0])
+    return _with_vlan(decoded, vlan[0])
+
+
+def _with_vlan(decoded: defrag.Fragment | str, vlan: int) -> defrag.Fragment | str:
+    """A fragment belongs to a datagram of its VLAN (the key) and gives the datagram its VLAN id."""
+    if isinstance(decoded, str) or not vlan:
+        return decoded
+    return dataclasses.replace(decoded, key=decoded.key + vlan.to_bytes(2, "big"), vlan_id=vlan)
 
 
 def _decode_dpkt(frame: bytes, linktype: int, vlan: list[int]) -> tuple | str:
@@ -218,12 +278,12 @@ def _decode_ipv4(frame: bytes, ip_start: int) -> tuple | str:
         return "bad_ip_header"
     if n - ip_start < header_len:
         return "truncated_header"
-    if ip.mf or ip.offset:
-        return "ipv4_fragment"
     if ip.p == dpkt.ip.IP_PROTO_ICMP:
         return "icmp"
     if ip.p not in (dpkt.ip.IP_PROTO_TCP, dpkt.ip.IP_PROTO_UDP):
         return "other_ip_protocol"
+    if ip.mf or ip.offset:
+        return defrag.ipv4_fragment(frame, ip_start, header_len, ip.len)
     # A zero total length (TCP segmentation offload) means "all that was captured".
     ip_bytes = ip.len or n - ip_start
     ip_end = min(n, ip_start + ip_bytes)
@@ -238,20 +298,22 @@ def _decode_ipv6(frame: bytes, ip_start: int) -> tuple | str:
         return "bad_ip_header"
     ip_bytes = 40 + ip6.plen if ip6.plen else n - ip_start  # 0: jumbogram or offload
     ip_end = min(n, ip_start + ip_bytes)
-    nxt, at = ip6.nxt, ip_start + 40
+    nxt, at, announced_at = ip6.nxt, ip_start + 40, ip_start + 6
     while nxt in _IPV6_EXT:
         if ip_end - at < 8:
             return "truncated_header"
         ext = _hdr(_IPV6_EXT[nxt], frame[at:ip_end])
         if nxt == 44:
-            if ext.frag_off:
-                return "ipv6_fragment"  # only the first fragment carries the L4 header
-            length = 8
-        elif nxt == 51:
+            if ext.nxt == 58:
+                return "icmp"
+            if ext.nxt not in (dpkt.ip.IP_PROTO_TCP, dpkt.ip.IP_PROTO_UDP) and ext.nxt not in _IPV6_EXT:
+                return "other_ip_protocol"
+            return defrag.ipv6_fragment(frame, ip_start, ip_bytes, at, announced_at)
+        if nxt == 51:
             length = (ext.len + 2) * 4
         else:
             length = (ext.len + 1) * 8
-        nxt, at = ext.nxt, at + length
+        nxt, at, announced_at = ext.nxt, at + length, at
         if at > ip_end:
             return "truncated_header"
     if nxt == 58:
@@ -282,7 +344,7 @@ def _decode_l4(frame: bytes, version: int, src: bytes, dst: bytes, proto: int, l
 # --- scapy: the independent cross-check -------------------------------------------------------
 
 
-def _read_scapy(path: str, chunk_packets: int) -> Iterator[PacketBatch]:
+def _read_scapy(path: str, chunk_packets: int, fragments: defrag.Defragmenter) -> Iterator[PacketBatch]:
     """Scapy's pcap/pcapng readers and dissectors under the same rules (slow; for cross-checks).
 
     Differences: pcapng ``if_tsoffset`` is not applied (scapy ignores it) and a record cut short
@@ -302,6 +364,7 @@ def _read_scapy(path: str, chunk_packets: int) -> Iterator[PacketBatch]:
     skipped: Counter[str] = Counter()
     index = 0
     last_ts = 0
+    chunk_clock = -(1 << 63)  # the largest timestamp of the records of this chunk
     with reader:
         nano = getattr(reader, "nano", False)
         pcapng = isinstance(reader, RawPcapNgReader)
@@ -323,22 +386,34 @@ def _read_scapy(path: str, chunk_packets: int) -> Iterator[PacketBatch]:
                 ts_ns = meta.sec * 1_000_000_000 + meta.usec * (1 if nano else 1000)
                 caplen = meta.caplen
             last_ts = ts_ns
+            chunk_clock = max(chunk_clock, ts_ns)
             if linktype not in capture.SUPPORTED_LINKTYPES:
                 raise CaptureFormatError(f"{path}: unsupported link type {linktype}")
             if len(data) < caplen:
                 skipped["truncated_record"] += 1
                 break
             decoded = _decode_scapy(bytes(data), linktype)
+            payload = None
+            if isinstance(decoded, defrag.Fragment):
+                decoded = _reassemble(decoded, fragments, ts_ns, _decode_scapy)
+                if decoded is not None and not isinstance(decoded, str):
+                    decoded, payload = decoded
             if isinstance(decoded, str):
                 skipped[decoded] += 1
-            else:
+            elif decoded is not None:
                 version, src, dst, proto, sport, dport, flags, seq, ip_bytes, at, length, vlan = decoded
-                packets.append(Packet(ts_ns, index, version, src, dst, proto, sport, dport, flags, seq,
-                                      ip_bytes, bytes(data[at : at + length]), vlan))
+                packets.append(Packet(ts_ns, index, version, src, dst, proto, sport, dport, flags, seq, ip_bytes,
+                                      bytes(data[at : at + length]) if payload is None else payload, vlan))
             index += 1
             if index % chunk_packets == 0:
+                fragments.expire(chunk_clock)
+                skipped.update(fragments.take_skipped())
+                chunk_clock = -(1 << 63)
                 yield PacketBatch.from_packets(packets, skipped, Counter(scapy=chunk_packets))
                 packets, skipped = [], Counter()
+    if index % chunk_packets:
+        fragments.expire(chunk_clock)
+    skipped.update(fragments.take_skipped())
     if packets or skipped:
         yield PacketBatch.from_packets(packets, skipped, +Counter(scapy=index % chunk_packets))
 
@@ -396,12 +471,12 @@ def _decode_scapy(frame: bytes, linktype: int) -> tuple | str:
             return "bad_ip_header"
         if n - ip_start < header_len:
             return "truncated_header"
-        if ip.flags.MF or ip.frag:
-            return "ipv4_fragment"
         if ip.proto == 1:
             return "icmp"
         if ip.proto not in (6, 17):
             return "other_ip_protocol"
+        if ip.flags.MF or ip.frag:
+            return _with_vlan(defrag.ipv4_fragment(frame, ip_start, header_len, ip.len), vlan)
         ip_bytes = ip.len or n - ip_start
         version, src, dst, proto, l4 = 4, pack_address(ip.src), pack_address(ip.dst), ip.proto, ip_start + header_len
     elif ethertype == 0x86DD:
@@ -412,9 +487,11 @@ def _decode_scapy(frame: bytes, linktype: int) -> tuple | str:
             return "bad_ip_header"
         ip_bytes = 40 + ip6.plen if ip6.plen else n - ip_start
         ip_end = min(n, ip_start + ip_bytes)
-        nh, at = _scapy_ipv6_extensions(frame, ip6.nh, ip_start + 40, ip_end)
+        nh, at = _scapy_ipv6_extensions(frame, ip6.nh, ip_start, ip_bytes, ip_end)
         if isinstance(nh, str):
             return nh
+        if isinstance(nh, defrag.Fragment):
+            return _with_vlan(nh, vlan)
         if nh == 58:
             return "icmp"
         if nh not in (6, 17):
@@ -442,26 +519,31 @@ def _decode_scapy(frame: bytes, linktype: int) -> tuple | str:
     return (version, src, dst, proto, sport, dport, flags, seq, ip_bytes, l4 + header_len, avail - header_len, vlan)
 
 
-def _scapy_ipv6_extensions(frame: bytes, nh: int, at: int, ip_end: int) -> tuple[int | str, int]:
-    """Walk IPv6 extension headers with scapy's classes: (next header or skip reason, L4 offset)."""
+def _scapy_ipv6_extensions(frame: bytes, nh: int, ip_start: int, ip_bytes: int,
+                           ip_end: int) -> tuple[int | str | defrag.Fragment, int]:
+    """Walk IPv6 extension headers with scapy's classes: (next header, skip reason or fragment;
+    L4 offset)."""
     from scapy.layers.inet6 import IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
 
+    at, announced_at = ip_start + 40, ip_start + 6
     while nh in _IPV6_EXT:
         if ip_end - at < 8:
             return "truncated_header", at
         if nh == 44:
             frag = IPv6ExtHdrFragment(frame[at : at + 8])
-            if frag.offset:
-                return "ipv6_fragment", at
-            nh, at = frag.nh, at + 8
-        elif nh == 51:
+            if frag.nh == 58:
+                return "icmp", at
+            if frag.nh not in (6, 17) and frag.nh not in _IPV6_EXT:
+                return "other_ip_protocol", at
+            return defrag.ipv6_fragment(frame, ip_start, ip_bytes, at, announced_at), at
+        if nh == 51:
             from scapy.layers.ipsec import AH
 
             ah = AH(frame[at : at + 12])
-            nh, at = ah.nh, at + (ah.payloadlen + 2) * 4
+            nh, at, announced_at = ah.nh, at + (ah.payloadlen + 2) * 4, at
         else:  # hop-by-hop, routing and destination options share the (nh, len) layout
             ext = IPv6ExtHdrHopByHop(frame[at : at + 2])
-            nh, at = ext.nh, at + (ext.len + 1) * 8
+            nh, at, announced_at = ext.nh, at + (ext.len + 1) * 8, at
         if at > ip_end:
             return "truncated_header", at
     return nh, at

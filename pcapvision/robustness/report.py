@@ -21,6 +21,12 @@ def _skipped(rep: HtmlReport, section: Any) -> bool:
     return False
 
 
+def example_order(y: np.ndarray, pred_clean: np.ndarray, pred_adv: np.ndarray) -> np.ndarray:
+    """Indices of the examples to show: first those the attack flipped from right to wrong."""
+    flipped = np.flatnonzero((pred_clean == y) & (pred_adv != y))
+    return np.concatenate([flipped, np.setdiff1d(np.arange(len(y)), flipped)])[:N_EXAMPLE_COLUMNS]
+
+
 def write_report(path: str | os.PathLike[str], record: dict[str, Any], *, x_att: np.ndarray, y_att: np.ndarray,
                  proba_att: np.ndarray, report_result: Any, fooling: Any) -> Path:
     """Write the HTML report of a suite ``record`` (figures drawn from the arrays given)."""
@@ -64,8 +70,7 @@ def write_report(path: str | os.PathLike[str], record: dict[str, Any], *, x_att:
     res = report_result
     pred_clean = proba_att.argmax(1)
     pred_adv = res.proba_adv.argmax(1)
-    flipped = np.flatnonzero((pred_clean == y_att) & (pred_adv != y_att))
-    order = np.concatenate([flipped, np.setdiff1d(np.arange(len(y_att)), flipped)])[:N_EXAMPLE_COLUMNS]
+    order = example_order(y_att, pred_clean, pred_adv)
     rep.figure(plots.adversarial_rows(x_att[order], res.x_adv[order], y_att[order], pred_clean[order], pred_adv[order],
                                       names, f"{res.spec.name} eps {res.spec.eps:g}: original / adversarial / difference"),
                caption="Titles: true->clean prediction; adversarial prediction; L2 norm of the difference under it")

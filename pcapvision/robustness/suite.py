@@ -289,7 +289,8 @@ def _run_suite(model_dir, data, output_dir, suite, *, mnist_file, flows, seed, c
 
     # The three files are one report: replaced together, never half new, half old.
     replace_files_together(out_dir, {
-        EXAMPLES_FILE: lambda path: _write_examples(path, y_att, proba_att, examples),
+        EXAMPLES_FILE: lambda path: _write_examples(path, y_att, proba_att, examples,
+                                                    _gallery(x_att, y_att, proba_att, report_result, fooling)),
         JSON_FILE: lambda path: write_json_atomic(path, record),
         HTML_FILE: lambda path: write_report(path, record, x_att=x_att, y_att=y_att, proba_att=proba_att,
                                              report_result=report_result, fooling=fooling),
@@ -446,6 +447,8 @@ def _realizable_study(model, ev: EvalData, attack_idx: np.ndarray, flows, cfg: S
     idx_all = attack_idx
     if binary is not None:  # the attacker is the malicious sender trying to pass as normal
         idx_all = idx_all[ev.y[idx_all] == binary.malicious_index]
+    if not len(idx_all):
+        return {"skipped": "no attacked test flow of the class the attacker would send (the test split lacks it)"}
     table_all = read_flows_table(flows, ev.flow_id[idx_all])
     is_tcp = dict(zip(table_all.column("flow_id").to_pylist(), (p == 6 for p in table_all.column("protocol").to_pylist())))
     missing = [f for f in ev.flow_id[idx_all] if f not in is_tcp]
@@ -477,10 +480,23 @@ def _realizable_study(model, ev: EvalData, attack_idx: np.ndarray, flows, cfg: S
     return out
 
 
-def _write_examples(path: Path, y: np.ndarray, proba: np.ndarray, examples: dict[str, Any]) -> None:
+def _gallery(x, y, proba, report_result, fooling) -> dict[str, np.ndarray]:
+    """The images the report shows: the report attack's examples and the fooling images."""
+    from pcapvision.robustness.report import example_order
+
+    pred_adv = report_result.proba_adv.argmax(1)
+    order = example_order(y, proba.argmax(1), pred_adv)
+    return {"gallery/x": x[order], "gallery/x_adv": report_result.x_adv[order], "gallery/y": y[order],
+            "gallery/pred_clean": proba.argmax(1)[order], "gallery/pred_adv": pred_adv[order],
+            "gallery/eps": np.float64(report_result.spec.eps), "gallery/attack": np.str_(report_result.spec.name),
+            "fooling/images": fooling.images, "fooling/target": fooling.target, "fooling/confidence": fooling.confidence}
+
+
+def _write_examples(path: Path, y: np.ndarray, proba: np.ndarray, examples: dict[str, Any],
+                    gallery: dict[str, np.ndarray]) -> None:
     import io
 
-    arrays: dict[str, np.ndarray] = {"y": y, "pred_clean": proba.argmax(1)}
+    arrays: dict[str, np.ndarray] = {"y": y, "pred_clean": proba.argmax(1), **gallery}
     for key, result in examples.items():
         arrays[f"{key}/pred"] = result.proba_adv.argmax(1)
         for norm, values in result.norms.items():

@@ -67,6 +67,9 @@ class _RefFlow:
         self.end = [0, 0]
         self.udp: list[bytearray] = [bytearray(), bytearray()]
         self.payload = bytearray()
+        self.taken = [0, 0]  # bytes of each direction in the interleaved payload
+        self.seen: list[set[int]] = [set(), set()]  # sequence offsets any segment covered (whole flow)
+        self.top = [0, 0]  # highest offset seen
 
 
 class ReferenceAssembler:
@@ -137,8 +140,6 @@ class ReferenceAssembler:
             f.udp[d] += piece
             f.payload += piece[: max(0, m - len(f.payload))]
             return
-        if f.end[d] >= m:
-            return
         seq = p.tcp_seq
         if p.tcp_flags & SYN:
             seq = (seq + 1) % 2**32
@@ -151,6 +152,10 @@ class ReferenceAssembler:
         rel = (seq - f.base[d]) % 2**32
         if rel >= 2**31:
             rel -= 2**32
+        f.seen[d].update(range(max(rel, 0), rel + len(p.payload)))
+        f.top[d] = max(f.top[d], rel + len(p.payload))
+        if f.end[d] >= m:
+            return
         for k, byte in enumerate(p.payload):
             if 0 <= rel + k < m:
                 f.have[d].setdefault(rel + k, byte)  # first seen wins
@@ -158,6 +163,7 @@ class ReferenceAssembler:
         while f.end[d] in f.have[d] and f.end[d] < m:
             f.end[d] += 1
         new = bytes(f.have[d][i] for i in range(old, f.end[d]))
+        f.taken[d] += len(new[: max(0, m - len(f.payload))])
         f.payload += new[: max(0, m - len(f.payload))]
 
     def _records(self, ended: list) -> list[dict]:
@@ -167,8 +173,20 @@ class ReferenceAssembler:
             init = f.syn_dir if f.syn_dir is not None else f.first_dir
             s, dd = (init, 1 - init)
             src, sport, dst, dport = (a, pa_, b, pb) if init == 0 else (b, pb, a, pa_)
-            if f.tcp:
+            payload = bytes(f.payload)
+            holes: list[list[int]] = [[], []]
+            if f.tcp and self.o.on_hole == "skip":  # every received byte of the window, holes closed
+                streams = []
+                for i in (0, 1):
+                    offsets = sorted(f.have[i])
+                    streams.append(bytes(f.have[i][k] for k in offsets))
+                    holes[i] = [j for j, k in enumerate(offsets) if k and (j == 0 or offsets[j - 1] != k - 1)]
+                for i in (s, dd):
+                    if holes[i]:
+                        payload += streams[i][f.taken[i]:][: max(0, self.o.max_bytes - len(payload))]
+            elif f.tcp:
                 streams = [bytes(f.have[i][j] for j in range(f.end[i])) for i in (0, 1)]
+                holes = [[f.end[i]] if any(k > f.end[i] for k in f.have[i]) else [] for i in (0, 1)]
             else:
                 streams = [bytes(x) for x in f.udp]
             s2d, d2s = streams[s], streams[dd]
@@ -195,9 +213,13 @@ class ReferenceAssembler:
                 "bidirectional_bytes": sum(f.bytes),
                 "src2dst_payload_bytes": f.pbytes[s],
                 "dst2src_payload_bytes": f.pbytes[dd],
-                "payload": bytes(f.payload),
+                "src2dst_missed_bytes": f.top[s] - len(f.seen[s]),
+                "dst2src_missed_bytes": f.top[dd] - len(f.seen[dd]),
+                "payload": payload,
                 "src2dst_payload": s2d,
                 "dst2src_payload": d2s,
+                "src2dst_payload_holes": holes[s],
+                "dst2src_payload_holes": holes[dd],
                 "packet_time_ms": [r[0] for r in f.rows],
                 "packet_direction": [r[1] ^ init for r in f.rows],
                 "packet_payload_bytes": [r[2] for r in f.rows],
@@ -372,7 +394,7 @@ def test_matches_reference_on_random_captures(seed: int) -> None:
     rng = np.random.default_rng(1000 + seed)
     options = [
         FlowOptions(idle_timeout_s=1.0, active_timeout_s=1.5),
-        FlowOptions(idle_timeout_s=1.0, active_timeout_s=3.0, max_bytes=48, max_packets=5),
+        FlowOptions(idle_timeout_s=1.0, active_timeout_s=3.0, max_bytes=48, max_packets=5, on_hole="skip"),
         FlowOptions(idle_timeout_s=0.2, active_timeout_s=0.5, max_bytes=7, max_packets=1),
         FlowOptions(max_bytes=0, max_packets=0),
     ][seed % 4]
@@ -386,15 +408,22 @@ def test_random_captures_exercise_every_end_reason_and_split() -> None:
     reasons: Counter[str] = Counter()
     options = FlowOptions(idle_timeout_s=1.0, active_timeout_s=1.5)  # the first option set above
     assembler_stats: Counter[str] = Counter()
-    tls = 0
+    tls = missed = skipped_holes = vlan_twins = 0
     for seed in range(40):
         assembler = FlowAssembler(options)
         flows = list(assembler.add(PacketBatch.from_packets(random_capture(seed)))) + assembler.flush()
         reasons.update(f["end_reason"] for f in flows)
         tls += sum(f["tls_sni"] is not None for f in flows)
+        missed += sum(f["src2dst_missed_bytes"] + f["dst2src_missed_bytes"] > 0 for f in flows)
+        vlan_twins += sum(f["vlan_id"] == 20 for f in flows)
         assembler_stats.update(assembler.stats)
+        if seed % 4 == 1:  # the on_hole="skip" option set
+            skipping = FlowAssembler(FlowOptions(max_bytes=48, on_hole="skip"))
+            flows = skipping.add(PacketBatch.from_packets(random_capture(seed))) + skipping.flush()
+            skipped_holes += sum(len(f["src2dst_payload_holes"]) > 1 or f["src2dst_payload_holes"][:1] == [0]
+                                 or len(f["dst2src_payload_holes"]) > 0 for f in flows)
     assert set(reasons) == {"fin", "rst", "idle_timeout", "active_timeout", "end_of_capture"}
-    assert tls > 0
+    assert tls > 0 and missed > 0 and skipped_holes > 0 and vlan_twins > 0
     for key in ("retransmitted_segments", "out_of_order_segments", "overlapping_segments",
                 "flows_with_payload_hole"):
         assert assembler_stats[key] > 0, key
@@ -735,6 +764,7 @@ def test_empty_batches_and_no_packets() -> None:
         ({"active_timeout_s": -1.0}, "The 'active_timeout_s' parameter must be a positive number"),
         ({"max_bytes": -1}, "The 'max_bytes' parameter must be an int in [0, 1073741824]. Got -1 instead."),
         ({"max_packets": 2.5}, "The 'max_packets' parameter must be an int. Got 2.5 instead."),
+        ({"on_hole": "fill"}, "The 'on_hole' parameter must be one of"),
     ],
 )
 def test_options_are_validated(kwargs: dict, message: str) -> None:
@@ -745,7 +775,7 @@ def test_options_are_validated(kwargs: dict, message: str) -> None:
 
 def test_options_to_dict() -> None:
     assert FlowOptions().to_dict() == {"idle_timeout_s": 120.0, "active_timeout_s": 1800.0,
-                                       "max_bytes": 4096, "max_packets": 64}
+                                       "max_bytes": 4096, "max_packets": 64, "on_hole": "stop"}
 
 
 def test_flows_module_does_not_import_packet_parsers() -> None:

@@ -74,7 +74,8 @@ def test_cicflowmeter_flow_by_flow(tmp_path: Path, capture: Path, flows: Path) -
     assert records["labeled_reversed_direction"] == 1
     assert records["labeled_matched_pm_reading"] == 4 and "labeled_matched_am_reading" not in records
     assert records["labeled_5tuple_reused_told_apart_by_time"] == 1        # F1's record did not take F5
-    assert matched_flows == {"total": 5, "matched_no_record": 2, "matched_one_record": 2,
+    assert matched_flows == {"total": 5, "matched_no_record": 2, "matched_no_record_5tuple_known_at_other_times": 1,
+                             "matched_one_record": 2,
                              "matched_several_records_agreeing": 0, "conflict": 1,
                              "labels_by_rules": {"malicious": 1, "normal": 1, "unlabeled": 3}, "rules_disagree": 0}
     examples = report.match["examples"]
@@ -86,16 +87,20 @@ def test_cicflowmeter_flow_by_flow(tmp_path: Path, capture: Path, flows: Path) -
     on_disk = json.loads((tmp_path / "rules.match.json").read_text())
     assert on_disk["match"]["flows"] == matched_flows and on_disk["params"]["tz"] == "America/Halifax"
     text = report.format()
+    assert report.match["time_outside_shift_h"] == {"-1.0": 1} and "time outside:" not in text   # one record
     assert "matched a flow: 4 of 6" in text and "conflict 1" in text and "pm 4" in text
 
 
 def test_cicflowmeter_wrong_zone_or_clock_lands_nothing_and_says_so(tmp_path: Path, flows: Path) -> None:
     csv_path = write(tmp_path / "Monday.csv", CIC)
-    for options in (ImportOptions(), ImportOptions(tz="America/Halifax", clock="24")):
+    # UTC instead of UTC-3: the flows start 3 h after the records; a 24-hour reading of 1:55: 12 h.
+    for options, shift in ((ImportOptions(), "+3.0"), (ImportOptions(tz="America/Halifax", clock="24"), "+12.0")):
         report = import_labels([csv_path], "cicflowmeter", tmp_path / "rules.csv", options, flows=flows)
         assert report.match["records"]["labeled_matched"] == 0
         assert report.match["records"]["labeled_unmatched_time_outside"] == 5
         assert report.match["flows"]["labels_by_rules"] == {"unlabeled": 5}
+        assert next(iter(report.match["time_outside_shift_h"].items())) == (shift, 4)   # F1, F2, F3 twice
+        assert f"4 of 5 such records miss their nearest flow by {shift} h - check --tz" in report.format()
 
 
 def test_cicflowmeter_seconds_ampm_cp1252_and_2018_headers(tmp_path: Path, capture: Path) -> None:
@@ -123,7 +128,8 @@ def test_cicflowmeter_errors_name_file_and_line(tmp_path: Path) -> None:
 def test_a_bad_file_does_not_stop_the_others(tmp_path: Path, capture: Path) -> None:
     good = write(tmp_path / "good.csv", CIC)
     bad = write(tmp_path / "bad.csv", "not,a,flow,csv\n1,2,3,4\n")
-    report = import_labels([bad, good], "cicflowmeter", tmp_path / "rules.csv", HALIFAX)
+    report = import_labels([str(tmp_path / "*.csv")], "cicflowmeter", tmp_path / "rules.csv", HALIFAX)
+    assert [f.path for f in report.files] == [str(good)]
     assert [f["path"] for f in report.failed] == [str(bad)]
     assert "bad.csv:1: no 'Source IP'" in report.failed[0]["error"]
     assert labels_by_flow(capture, tmp_path / "rules.csv")["F1"] == ("malicious", "DDoS")
@@ -301,6 +307,8 @@ def test_folders_class_level_and_well_known_names(tmp_path: Path, class_tree: Pa
         "Facetime.pcap": {UNLABELED}, "tinba[1].pcap": {("malicious", "Tinba")}}   # label from 'Malware' above
     assert level2.files[0].skipped == {"no_class_in_path": 1}
     assert report.match is None and level2.match["flows"]["rules_disagree"] == 0
+    assert level2.match["records"]["labeled_unmatched_no_flow_from_file"] == 0
+    assert "labelled records that matched a flow: 1 of 1 (100.0%)" in level2.format()
 
 
 def test_folders_regex_and_class_map(tmp_path: Path, class_tree: Path) -> None:
@@ -320,7 +328,21 @@ def test_options_are_validated_in_one_place(tmp_path: Path) -> None:
         ImportOptions(tz="Mars/Base")
     with pytest.raises(ParameterError, match=r"The 'time_slack_s' parameter must be a number in \[0.0, inf\)"):
         ImportOptions(time_slack_s=-1)
+    with pytest.raises(ParameterError, match=r"The 'class_regex' parameter must be a regular expression. Got '\('"):
+        ImportOptions(class_regex="(")
     with pytest.raises(ParameterError, match="'class_level' and 'class_regex' parameters cannot be combined"):
         ImportOptions(class_level=1, class_regex="x")
     with pytest.raises(ParameterError, match=r"The 'format' parameter must be one of"):
         import_labels([tmp_path], "argus", tmp_path / "r.csv")
+
+
+def test_a_record_spanning_two_flows_labels_both(tmp_path: Path, capture: Path, flows: Path) -> None:
+    # One long Zeek connection that pcapvision cut in two (F1, then F5 on the same 5-tuple).
+    lines = ["#separator \\x09", "#fields\t" + "\t".join(ZEEK_FIELDS) + "\tlabel\tdetailed-label",
+             "\t".join(_zeek_cells(0.0, "C1", F1, "450.0")) + "\tMalicious\tOkiru"]
+    path = write(tmp_path / "conn.log", "\n".join(lines) + "\n")
+    report = import_labels([path], "zeek", tmp_path / "rules.csv", flows=flows)
+    labels = labels_by_flow(capture, tmp_path / "rules.csv")
+    assert labels["F1"] == labels["F5"] == ("malicious", "Okiru")
+    assert report.match["records"]["labeled_matched_several_flows"] == 1
+    assert report.match["examples"]["labeled_matched_several_flows"][0]["flows"] == 2

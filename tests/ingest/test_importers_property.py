@@ -9,7 +9,9 @@ agree with both.
 
 from __future__ import annotations
 
+import calendar
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,8 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcapvision.ingest import Labeler
+from pcapvision.ingest.importers import cicflowmeter
 from pcapvision.ingest.importers.matcher import match_flows
-from pcapvision.ingest.importers.records import Record, Window
+from pcapvision.ingest.importers.records import ImportOptions, Record, Window
 from pcapvision.ingest.importers.rules import build_rules, write_rules
 
 TUPLES = [("10.0.0.1", 1000, "10.0.0.2", 80, 6), ("10.0.0.1", 1000, "10.0.0.2", 80, 17),
@@ -86,3 +89,26 @@ def test_rules_label_each_flow_as_the_records_say(record_specs: list[tuple], flo
     conflicts = sum(1 for flow in flows.to_pylist() if len({r.label for r in records if r.label is not None
                                                              and _oracle([r], flow)[0] is not None}) > 1)
     assert report["flows"]["conflict"] == conflicts
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2030, 12, 31)), st.booleans(),
+       st.booleans())
+def test_cicflowmeter_timestamps_keep_the_true_minute_in_a_window(moment: datetime, twelve_hour: bool,
+                                                                  with_seconds: bool) -> None:
+    """Written as CICFlowMeter does (d/m/yyyy, 12-hour without AM/PM or 24-hour, seconds or not),
+    the true instant lies in one of the record's windows; a 12-hour file gives an am and a pm one."""
+    moment = moment.replace(microsecond=0) if with_seconds else moment.replace(second=0, microsecond=0)
+    hour = (moment.hour % 12 or 12) if twelve_hour else moment.hour
+    stamp = f"{moment.day}/{moment.month}/{moment.year} {hour}:{moment.minute:02d}" + (
+        f":{moment.second:02d}" if with_seconds else "")
+    text = "Source IP,Source Port,Destination IP,Destination Port,Protocol,Timestamp,Flow Duration,Label\n" \
+           f"10.0.0.1,1000,10.0.0.2,80,6,{stamp},0,BENIGN\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "day.csv"
+        path.write_text(text)
+        record = cicflowmeter.read(path, ImportOptions(time_slack_s=0)).records[0]
+    truth = calendar.timegm(moment.timetuple()) * S
+    assert any(w.from_ns <= truth < w.to_ns for w in record.windows)
+    ambiguous = not (moment.hour == 0 or moment.hour > 12) or twelve_hour
+    assert len(record.windows) == (2 if ambiguous else 1)

@@ -96,7 +96,7 @@ def test_schema_matches_contracts_doc() -> None:
 def test_options_validate_and_serialise() -> None:
     options = IngestOptions(idle_timeout_s=30, max_bytes=100)
     assert options.to_dict() == {"idle_timeout_s": 30.0, "active_timeout_s": 1800.0, "max_bytes": 100,
-                                 "max_packets": 64, "reader": "auto", "chunk_packets": 65536}
+                                 "max_packets": 64, "on_hole": "stop", "reader": "auto", "chunk_packets": 65536}
     assert options.flow_options().idle_timeout_s == 30.0
     with pytest.raises(ParameterError, match=r"The 'idle_timeout_s' parameter must be a positive number. Got -1"):
         IngestOptions(idle_timeout_s=-1)
@@ -342,5 +342,6 @@ def test_dataset_part_records_its_capture(captures: dict[str, Path], tmp_path: P
     assert meta["params"]["idle_timeout_s"] == 60.0
     assert meta["sources"] == [{"source_file": str(captures["tcp"]), "source_sha256": sha256_file(captures["tcp"]),
                                 "bytes_read": captures["tcp"].stat().st_size, "packets": 8, "packets_read": 8, "flows": 1,
-                                "packets_skipped": {}, "frames_decoded_by": {"fast": 8}}]
+                                "packets_skipped": {}, "frames_decoded_by": {"fast": 8},
+                                "tcp_flows_with_holes": 0, "tcp_missed_bytes": 0}]
     assert pq.read_schema(part).equals(FLOWS_SCHEMA, check_metadata=False)

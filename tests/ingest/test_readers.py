@@ -303,17 +303,22 @@ def test_batches_hold_chunk_packets_records_in_order(tmp_path: Path, reader: str
     records, expected, skipped = c.standard_records()
     path = c.write_pcap(tmp_path / "a.pcap", records)
     batches = list(read_packets(path, reader=reader, chunk_packets=4))
-    assert len(batches) == -(-len(records) // 4)
-    for i, batch in enumerate(batches):
+    # One batch per 4 records, then one counting the fragments of datagrams never completed.
+    assert len(batches) == -(-len(records) // 4) + 1
+    assert len(batches[-1]) == 0 and set(batches[-1].skipped) == {"fragment_incomplete"}
+    for i, batch in enumerate(batches[:-1]):
         assert all(i * 4 <= f < i * 4 + 4 for f in batch.frame_index.tolist())
-        assert len(batch) + sum(batch.skipped.values()) == min(4, len(records) - i * 4)
+        unfragmented = sum(n for reason, n in batch.skipped.items() if not reason.startswith("fragment_"))
+        assert len(batch) + unfragmented <= min(4, len(records) - i * 4)
+    assert sum(len(b) + sum(b.skipped.values()) for b in batches) == len(records)  # the counts add up
     assert [p for b in batches for p in b.packets()] == expected
 
 
 def test_auto_batches_point_into_the_mapped_file(tmp_path: Path) -> None:
     records, expected, _ = c.standard_records()
     path = c.write_pcap(tmp_path / "a.pcap", records)
-    (batch,) = read_packets(path)
+    batch, fragments_left = read_packets(path)  # the second batch: fragments never reassembled
+    assert len(fragments_left) == 0
     assert batch.data.shape[0] == path.stat().st_size  # zero copy: the map of the whole file
     assert batch.data.dtype == np.uint8 and batch.ts_ns.dtype == np.int64 and batch.src_addr.shape == (len(expected), 16)
 

@@ -71,13 +71,7 @@ def _class_of(relative: Path, options: ImportOptions, pattern: re.Pattern[str] |
 def read(path: Path, options: ImportOptions) -> FileResult:
     if not path.is_dir():
         raise ParameterError(f"The 'folders' format reads a directory of class folders. Got {str(path)!r} instead.")
-    pattern = None
-    if options.class_regex is not None:
-        try:
-            pattern = re.compile(options.class_regex)
-        except re.error as exc:
-            raise ParameterError(f"The 'class_regex' parameter must be a regular expression. "
-                                 f"Got {options.class_regex!r} instead ({exc}).") from None
+    pattern = None if options.class_regex is None else re.compile(options.class_regex)  # validated
     class_map = read_class_map(options.class_map) if options.class_map else {}
     captures = discover_captures([path])
     digest = hashlib.sha256()

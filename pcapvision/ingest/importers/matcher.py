@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pcapvision.errors import DataContractError
-from pcapvision.ingest.importers.records import Record
+from pcapvision.ingest.importers.records import Record, Window
 from pcapvision.ingest.importers.rules import seconds_text
 from pcapvision.ingest.labels import Labeler
 from pcapvision.io import parquet_files
@@ -84,13 +84,16 @@ def match_flows(records: list[Record], flows: pa.Table, rules_path: str | Path |
     files = flows.column("source_file").to_pylist()
     flow_id = flows.column("flow_id").to_pylist()
     by_key: dict[Any, list[int]] = defaultdict(list)
+    keys: list[Any] = []
     for i in range(n):
-        by_key[_flow_key(src[i], sport[i], dst[i], dport[i], proto[i])].append(i)
+        keys.append(_flow_key(src[i], sport[i], dst[i], dport[i], proto[i]))
+        by_key[keys[-1]].append(i)
     by_file: dict[str, list[int]] = defaultdict(list)
     for i, name in enumerate(files):
         by_file[name].append(i)
 
     hits: list[list[int]] = [[] for _ in range(n)]
+    shifts: dict[str, Counter] = {"labeled": Counter(), "unlabeled": Counter()}
     counts: Counter = Counter()
     notes: Counter = Counter()
     examples = _Examples()
@@ -110,8 +113,9 @@ def match_flows(records: list[Record], flows: pa.Table, rules_path: str | Path |
                 reason = "no_flow_with_5tuple"
             elif not matched:
                 reason = "time_outside"
-                gap = min(min(abs(int(first_seen[i]) - w.from_ns), abs(int(first_seen[i]) - w.to_ns))
-                          for i in candidates for w in record.windows)
+                gap, shift = min((_gap(int(first_seen[i]), w) for i in candidates for w in record.windows),
+                                 key=lambda pair: pair[0])
+                shifts[kind][shift] += 1
                 examples.add(f"{kind}_{reason}", _example(record, flows_with_5tuple=len(candidates),
                                                           nearest_gap_s=round(gap / 1e9, 3)))
             else:
@@ -143,12 +147,15 @@ def match_flows(records: list[Record], flows: pa.Table, rules_path: str | Path |
             for i in matched:
                 hits[i].append(index)
 
+    labeled_keys = {r.key for r in records if r.label is not None and r.key is not None}
     expected: list[str | None] = []
     flow_counts: Counter = Counter()
     for i in range(n):
         labels = sorted({records[r].label for r in hits[i]})
         if not hits[i]:
             flow_counts["matched_no_record"] += 1
+            if keys[i] in labeled_keys:  # the ground truth knows the 5-tuple, at other times
+                flow_counts["matched_no_record_5tuple_known_at_other_times"] += 1
         elif len(hits[i]) == 1:
             flow_counts["matched_one_record"] += 1
         elif len(labels) == 1:
@@ -162,7 +169,8 @@ def match_flows(records: list[Record], flows: pa.Table, rules_path: str | Path |
         expected.append(labels[0] if len(labels) == 1 else default_label)
 
     flows_section: dict[str, Any] = {"total": n, **{k: flow_counts.get(k, 0) for k in (
-        "matched_no_record", "matched_one_record", "matched_several_records_agreeing", "conflict")}}
+        "matched_no_record", "matched_no_record_5tuple_known_at_other_times", "matched_one_record",
+        "matched_several_records_agreeing", "conflict")}}
     if rules_path is not None:
         applied = _apply_rules(rules_path, flows)
         disagree = [i for i in range(n) if applied[i] != expected[i]]
@@ -185,7 +193,18 @@ def match_flows(records: list[Record], flows: pa.Table, rules_path: str | Path |
                 notes[f"{kind}_{name}"] += 0
     records_section = {k: counts[k] for k in sorted(counts)}
     records_section.update({k: notes[k] for k in sorted(notes)})
-    return {"records": records_section, "flows": flows_section, "examples": dict(sorted(examples.items()))}
+    out = {"records": records_section, "flows": flows_section, "examples": dict(sorted(examples.items()))}
+    if shifts["labeled"]:
+        # A wrong --tz or clock reading shows as most records missing their flow by the same hours.
+        out["time_outside_shift_h"] = {f"{h:+.1f}": c for h, c in shifts["labeled"].most_common(5)}
+    return out
+
+
+def _gap(first_seen: int, window: Window) -> tuple[int, float]:
+    """(ns from the window to a flow start outside it, the flow's shift from the window's start
+    in hours rounded to the half hour: how far a time zone or clock reading would be off)."""
+    gap = window.from_ns - first_seen if first_seen < window.from_ns else first_seen - window.to_ns + 1
+    return gap, round((first_seen - window.from_ns) / 1_800e9) / 2
 
 
 def _file_matches(name: str, globs: tuple[str, ...]) -> bool:

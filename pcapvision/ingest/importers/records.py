@@ -14,6 +14,7 @@ import io
 import ipaddress
 import logging
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,7 +39,7 @@ WELL_KNOWN_LABELS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Window:
     """Flow start times ``[from_ns, to_ns)`` a record accepts; ``note`` names the reading
     (``am``/``pm`` for a 12-hour clock without AM/PM, else empty)."""
@@ -48,7 +49,7 @@ class Window:
     note: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # millions of them for a whole dataset
 class Record:
     """One ground-truth record (see the module docstring). ``source`` is ``FILE:LINE``."""
 
@@ -131,6 +132,12 @@ class ImportOptions:
             check_int("min_severity", self.min_severity, min_value=1, max_value=255)
         if self.class_level is not None:
             check_int("class_level", self.class_level, min_value=1)
+        if self.class_regex is not None:
+            try:
+                re.compile(self.class_regex)
+            except (re.error, TypeError) as exc:
+                raise ParameterError(f"The 'class_regex' parameter must be a regular expression. "
+                                     f"Got {self.class_regex!r} instead ({exc}).") from None
         if self.class_level is not None and self.class_regex is not None:
             raise ParameterError("The 'class_level' and 'class_regex' parameters cannot be combined. "
                                  "Got both instead.")

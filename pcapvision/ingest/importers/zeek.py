@@ -11,7 +11,6 @@ its last three columns (``tunnel_parents label detailed-label``) by spaces, not 
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
