@@ -121,8 +121,7 @@ def test_cli_reports_a_full_disk_naming_the_output(tmp_path, capsys, monkeypatch
     assert err == f"pcapvision image: error: writing {images}: no space left on device"
 
 
-_PROBE = ("import sys, time; from pcapvision.cli import main; t = time.perf_counter(); code = main(sys.argv[1:]); "
-          "print('tensorflow' in sys.modules, round(time.perf_counter() - t, 2)); sys.exit(code)")
+_PROBE = "import sys; from pcapvision.cli import main; code = main(sys.argv[1:]); print('tensorflow' in sys.modules); sys.exit(code)"
 
 
 @pytest.mark.parametrize("argv", [
@@ -142,10 +141,9 @@ def test_a_wrong_path_fails_before_tensorflow_starts(tmp_path, argv):
     args = [a.format(d=tmp_path) for a in argv] + ["--quiet"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, env=env, timeout=120)
-    loaded_tf, seconds = done.stdout.split()
-    assert done.returncode == 1 and loaded_tf == "False", (done.stdout, done.stderr)
+    # TensorFlow's start-up (10-40 s on a loaded 2-core VM) never happens for a wrong path.
+    assert done.returncode == 1 and done.stdout.strip() == "False", (done.stdout, done.stderr)
     assert len(done.stderr.strip().splitlines()) == 1 and str(tmp_path) in done.stderr
-    assert float(seconds) < 5.0  # no TensorFlow start-up (10-40 s here); imports of the stage only
 
 
 def test_native_stderr_is_silenced_only_while_tensorflow_starts(capfd):

@@ -643,6 +643,7 @@ def ingest(
     jobs: int = 1,
     quiet: bool = False,
     force: bool = False,
+    lock: bool = True,
 ) -> IngestSummary:
     """Ingest captures into ``output``: one ``*.parquet`` file, or a dataset directory.
 
@@ -652,14 +653,25 @@ def ingest(
     labels is re-ingested and atomically replaced. A capture that fails is reported in the summary and never costs the others their
     output. ``jobs`` worker processes read captures in parallel. A second ingest into the same
     output is refused (:class:`~pcapvision.errors.LockedError`) while this one runs; temporaries
-    left beside (or in) the output by a killed ingest are removed first.
+    left beside (or in) the output by a killed ingest are removed first. ``lock=False`` is for the
+    tasks of a distributed job writing parts of one dataset directory at once: the job holds the
+    lock (:func:`output_guard`) and no task touches another's temporaries.
     """
+    if not lock:
+        return _ingest(paths, output, options, labeler=labeler, jobs=jobs, quiet=quiet, force=force)
+    with output_guard(output):
+        return _ingest(paths, output, options, labeler=labeler, jobs=jobs, quiet=quiet, force=force)
+
+
+@contextlib.contextmanager
+def output_guard(output: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the lock of ingest output ``output`` and remove what a killed ingest left there."""
     target = Path(output)
     with output_lock(target, what="ingest into this output"):
         remove_stale_temporaries(target)
         if target.is_dir():
             remove_stale_temporaries_in(target)
-        return _ingest(paths, output, options, labeler=labeler, jobs=jobs, quiet=quiet, force=force)
+        yield
 
 
 def _ingest(
