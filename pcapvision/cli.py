@@ -412,8 +412,12 @@ def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.Argume
         description="Ingest and image PCAP files with the parameters stored in MODEL_DIR, then write one verdict\n"
                     "per flow (predicted class and every class probability) to a Parquet or CSV file.",
     )
-    parser.add_argument("model", metavar="MODEL_DIR", help="model directory trained on an images table")
-    parser.add_argument("pcaps", nargs="+", metavar="PCAP", help="capture files (pcap/pcapng, plain or gzip)")
+    parser.add_argument("model", metavar="MODEL_DIR", help="model directory trained on an images table (with "
+                        "--registry: the first capture)")
+    parser.add_argument("pcaps", nargs="*", metavar="PCAP", help="capture files (pcap/pcapng, plain or gzip)")
+    parser.add_argument("--registry", metavar="REG", default=None,
+                        help="score with the current champion of this model registry (then every positional "
+                             "argument is a capture); verdicts gain nn_distance and in_distribution")
     parser.add_argument("-o", "--output", required=True, metavar="VERDICTS",
                         help="output file: *.parquet or *.csv")
     parser.add_argument("--threshold", type=float, default=None,
@@ -424,10 +428,22 @@ def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.Argume
     def run(args: argparse.Namespace) -> int:
         from pcapvision.classify.predict import predict_pcaps
 
-        verdicts = predict_pcaps(args.model, args.pcaps, args.output, threshold=args.threshold,
-                                 batch_size=args.batch_size, ingest_options=_ingest_options_given(args))
+        model, pcaps, reference = args.model, args.pcaps, None
+        if args.registry is not None:
+            from pcapvision.retrain import champion_paths
+
+            model, reference = champion_paths(args.registry)
+            pcaps = [args.model, *args.pcaps]
+        elif not pcaps:
+            raise ParameterError("give MODEL_DIR and at least one PCAP (or --registry REG and the captures)")
+        verdicts = predict_pcaps(model, pcaps, args.output, threshold=args.threshold, batch_size=args.batch_size,
+                                 ingest_options=_ingest_options_given(args), reference=reference)
         counts = verdicts["predicted"].value_counts().to_dict() if len(verdicts) else {}
-        print(f"{args.output}: {len(verdicts)} flows; predicted {counts}")
+        line = f"{args.output}: {len(verdicts)} flows; predicted {counts}"
+        if "in_distribution" in verdicts:
+            scored = verdicts.loc[verdicts["imaged"], "in_distribution"].astype(bool)
+            line += f"; {float((~scored).mean()) if len(scored) else 0.0:.1%} unlike the training data"
+        print(line)
         failed = verdicts.attrs.get("failed_captures") or {}
         if failed:
             print(f"pcapvision predict: {len(failed)} capture(s) failed: {', '.join(failed)}; the verdicts of the "
@@ -536,7 +552,7 @@ def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "run", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="the main job: traffic and MNIST models trained, evaluated and attacked, one report",
         description="Run every stage end to end: captures -> OUT/flows -> OUT/images.parquet -> OUT/model, the MNIST\n"
-                    "proof of concept (same architecture and training function) -> OUT/mnist-model, the robustness\n"
+                    "proof of concept (the plain CNN, same training function) -> OUT/mnist-model, the robustness\n"
                     "suite on both, and OUT/report.html. With no arguments it runs on the bundled sample_pcaps and\n"
                     "MNIST sample. Parameters: defaults < --config FILE < options given here ('pcapvision config\n"
                     "show' prints every parameter and its default). Stages whose inputs and parameters did not change\n"
@@ -550,9 +566,11 @@ def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--labels", metavar="RULES.csv",
                         help="label rules (default: labels.csv inside the capture directory, if there is one)")
     parser.add_argument("--repr", dest="representation", metavar="NAME",
-                        help="image representation (default: payload; see 'pcapvision image --help')")
+                        help="image representation (default: packets, the winner of 'pcapvision compare' on the "
+                             "bundled sample; see 'pcapvision image --help')")
     parser.add_argument("--target", choices=("label", "family"), help="what the traffic model predicts (default: label)")
-    parser.add_argument("--arch", choices=("cnn", "mlp"), help="network architecture of both models (default: cnn)")
+    parser.add_argument("--arch", choices=("cnn", "mlp", "cnn-embed", "cnn1d"),
+                        help="traffic model architecture (default: cnn1d; the MNIST model keeps the plain cnn)")
     parser.add_argument("--epochs", type=int, help="maximum epochs of the traffic model (default: 20)")
     parser.add_argument("--mnist-epochs", type=int, help="maximum epochs of the MNIST model (default: 6)")
     parser.add_argument("--mnist-file", metavar="PATH", help="MNIST file (default: the bundled 10,000-digit sample)")
@@ -584,6 +602,16 @@ def _run_run(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS.append(_add_run)
+
+
+def _add_retrain_and_models(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from pcapvision.cli_retrain import add_models, add_retrain
+
+    add_retrain(subparsers, common, _Formatter)
+    add_models(subparsers, common, _Formatter)
+
+
+_SUBCOMMANDS.append(_add_retrain_and_models)
 
 
 def _add_config(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

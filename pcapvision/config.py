@@ -70,17 +70,20 @@ SECTIONS: dict[str, tuple[str, tuple[Key, ...]]] = {
         Key("chunk_packets", 65536, "packets decoded per chunk", minimum=1),
     )),
     "image": ("flows table -> 28x28 images (docs/imaging.md)", (
-        Key("representation", "payload", "what a pixel means", choices=("payload", "byte-distribution", "flowpic")),
+        Key("representation", "packets", "what a pixel means (default: the winner of 'pcapvision compare' on the "
+                                         "bundled sample, BENCHMARKS.md)",
+            choices=("payload", "byte-distribution", "flowpic", "packets")),
         Key("params", {}, "representation parameters, e.g. { max_bytes = 1500 } (see 'pcapvision image --help')"),
         Key("dedup", True, "keep one row per distinct image; drop images seen with conflicting labels"),
         Key("mask_tls_sni", False, "zero TLS SNI and certificate-name bytes before rendering"),
         Key("group_by", "capture", "split_group column: source capture or server address",
             choices=("capture", "server")),
     )),
-    "train": ("the CNN on the traffic images; the MNIST model uses the same architecture and training "
-              "function (docs/classify.md)", (
+    "train": ("the network on the traffic images; the MNIST model uses the same training function "
+              "(docs/classify.md)", (
         Key("target", "label", "class column of the traffic model", choices=("label", "family")),
-        Key("arch", "cnn", "network architecture (both models)", choices=("cnn", "mlp")),
+        Key("arch", "cnn1d", "traffic model architecture (default: the winner of 'pcapvision compare' on the "
+                             "bundled sample, BENCHMARKS.md)", choices=("cnn", "mlp", "cnn-embed", "cnn1d")),
         Key("epochs", 20, "maximum epochs of the traffic model (early stopping on validation loss)", minimum=1),
         Key("patience", 3, "epochs without validation-loss improvement before stopping (both models)", minimum=0),
         Key("batch_size", 128, "images per training batch (both models)", minimum=1),
@@ -95,6 +98,8 @@ SECTIONS: dict[str, tuple[str, tuple[Key, ...]]] = {
         Key("file", "", "MNIST file (mnist.npz, IDX directory or x/y npz); empty: the 10,000-digit sample "
                         "bundled with pcapvision"),
         Key("epochs", 6, "maximum epochs of the MNIST model", minimum=1),
+        Key("arch", "cnn", "MNIST model architecture (the proof of concept's plain CNN)",
+            choices=("cnn", "mlp", "cnn-embed", "cnn1d")),
     )),
     "robustness": ("where each model breaks (docs/robustness.md)", (
         Key("suite", "quick", "robustness suite of both models, or none", choices=("quick", "full", "none")),

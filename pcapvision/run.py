@@ -6,7 +6,7 @@ Each stage writes its usual artifact under the output directory::
     OUT/flows/               flows table (dataset directory, one part per capture)
     OUT/images.parquet       images table (+ images.parquet.summary.json, preview.png)
     OUT/model/               traffic model: model.keras, metadata.json, report/ (metrics.json, report.html)
-    OUT/mnist-model/         the MNIST proof of concept: same architecture, same training function
+    OUT/mnist-model/         the MNIST proof of concept: the plain CNN, same training function
     OUT/robustness/          robustness.json, robustness.html of the traffic model
     OUT/mnist-robustness/    the same for the MNIST model
     OUT/report.html          everything above on one self-contained page
@@ -212,10 +212,10 @@ class _Run:
 
         m = self.cfg["mnist"]
         mnist_file = m["file"] or None
-        log.info("[%d/%d] train %s on MNIST (%s) -> %s", step, steps, self.cfg["train"]["arch"],
+        log.info("[%d/%d] train %s on MNIST (%s) -> %s", step, steps, m["arch"],
                  mnist_file or "bundled sample", self.mnist_dir)
         info = load_mnist(mnist_file, seed=self.seed, allow_download=False)[4]
-        kwargs = self._train_kwargs(m["epochs"])
+        kwargs = {**self._train_kwargs(m["epochs"]), "arch": m["arch"]}
         params = self._train_params(kwargs)
         _, result = self._stage(
             "mnist-train", self.mnist_dir / METADATA_FILE, inputs={"mnist_data_sha256": info["data_sha256"]}, params=params,

@@ -82,8 +82,9 @@ def write_run_report(path: str | os.PathLike[str], out: str | os.PathLike[str], 
               if m.metrics is not None]
     rep = HtmlReport("pcapvision: the same CNN on traffic images and on MNIST")
     rep.paragraph(
-        "One run of the main job: captures are turned into flows and 28x28 images, a CNN is trained on them, the same "
-        "architecture is trained with the same training function on MNIST as a proof of concept, and both models go "
+        "One run of the main job: captures are turned into flows and 28x28 images, a network is trained on them (by "
+        "default cnn1d on packets images, the winner of pcapvision compare on the bundled sample), the plain CNN is "
+        "trained with the same training function on MNIST as a proof of concept, and both models go "
         "through the same robustness suite. Read top to bottom: the data, how well each model does against trivial "
         "baselines, then how easily each one breaks.")
     _what_ran(rep, record, config, out)

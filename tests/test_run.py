@@ -46,6 +46,10 @@ def test_run_end_to_end_then_reuse(small_sample, tmp_path):
     assert 0.0 <= accuracy <= 1.0
     assert json.loads((out / "run.json").read_text())["stages"]["train"]["reused"] is False
     assert "test accuracy" in format_run(record)
+    from pcapvision.classify import read_metadata
+
+    metadata = read_metadata(out / "model")  # the traffic default chosen by `pcapvision compare`
+    assert (metadata["representation"], metadata["params"]["arch"]) == ("packets", "cnn1d")
 
     again = run_pipeline([small_sample], out, epochs=2, suite="none", seed=0, mnist=False, quiet=True)
     assert again["stages"]["ingest"]["files_skipped_already_ingested"] == 6
@@ -57,6 +61,7 @@ def test_run_end_to_end_then_reuse(small_sample, tmp_path):
 
 def _run(sample: Path, out: Path, **kw):
     kw.setdefault("epochs", 1)
+    kw.setdefault("representation", "payload")
     return run_pipeline([sample], out, suite="none", seed=0, mnist=False, quiet=True, **kw)
 
 
@@ -146,6 +151,11 @@ def test_default_run_trains_both_models_writes_one_report_then_reuses_everything
     saved = json.loads((out / "run.json").read_text())
     assert saved["config"]["mnist"]["file"] == str(small_mnist) and saved["config"]["train"]["epochs"] == 1
     assert saved["config"]["run"]["captures"] == [str(small_sample)]
+    from pcapvision.classify import read_metadata
+
+    # Traffic: the compare winner; MNIST: the proof of concept's plain CNN.
+    assert read_metadata(out / "model")["params"]["arch"] == "cnn1d"
+    assert read_metadata(out / "mnist-model")["params"]["arch"] == "cnn"
 
     page = (out / "report.html").read_text()
     # Both models, side by side, in every section that compares them.

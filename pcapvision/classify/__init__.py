@@ -14,8 +14,10 @@ Public API::
     save_model(model, model_dir, metadata) / load_model(model_dir) -> (model, metadata)   # the ONE loader
     read_split_manifest(model_dir, metadata) -> DataFrame                  # hash-verified split
     staged_model_directory(model_dir)                                       # write a model dir as a unit
-    train_mnist(...), train_images(...), evaluate(...), predict_pcaps(...)
+    train_mnist(...), train_images(...), evaluate(...), predict_pcaps(..., reference=None)
     plot_training_curves(history), plot_confusion_matrix(cm, names), plot_samples_per_class(x, y, names)
+    embed(model, x); fit_reference(model, x_train, model_sha256=...) -> Reference   # in-distribution check
+    Reference.load(path).score(model, x) -> (nn_distance, in_distribution)
 """
 
 from __future__ import annotations
@@ -43,17 +45,19 @@ from pcapvision.classify.datasets import (
 )
 from pcapvision.classify.evaluate import classification_metrics, run_baselines
 from pcapvision.classify.model import ARCHITECTURES, build_cnn, build_cnn1d, build_cnn_embed, build_mlp, build_model
+from pcapvision.classify.novelty import REFERENCE_FILE, Reference, embed, fit_reference
 from pcapvision.classify.pipeline import evaluate, train_images, train_mnist
 from pcapvision.classify.plots import confusion_matrix as plot_confusion_matrix
 from pcapvision.classify.plots import samples_per_class as plot_samples_per_class
 from pcapvision.classify.plots import training_curves as plot_training_curves
-from pcapvision.classify.predict import predict_proba
+from pcapvision.classify.predict import predict_pcaps, predict_proba
 from pcapvision.classify.train import make_dataset, train_model
 
 __all__ = [
-    "ARCHITECTURES", "SPLIT_MANIFEST_FILE", "ImagesDataset", "build_cnn", "build_cnn1d", "build_cnn_embed", "build_mlp",
-    "build_model", "classification_metrics", "evaluate", "load_images_dataset", "load_mnist", "load_model",
-    "make_dataset", "mnist_test_split", "plot_confusion_matrix", "plot_samples_per_class", "plot_training_curves",
-    "predict_proba", "read_metadata", "read_split_manifest", "run_baselines", "save_model", "split_indices",
-    "staged_model_directory", "train_images", "train_mnist", "train_model",
+    "ARCHITECTURES", "REFERENCE_FILE", "SPLIT_MANIFEST_FILE", "ImagesDataset", "Reference", "build_cnn", "build_cnn1d",
+    "build_cnn_embed", "build_mlp", "build_model", "classification_metrics", "embed", "evaluate", "fit_reference",
+    "load_images_dataset", "load_mnist", "load_model", "make_dataset", "mnist_test_split", "plot_confusion_matrix",
+    "plot_samples_per_class", "plot_training_curves", "predict_pcaps", "predict_proba", "read_metadata",
+    "read_split_manifest", "run_baselines", "save_model", "split_indices", "staged_model_directory", "train_images",
+    "train_mnist", "train_model",
 ]

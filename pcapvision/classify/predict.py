@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from pcapvision.classify.artifact import load_model
 from pcapvision.classify.evaluate import predict_labels
+from pcapvision.classify.novelty import Reference
 from pcapvision.errors import CaptureFormatError, DataContractError, ModelFormatError, ParameterError
 from pcapvision.io import atomic_path, make_metadata, metadata_from_schema, write_parquet_atomic
 from pcapvision.validation import check_number, check_positive_int
@@ -71,7 +72,7 @@ def _ingest_options(metadata: Mapping[str, Any], overrides: Mapping[str, Any] | 
 
 
 def _verdict_rows(model: Any, metadata: Mapping[str, Any], flows: pa.Table, source_file: str, threshold: float,
-                  batch_size: int) -> pd.DataFrame:
+                  batch_size: int, reference: Reference | None = None) -> pd.DataFrame:
     from pcapvision.imaging import images_to_array, render_flows
 
     class_names = list(metadata["class_names"])
@@ -91,6 +92,8 @@ def _verdict_rows(model: Any, metadata: Mapping[str, Any], flows: pa.Table, sour
         "confidence": proba[np.arange(len(pred)), pred] if len(pred) else np.zeros(0),
         **{f"p_{name}": proba[:, k] for k, name in enumerate(class_names)},
     })
+    if reference is not None:
+        verdicts["nn_distance"], verdicts["in_distribution"] = reference.score(model, x, batch_size=batch_size)
     wanted = [c for c in FLOW_COLUMNS if c in flows.schema.names]
     flow_info = flows.select(wanted).to_pandas()
     if flows.num_rows == 0:  # a capture without IP flows: no rows, not an error
@@ -112,6 +115,7 @@ def predict_pcaps(
     threshold: float | None = None,
     batch_size: int = 512,
     ingest_options: Mapping[str, Any] | None = None,
+    reference: Reference | str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Per-flow verdicts for capture files (or directories/globs of them) with a traffic model.
 
@@ -125,6 +129,11 @@ def predict_pcaps(
     in CSV, text a spreadsheet would run as a formula gets a leading ``'`` (Parquet keeps it exact).
     A capture that cannot be read is skipped, not fatal: ``verdicts.attrs["failed_captures"]`` maps
     each such file to the reason, and the other captures' verdicts are still written.
+
+    With a ``reference`` (the model's :class:`~pcapvision.classify.novelty.Reference`, or its
+    ``.npz``) each verdict also gets ``nn_distance`` (to the nearest training image in the model's
+    embedding) and ``in_distribution`` (distance within the reference threshold), and a warning
+    gives the share of flows unlike the training data.
     """
     from pcapvision.ingest import discover_captures, read_flows
 
@@ -138,6 +147,10 @@ def predict_pcaps(
         raise ModelFormatError(f"{model_dir}: the model was trained on MNIST; predict needs a model trained on traffic images")
     thr = float((metadata.get("params") or {}).get("threshold", 0.5)) if threshold is None else \
         check_number("threshold", threshold, min_value=0, max_value=1)
+    if reference is not None and not isinstance(reference, Reference):
+        reference = Reference.load(reference)
+    if reference is not None and reference.model_sha256 != metadata.get("model_sha256"):
+        raise ModelFormatError(f"{model_dir}: the embedding reference was made for another model")
     options = _ingest_options(metadata, ingest_options)
     frames = []
     failures: dict[str, str] = {}
@@ -145,7 +158,7 @@ def predict_pcaps(
         # A bad capture costs its own verdicts only: record why, go on, write the rest.
         try:
             flows = read_flows(capture, options)
-            rows = _verdict_rows(model, metadata, flows, os.fspath(capture), thr, batch_size)
+            rows = _verdict_rows(model, metadata, flows, os.fspath(capture), thr, batch_size, reference)
         except (CaptureFormatError, DataContractError, OSError) as exc:
             failures[os.fspath(capture)] = " ".join(str(exc).split())
             log.error("%s: failed, no verdicts: %s", capture, failures[os.fspath(capture)])
@@ -153,6 +166,8 @@ def predict_pcaps(
         frames.append(rows)
         log.info("%s: %d flows, %d imaged", capture, len(rows), int(rows["imaged"].sum()))
     verdicts = pd.concat(frames, ignore_index=True) if frames else _empty_verdicts(metadata)
+    if reference is not None and len(verdicts):
+        _warn_out_of_distribution(verdicts, reference)
     if output is not None:
         _write_verdicts(verdicts, Path(output), metadata, thr)
     verdicts.attrs["failed_captures"] = failures
@@ -189,6 +204,21 @@ def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_object_dtype(out[column]) or pd.api.types.is_string_dtype(out[column]):
             out[column] = out[column].map(csv_safe_cell)
     return out
+
+
+def _warn_out_of_distribution(verdicts: pd.DataFrame, reference: Reference) -> None:
+    scored = verdicts.loc[verdicts["imaged"], "in_distribution"].astype(bool)
+    if len(scored) == 0:
+        return
+    share = float((~scored).mean())
+    expected = 1.0 - reference.quantile
+    line = (f"{share:.1%} of {len(scored)} imaged flows are unlike the model's training data (nearest training image "
+            f"further than {reference.threshold:.3g} in the model's embedding; about {expected:.0%} of training-like "
+            "flows are)")
+    if share > 2 * expected:
+        log.warning("%s: verdicts on them are extrapolation", line)
+    else:
+        log.info("%s", line)
 
 
 def _write_verdicts(verdicts: pd.DataFrame, output: Path, metadata: Mapping[str, Any], threshold: float) -> None:

@@ -94,3 +94,22 @@ def test_bad_parameters_are_named(kwargs, message, tmp_path):
 
     with pytest.raises(ParameterError, match=message):
         compare(tmp_path / "missing", tmp_path / "out", **kwargs)
+
+
+def test_an_images_table_is_compared_on_its_own_representation_without_the_reference(tmp_path):
+    from pcapvision.compare.grid import check_compare_params, load_compare_data, make_split
+    from pcapvision.imaging import import_images
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    y = np.array(["normal", "malicious"] * 30)
+    groups = np.array([f"host{i % 10}" for i in range(60)])
+    np.savez(tmp_path / "d.npz", x=x, y=y, groups=groups)
+    import_images(tmp_path / "d.npz", tmp_path / "d.parquet")
+    params = check_compare_params(["packets"], ["cnn"], 1, 1, "label", "capture", 0)
+    data, info = load_compare_data(tmp_path / "d.parquet", params)
+    assert params["reprs"] == ["imported"] and info["input_kind"] == "images" and data.features is None
+    assert any("reference needs the flows table" in note for note in data.notes)
+    split = make_split(data, 0)
+    assert split["n_train"] + split["n_validation"] + split["n_test"] == 60
+    assert not set(split["groups"]["test"]) & set(split["groups"]["train"])
