@@ -66,7 +66,9 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                              "capture (<sha256[:16]>.parquet; re-runs skip captures already there with the same "
                              "parameters and labels, and re-ingest the others)")
     reading = _add_ingest_options(parser)
-    reading.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (parallel over files)")
+    reading.add_argument("--jobs", type=int, default=1, metavar="N",
+                         help="worker processes (parallel over files), or LocalCluster workers with --executor dask")
+    _executor_options(reading)
     reading.add_argument("--force", action="store_true",
                          help="re-ingest captures whose part already exists in a dataset directory, even when "
                               "made with the same parameters and labels")
@@ -84,6 +86,14 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                              "OUT.rules.csv, match report OUT.rules.match.json; see 'pcapvision labels import')")
     _add_label_import_options(parser)
     parser.set_defaults(handler=_run_ingest)
+
+
+def _executor_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--executor", choices=("local", "dask"), default="local",
+                       help="run per capture in local processes, or as Dask tasks (needs pcapvision[dask]; "
+                            "see docs/scale-out.md)")
+    group.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                       help="with --executor dask: a running scheduler (default: a LocalCluster of --jobs workers)")
 
 
 # The options of 'ingest' that shape the flows (IngestOptions fields): also taken by 'predict'.
@@ -123,7 +133,8 @@ def _ingest_options_given(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _run_ingest(args: argparse.Namespace) -> int:
-    from pcapvision.ingest import IngestOptions, Labeler, ingest
+    from pcapvision.executor import ingest_captures
+    from pcapvision.ingest import IngestOptions, Labeler
 
     options = IngestOptions(**_ingest_options_given(args))
     if args.label is not None and args.labels is not None:
@@ -140,8 +151,8 @@ def _run_ingest(args: argparse.Namespace) -> int:
         rules = args.labels if imported is None else imported.rules_path
         labeler = Labeler.from_rules_csv(rules, unlabeled=args.unlabeled, default_label=args.default_label,
                                          default_family=args.default_family)
-    summary = ingest(args.paths, args.output, options, labeler=labeler, jobs=args.jobs, quiet=args.quiet,
-                     force=args.force)
+    summary = ingest_captures(args.paths, args.output, options, labeler=labeler, executor=args.executor,
+                              scheduler=args.scheduler, jobs=args.jobs, quiet=args.quiet, force=args.force)
     print(summary.format())
     if imported is not None and (summary.files_ok or summary.files_skipped_already_ingested):
         print(imported.with_flows(args.output).format())
@@ -249,7 +260,7 @@ _SUBCOMMANDS.append(_add_labels)
 
 
 def _add_image(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from pcapvision.imaging.representations import REPRESENTATIONS
+    from pcapvision.imaging import REPRESENTATIONS
 
     param_help = "\n".join(
         f"  {name}: {cls.summary}\n" + "".join(f"    {p.name} (default {p.default!r}): {p.help}\n" for p in cls.param_specs)
@@ -279,9 +290,11 @@ def _add_image(subparsers: argparse._SubParsersAction, common: argparse.Argument
                         help="split_group column: source capture (source_sha256) or server address (dst_ip)")
     parser.add_argument("--preview", metavar="PNG", default=None, help="also draw sample images per label into PNG")
     parser.add_argument("--preview-per-class", type=int, default=8, metavar="N", help="images per label in --preview")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="with --executor dask: LocalCluster workers")
+    _executor_options(parser)
 
     def run(args: argparse.Namespace) -> int:
-        from pcapvision.imaging import image_flows
+        from pcapvision.executor import image_captures
 
         pairs: dict[str, str] = {}
         for item in args.param:
@@ -290,9 +303,10 @@ def _add_image(subparsers: argparse._SubParsersAction, common: argparse.Argument
                 raise ParameterError(f"The 'param' option must be KEY=VALUE. Got {item!r} instead.")
             pairs[key.strip()] = value.strip()
         params = REPRESENTATIONS[args.representation].parse_params(pairs)
-        summary = image_flows(args.flows, args.output, args.representation, params, dedup=args.dedup,
-                              mask_tls_sni=args.mask_tls_sni, group_by=args.group_by, preview=args.preview,
-                              preview_per_class=args.preview_per_class, quiet=args.quiet)
+        summary = image_captures(args.flows, args.output, args.representation, params, executor=args.executor,
+                                 scheduler=args.scheduler, jobs=args.jobs, dedup=args.dedup,
+                                 mask_tls_sni=args.mask_tls_sni, group_by=args.group_by, preview=args.preview,
+                                 preview_per_class=args.preview_per_class, quiet=args.quiet)
         print(summary.format())
         return EXIT_OK
 
@@ -340,9 +354,11 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
                        help="approximate fraction of images (of the training data for MNIST) used for early stopping")
     split.add_argument("--threshold", type=float, default=0.5,
                        help="binary models: operating threshold on p(malicious)")
+    split.add_argument("--positive-class", metavar="CLASS", default=None,
+                       help="two-class models: the class that is positive (malicious); default: the class named 'malicious' (any case)")
 
     def run(args: argparse.Namespace) -> int:
-        from pcapvision.classify.pipeline import train_images, train_mnist
+        from pcapvision.classify import train_images, train_mnist
 
         common_kw = dict(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                          learning_rate=args.learning_rate, patience=args.patience,
@@ -350,6 +366,8 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
         if args.dataset == "mnist":
             if args.images is not None:
                 raise ParameterError("--dataset mnist takes no IMAGES argument (use --mnist-file for a file)")
+            if args.positive_class is not None:
+                raise ParameterError("--positive-class applies to two-class images tables, not to MNIST")
             record = train_mnist(args.output, mnist_file=args.mnist_file, allow_download=not args.no_download, **common_kw)
         else:
             if args.images is None:
@@ -357,7 +375,7 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
             if args.mnist_file is not None:
                 raise ParameterError("--mnist-file needs --dataset mnist")
             record = train_images(args.images, args.output, target=args.target, test_fraction=args.test_fraction,
-                                  threshold=args.threshold, **common_kw)
+                                  threshold=args.threshold, positive_class=args.positive_class, **common_kw)
         test = record["test"]
         print(f"{args.output}: test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro']['f1']:.4f} "
               f"on {test['n_samples']} images; report {args.output}/report/report.html")
@@ -374,7 +392,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction, common: argparse.Argum
         "evaluate", parents=[common], formatter_class=_Formatter,
         help="metrics, baselines and report of a model on data",
         description="Evaluate MODEL_DIR on DATA: 'mnist' (the model's own MNIST test split) or an images table.\n"
-                    "On the model's training table the stored test split is used; other tables are used whole.\n"
+                    "On the model's training table the stored test split is used; on any other table every row\n"
+                    "except those the model saw in training or validation (counted and reported).\n"
                     "Writes metrics.json and report.html.",
     )
     parser.add_argument("model", metavar="MODEL_DIR", help="model directory written by 'pcapvision train'")
@@ -383,11 +402,14 @@ def _add_evaluate(subparsers: argparse._SubParsersAction, common: argparse.Argum
                         help="report directory (default: MODEL_DIR/evaluation-<DATA name>)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="binary models: operating threshold on p(malicious) (default: the model's)")
+    parser.add_argument("--positive-class", metavar="CLASS", default=None,
+                        help="two-class models: the positive (malicious) class (default: the one stored with the model)")
 
     def run(args: argparse.Namespace) -> int:
-        from pcapvision.classify.pipeline import evaluate
+        from pcapvision.classify import evaluate
 
-        record = evaluate(args.model, args.data, out_dir=args.output, threshold=args.threshold)
+        record = evaluate(args.model, args.data, out_dir=args.output, threshold=args.threshold,
+                          positive_class=args.positive_class)
         test = record["test"]
         line = f"accuracy {test['accuracy']:.4f}, macro-F1 {test['macro']['f1']:.4f} on {test['n_samples']} images"
         if "positive" in test:
@@ -426,7 +448,7 @@ def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.Argume
     _add_ingest_options(parser, from_model=True)
 
     def run(args: argparse.Namespace) -> int:
-        from pcapvision.classify.predict import predict_pcaps
+        from pcapvision.classify import predict_pcaps
 
         model, pcaps, reference = args.model, args.pcaps, None
         if args.registry is not None:
@@ -524,6 +546,8 @@ def _add_robustness(subparsers: argparse._SubParsersAction, common: argparse.Arg
                         help="flows table the images were rendered from: enables network-level distortions "
                              "(skipped with a stated reason without it)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of every study")
+    parser.add_argument("--positive-class", metavar="CLASS", default=None,
+                        help="two-class models: the malicious (positive) class (default: the one stored with the model)")
 
     def run(args: argparse.Namespace) -> int:
         from pcapvision.robustness import run_suite
@@ -534,7 +558,7 @@ def _add_robustness(subparsers: argparse._SubParsersAction, common: argparse.Arg
         if data is None:
             raise ParameterError("The 'data' parameter must be an images table or 'mnist' (or --dataset mnist). Got None instead.")
         record = run_suite(args.model, data, args.output, args.suite, mnist_file=args.mnist_file, flows=args.flows,
-                           seed=args.seed)
+                           seed=args.seed, positive_class=args.positive_class)
         for row in record["summary"]:
             value = row["value"]
             print(f"{row['measure']}: {value:.4f}" if isinstance(value, float) else f"{row['measure']}: {value}")
@@ -572,7 +596,7 @@ def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--arch", choices=("cnn", "mlp", "cnn-embed", "cnn1d"),
                         help="traffic model architecture (default: cnn1d; the MNIST model keeps the plain cnn)")
     parser.add_argument("--epochs", type=int, help="maximum epochs of the traffic model (default: 20)")
-    parser.add_argument("--mnist-epochs", type=int, help="maximum epochs of the MNIST model (default: 6)")
+    parser.add_argument("--mnist-epochs", type=int, help="maximum epochs of the MNIST model (default: 5)")
     parser.add_argument("--mnist-file", metavar="PATH", help="MNIST file (default: the bundled 10,000-digit sample)")
     parser.add_argument("--no-mnist", dest="mnist", action="store_const", const=False,
                         help="skip the MNIST proof of concept")
@@ -583,6 +607,9 @@ def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                         help="with --executor dask: a running scheduler (default: a LocalCluster of --jobs workers)")
     parser.add_argument("--jobs", type=int, metavar="N", help="ingest worker processes or LocalCluster workers (default: 1)")
+    parser.add_argument("--positive-class", metavar="CLASS",
+                        help="two-class traffic models: the positive (malicious) class (default: the class named "
+                             "'malicious', any case; never guessed)")
     parser.add_argument("--force", action="store_true", help="redo every stage even if its output is up to date")
     parser.set_defaults(handler=_run_run)
 

@@ -48,6 +48,11 @@ SUITE_SIZES = {
     "n_realizable": "flows given to the byte-realizable attack",
 }
 
+# The main job's defaults are smaller than the stand-alone suite's so that the whole run fits in
+# about five minutes on 2 CPU cores (BENCHMARKS.md): fewer images attacked and certified, DeepFool
+# (the slowest attack) on 20 images.
+RUN_SUITE_SIZES = {"n_eval": 500, "n_attack": 100, "n_deepfool": 20, "n_certify": 10, "certify_n": 500}
+
 SECTIONS: dict[str, tuple[str, tuple[Key, ...]]] = {
     "run": ("where the job reads and writes", (
         Key("captures", ["sample_pcaps"], "capture files, directories or globs"),
@@ -92,18 +97,21 @@ SECTIONS: dict[str, tuple[str, tuple[Key, ...]]] = {
         Key("test_fraction", 0.2, "approximate fraction of traffic images held out for test", minimum=0),
         Key("validation_fraction", 0.1, "fraction used for early stopping (both models)", minimum=0),
         Key("threshold", 0.5, "binary traffic models: operating threshold on p(positive class)", minimum=0),
+        Key("positive_class", "", "two-class traffic models: the positive (malicious) class; empty: the class "
+                                  "named 'malicious' (any case), else an error: it is never guessed"),
     )),
     "mnist": ("the MNIST proof of concept trained beside the traffic model", (
         Key("enabled", True, "train, evaluate and attack the MNIST model too"),
         Key("file", "", "MNIST file (mnist.npz, IDX directory or x/y npz); empty: the 10,000-digit sample "
                         "bundled with pcapvision"),
-        Key("epochs", 6, "maximum epochs of the MNIST model", minimum=1),
+        Key("epochs", 5, "maximum epochs of the MNIST model", minimum=1),
         Key("arch", "cnn", "MNIST model architecture (the proof of concept's plain CNN)",
             choices=("cnn", "mlp", "cnn-embed", "cnn1d")),
     )),
     "robustness": ("where each model breaks (docs/robustness.md)", (
         Key("suite", "quick", "robustness suite of both models, or none", choices=("quick", "full", "none")),
-        *(Key(name, 0, f"{what}; 0: the suite's own", minimum=0) for name, what in SUITE_SIZES.items()),
+        *(Key(name, RUN_SUITE_SIZES.get(name, 0), f"{what}; 0: the suite's own", minimum=0)
+          for name, what in SUITE_SIZES.items()),
     )),
 }
 
@@ -114,6 +122,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "jobs": ("run", "jobs"), "representation": ("image", "representation"), "target": ("train", "target"),
     "arch": ("train", "arch"), "epochs": ("train", "epochs"), "mnist": ("mnist", "enabled"),
     "mnist_file": ("mnist", "file"), "mnist_epochs": ("mnist", "epochs"), "suite": ("robustness", "suite"),
+    "positive_class": ("train", "positive_class"),
 }
 
 

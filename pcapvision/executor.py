@@ -143,6 +143,8 @@ def image_captures(
 
     check_choice("executor", executor, EXECUTORS)
     if executor == "local":
+        if scheduler:
+            raise ParameterError("--scheduler needs --executor dask")
         return image_flows(flows, output, representation, params, **kwargs)
     import dask.bag as db
 

@@ -39,6 +39,7 @@ RUN_RECORD = "run.json"
 REPORT_FILE = "report.html"
 METADATA_FILE = "metadata.json"
 LOCK_FILE = ".run.lock"
+STAGES = ("ingest", "image", "train", "mnist-train", "robustness", "mnist-robustness", "report")
 
 
 def _default_labels(captures: Sequence[str | os.PathLike[str]]) -> Path | None:
@@ -196,7 +197,7 @@ class _Run:
         log.info("[%d/%d] train %s on %s (%s) -> %s", step, steps, t["arch"], self.images_path, t["target"], self.model_dir)
         images_sha = load_images_dataset(self.images_path, target=t["target"]).data_sha256
         kwargs = {**self._train_kwargs(t["epochs"]), "target": t["target"], "test_fraction": t["test_fraction"],
-                  "threshold": t["threshold"]}
+                  "threshold": t["threshold"], "positive_class": t["positive_class"] or None}
         params = self._train_params(kwargs)
         _, result = self._stage(
             "train", self.model_dir / METADATA_FILE, inputs={"images_data_sha256": images_sha}, params=params,
@@ -234,20 +235,24 @@ class _Run:
         suite = self.cfg["robustness"]["suite"]
         out_dir = self.out / name
         log.info("[%d/%d] robustness (%s suite) of %s -> %s", step, steps, suite, model_dir, out_dir)
-        model_sha = read_metadata(model_dir)["model_sha256"]
+        model_meta = read_metadata(model_dir)
+        model_sha = model_meta["model_sha256"]
         sizes = {k: v for k, v in self.cfg["robustness"].items() if k in SUITE_SIZES and v}
         suite_cfg = replace(suite_config(suite), **sizes)
-        params = {"suite": suite, "seed": self.seed, "config": asdict(suite_cfg)}
+        params = {"suite": suite, "seed": self.seed, "config": asdict(suite_cfg),
+                  "positive_class": model_meta.get("positive_class")}
         flows = self.flows_dir if data != "mnist" else None
         inputs = {"model_sha256": model_sha, "data_sha256": data_sha}
         if flows is not None:
             inputs["flows_sha256"] = self.flows_sha
         report_json = out_dir / "robustness.json"
         mnist_file = self.cfg["mnist"]["file"] or None if data == "mnist" else None
-        self._stage(name, report_json, inputs=inputs, params=params,
-                    check=lambda: check_robustness(report_json, model_sha, data_sha, params),
-                    action=lambda: run_suite(model_dir, data, out_dir, suite, flows=flows, seed=self.seed,
-                                             mnist_file=mnist_file, config=suite_cfg))
+        _, result = self._stage(name, report_json, inputs=inputs, params=params,
+                                check=lambda: check_robustness(report_json, model_sha, data_sha, params),
+                                action=lambda: run_suite(model_dir, data, out_dir, suite, flows=flows, seed=self.seed,
+                                                         mnist_file=mnist_file, config=suite_cfg))
+        if result is not None:  # the headline figures, as the report's summary table states them
+            self._note(name, headline=result["summary"])
 
     def report(self) -> None:
         from pcapvision.run_report import write_run_report
@@ -263,7 +268,9 @@ class _Run:
 def format_run(record: Mapping[str, Any]) -> str:
     """A short human summary of a run record."""
     lines = [f"pcapvision run finished in {record.get('seconds', 0):.1f} s"]
-    for name, info in record.get("stages", {}).items():
+    stages = record.get("stages", {})
+    for name in sorted(stages, key=lambda n: STAGES.index(n) if n in STAGES else len(STAGES)):
+        info = stages[name]
         seconds = info.get("seconds")
         state = "reused" if info.get("reused") else (f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else "")
         lines.append(f"  {name:<16} {info.get('output', '')}  ({state})")
@@ -276,6 +283,11 @@ def format_run(record: Mapping[str, Any]) -> str:
                          f"macro F1 {macro.get('f1', float('nan')):.4f}")
         for warning in info.get("baseline_warnings", []):
             lines.append(f"  NOTE ({what}): {warning}")
+    for stage, what in (("robustness", "traffic"), ("mnist-robustness", "MNIST")):
+        for row in record.get("stages", {}).get(stage, {}).get("headline", []):
+            value = row["value"]
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            lines.append(f"  {what} robustness: {row['measure']}: {shown}")
     for name, path in record.get("reports", {}).items():
         if path:
             lines.append(f"  {name + ':':<17} {path}")

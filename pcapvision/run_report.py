@@ -80,7 +80,7 @@ def write_run_report(path: str | os.PathLike[str], out: str | os.PathLike[str], 
     out = Path(out)
     models = [m for m in (_Model(name, out, model_dir, robustness_dir) for name, model_dir, robustness_dir in MODELS)
               if m.metrics is not None]
-    rep = HtmlReport("pcapvision: the same CNN on traffic images and on MNIST")
+    rep = HtmlReport("pcapvision: a traffic model beside the MNIST proof of concept")
     rep.paragraph(
         "One run of the main job: captures are turned into flows and 28x28 images, a network is trained on them (by "
         "default cnn1d on packets images, the winner of pcapvision compare on the bundled sample), the plain CNN is "
@@ -123,7 +123,9 @@ def _what_ran(rep: HtmlReport, record: Mapping[str, Any], config: Mapping[str, A
                      "state": state})
     rep.table(rows)
     rep.paragraph(f"Captures: {', '.join(record.get('captures', []))}; label rules: {record.get('labels') or 'none'}; "
-                  f"seed {config['run']['seed']}; robustness suite {config['robustness']['suite']!r}. The effective "
+                  f"seed {config['run']['seed']}; robustness suite {config['robustness']['suite']!r} with "
+                  + ", ".join(f"{k} {v}" for k, v in config["robustness"].items() if k != "suite" and v)
+                  + " (0 or absent: the suite's own size). The effective "
                   "configuration is stored in run.json ('pcapvision config show' prints the defaults).")
     _link(rep, [("traffic model", out / "model" / "report" / "report.html"),
                 ("traffic robustness", out / "robustness" / "robustness.html"),
@@ -152,6 +154,8 @@ def _data(rep: HtmlReport, record: Mapping[str, Any], out: Path, models: Sequenc
         data = m.metrics.get("data", {})
         split = m.metrics.get("split", {})
         counts = data.get("class_counts")
+        if data.get("name") == "mnist":
+            rows.append({"item": "MNIST source", "value": f"{data.get('path') or data.get('source')} ({data.get('split')})"})
         rows.append({"item": f"{m.name}: train / validation / test images",
                      "value": f"{split.get('n_train')} / {split.get('n_validation')} / {split.get('n_test')}"})
         if counts:
@@ -159,6 +163,9 @@ def _data(rep: HtmlReport, record: Mapping[str, Any], out: Path, models: Sequenc
     rep.table(rows)
     for failed in ingest.get("files_failed", []):
         rep.warning(f"capture failed: {failed[0]}: {failed[1]}")
+    for m in models:
+        for note in m.metrics.get("notes", []):
+            rep.note(f"{m.name}: {note}")
     rep.paragraph("The traffic test split holds whole captures (hosts) the model never saw in training, so its figures "
                   "measure generalisation to new hosts, not to new flows of known hosts; MNIST uses its own held-out "
                   "digits. A small number of test captures means a wide error bar on every traffic figure below.")
@@ -251,7 +258,8 @@ def _attack_curves(rep: HtmlReport, models: Sequence[_Model]) -> None:
         fgsm, pgd = _at(m.attack_points("fgsm"), 0.1), _at(m.attack_points("pgd_linf"), 0.1)
         if fgsm is not None and pgd is not None:
             clean = m.attack_points("fgsm")[0][1]
-            sentences.append(f"{m.name}: clean {clean:.2f}, FGSM {fgsm:.2f}, PGD {pgd:.2f} at eps 0.1")
+            sentences.append(f"{m.name}: accuracy {clean:.2f} on the attacked images before any attack, FGSM "
+                             f"{fgsm:.2f}, PGD {pgd:.2f} at eps 0.1")
     ax.set(xlabel="epsilon (Linf, pixels in [0, 1]; 0 = clean)", ylabel="accuracy on attacked test images",
            ylim=(0, 1.02), title="Accuracy under FGSM and PGD (solid: traffic, dashed: MNIST)")
     ax.grid(alpha=0.3)
@@ -315,10 +323,12 @@ def _examples(rep: HtmlReport, models: Sequence[_Model]) -> None:
         rep.figure(plot_adversarial_rows(ex["gallery/x"], ex["gallery/x_adv"], ex["gallery/y"], ex["gallery/pred_clean"],
                                          ex["gallery/pred_adv"], m.class_names,
                                          f"{m.name}: {attack} eps {eps:g}: original / adversarial / difference"))
-        flipped = int(((ex["gallery/pred_clean"] == ex["gallery/y"]) & (ex["gallery/pred_adv"] != ex["gallery/y"])).sum())
-        rep.paragraph(f"{m.name}: {flipped} of these {len(ex['gallery/y'])} correctly classified images change class "
-                      f"under {attack} with every pixel moved by at most {eps:g}; the bottom row shows the change, "
-                      "which is hard to see in the middle row.")
+        correct = ex["gallery/pred_clean"] == ex["gallery/y"]
+        flipped = int((correct & (ex["gallery/pred_adv"] != ex["gallery/y"])).sum())
+        rep.paragraph(f"{m.name}: of the {len(correct)} images shown (those the attack flipped first), {int(correct.sum())} "
+                      f"were classified correctly and {flipped} of those changed class under {attack} with every pixel "
+                      f"moved by at most {eps:g}; the bottom row shows the change, which is hard to see in the middle "
+                      "row.")
 
 
 def _fooling(rep: HtmlReport, models: Sequence[_Model]) -> None:
@@ -354,9 +364,16 @@ def _realizable(rep: HtmlReport, models: Sequence[_Model]) -> None:
         if _skipped(res):
             rep.paragraph(f"{labels.get(strategy, strategy)}: not possible here ({_skipped(res)}).")
             continue
+        missing = [k for k in ("n_round_tripped", "n_flows", "realizability_rate", "miss_rate_clean", "n_detected_clean",
+                               "attack_success_rate_after_round_trip") if k not in res]
+        if missing:
+            rep.paragraph(f"{labels.get(strategy, strategy)}: this robustness record lacks {', '.join(missing)} (written "
+                          "by another pcapvision version); see the traffic robustness report.")
+            continue
         rep.paragraph(
             f"{labels.get(strategy, strategy)}: the attack changes only bytes a sender controls, writes them into a real "
-            f"capture, re-ingests and re-renders it; {res['n_round_tripped']} of {res['n_flows']} flows came back as "
-            f"the same adversarial image. Missed before the attack {res['miss_rate_clean']:.0%}, after it "
-            f"{res['evasion_rate_after_round_trip']:.0%} through the real capture. This is the figure that says whether "
-            "an attacker can evade the traffic model with packets, not just with pixels.")
+            f"capture, re-ingests and re-renders it; {res['n_round_tripped']} of {res['n_flows']} flows round-tripped "
+            f"({res['realizability_rate']:.0%} realized). Missed before the attack: {res['miss_rate_clean']:.0%}; of "
+            f"the {res['n_detected_clean']} flows detected before it, {res['attack_success_rate_after_round_trip']:.0%} "
+            "evade through the real capture. This is the figure that says whether an attacker can evade the traffic "
+            "model with packets, not just with pixels.")

@@ -109,3 +109,25 @@ def test_a_worker_killed_mid_task_loses_and_duplicates_nothing(tmp_path, capture
     assert Path(f"{marker}-executing").exists() and Path(f"{marker}-memory").exists()  # both kills happened
     assert summary.files_ok + summary.files_skipped_already_ingested == len(CAPTURES) and not summary.files_failed
     _assert_same_flows(tmp_path / "flows", local / "flows")
+
+
+def test_cli_ingest_and_image_take_the_dask_executor(tmp_path, captures, local, cluster, capsys):
+    from pcapvision.cli import main
+
+    address = cluster.scheduler_address
+    flows, images = tmp_path / "flows", tmp_path / "images.parquet"
+    assert main(["ingest", *captures, "-o", str(flows), "--labels", str(SAMPLE / "labels.csv"), "--executor", "dask",
+                 "--scheduler", address, "--quiet"]) == 0
+    assert main(["image", str(flows), "-o", str(images), "--executor", "dask", "--scheduler", address, "--quiet"]) == 0
+    _assert_same_flows(flows, local / "flows")
+    assert pq.read_table(images).replace_schema_metadata(None).equals(
+        pq.read_table(local / "images.parquet").replace_schema_metadata(None))
+
+
+def test_scheduler_without_the_dask_executor_is_a_usage_error(tmp_path, captures):
+    from pcapvision.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="--scheduler needs --executor dask"):
+        ingest_captures(captures[:1], tmp_path / "flows", scheduler="tcp://127.0.0.1:1")
+    with pytest.raises(ParameterError, match="must be a dataset directory"):
+        ingest_captures(captures[:1], tmp_path / "flows.parquet", executor="dask", scheduler="tcp://127.0.0.1:1")

@@ -34,13 +34,31 @@ def small_sample(tmp_path_factory) -> Path:
     return out
 
 
-def test_run_end_to_end_then_reuse(small_sample, tmp_path):
+def _run(sample: Path, out: Path, **kw):
+    kw.setdefault("epochs", 2)
+    return run_pipeline([sample], out, suite="none", seed=0, mnist=False, quiet=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def first_run(small_sample, tmp_path_factory) -> tuple[Path, dict]:
+    """One traffic-only run (2 epochs, no robustness); tests work on copies of its output."""
+    out = tmp_path_factory.mktemp("first") / "out"
+    return out, _run(small_sample, out)
+
+
+@pytest.fixture
+def run_copy(first_run, tmp_path) -> Path:
     out = tmp_path / "out"
-    record = run_pipeline([small_sample], out, epochs=2, suite="none", seed=0, mnist=False, quiet=True)
+    shutil.copytree(first_run[0], out)
+    return out
+
+
+def test_run_end_to_end_then_reuse(small_sample, first_run, run_copy):
+    out, record = first_run
     assert record["labels"] == str(small_sample / "labels.csv")
     assert record["stages"]["ingest"]["files_ok"] == 6
     for path in ("flows", "images.parquet", "model/model.keras", "model/metadata.json",
-                 "model/report/report.html", "preview.png", "run.json"):
+                 "model/report/report.html", "preview.png", "run.json", "report.html"):
         assert (out / path).exists(), path
     accuracy = record["stages"]["train"]["test"]["accuracy"]
     assert 0.0 <= accuracy <= 1.0
@@ -51,33 +69,26 @@ def test_run_end_to_end_then_reuse(small_sample, tmp_path):
     metadata = read_metadata(out / "model")  # the traffic default chosen by `pcapvision compare`
     assert (metadata["representation"], metadata["params"]["arch"]) == ("packets", "cnn1d")
 
-    again = run_pipeline([small_sample], out, epochs=2, suite="none", seed=0, mnist=False, quiet=True)
+    again = _run(small_sample, run_copy)
     assert again["stages"]["ingest"]["files_skipped_already_ingested"] == 6
     assert again["stages"]["image"]["reused"] and again["stages"]["train"]["reused"]
 
-    changed = run_pipeline([small_sample], out, epochs=3, suite="none", seed=0, mnist=False, quiet=True)
+    changed = _run(small_sample, run_copy, epochs=3)
     assert changed["stages"]["image"]["reused"] and not changed["stages"]["train"]["reused"]
 
 
-def _run(sample: Path, out: Path, **kw):
-    kw.setdefault("epochs", 1)
-    kw.setdefault("representation", "payload")
-    return run_pipeline([sample], out, suite="none", seed=0, mnist=False, quiet=True, **kw)
-
-
-def test_reuse_follows_the_artifact_not_the_run_record(small_sample, tmp_path):
+def test_reuse_follows_the_artifact_not_the_run_record(small_sample, run_copy):
     """A hand-made change in OUT is seen: the images table re-rendered as flowpic by hand is not
-    'reused' for a payload run, and a model directory written by another (killed) training is
+    'reused' for a packets run, and a model directory written by another (killed) training is
     not reused either, though run.json still describes the earlier artifacts."""
     from pcapvision.classify import read_metadata, train_images
     from pcapvision.imaging import image_flows
 
-    out = tmp_path / "out"
-    _run(small_sample, out, epochs=2)
+    out = run_copy
     image_flows(out / "flows", out / "images.parquet", "flowpic", quiet=True)
     again = _run(small_sample, out, epochs=2)
     assert again["stages"]["image"]["reused"] is False
-    assert read_metadata(out / "model")["representation"] == "payload"
+    assert read_metadata(out / "model")["representation"] == "packets"  # the default, not the hand-made flowpic
 
     # A later run with epochs=1 got as far as writing the model, then was killed: run.json
     # still says epochs=2 finished.
@@ -88,10 +99,10 @@ def test_reuse_follows_the_artifact_not_the_run_record(small_sample, tmp_path):
     assert read_metadata(out / "model")["params"]["epochs"] == 2
 
 
-def test_each_stage_is_recorded_when_it_finishes_and_a_killed_stage_is_redone(small_sample, tmp_path, monkeypatch):
+def test_each_stage_is_recorded_when_it_finishes_and_a_killed_stage_is_redone(small_sample, run_copy, monkeypatch):
     import pcapvision.classify as classify
 
-    out = tmp_path / "out"
+    out = run_copy
 
     def killed(*args, **kwargs):
         # Killed after writing part of the model directory (the split manifest comes first).
@@ -102,11 +113,14 @@ def test_each_stage_is_recorded_when_it_finishes_and_a_killed_stage_is_redone(sm
     real_train = classify.train_images
     monkeypatch.setattr(classify, "train_images", killed)
     with pytest.raises(KeyboardInterrupt):
-        _run(small_sample, out)
+        _run(small_sample, out, epochs=1)  # other parameters: the train stage runs, and is killed
     stages = json.loads((out / "run.json").read_text())["stages"]
-    assert set(stages) == {"ingest", "image"}
-    assert stages["image"]["reused"] is False and stages["image"]["artifact_sha256"]
+    assert "train" not in stages and {"ingest", "image"} <= set(stages)
+    assert stages["image"]["reused"] is True and stages["image"]["artifact_sha256"]
 
+    # Killed with the previous run's parameters too: the half-written directory is not reused.
+    with pytest.raises(KeyboardInterrupt):
+        _run(small_sample, out)
     monkeypatch.setattr(classify, "train_images", real_train)
     record = _run(small_sample, out)
     assert record["stages"]["image"]["reused"] is True
@@ -165,7 +179,7 @@ def test_default_run_trains_both_models_writes_one_report_then_reuses_everything
                     "Byte-realizable attack"):
         assert f"<h2>{section}" in page, section
     for model in ("traffic", "MNIST"):
-        assert f"{model}: clean " in page  # the attack-curve sentence names each model's figures
+        assert f"{model}: accuracy " in page and "before any attack" in page  # the attack-curve sentence
         assert f"{model}: starting from noise" in page
     assert page.count("<img") >= 12
     assert "mnist-robustness/robustness.html" in page and "model/report/report.html" in page
@@ -192,3 +206,37 @@ def test_new_label_rules_redo_every_stage(small_sample, tmp_path):
     relabelled = _run(sample, out)
     assert relabelled["stages"]["ingest"]["files_reingested"] == 6
     assert not relabelled["stages"]["image"]["reused"] and relabelled["stages"]["train"]["reused"]
+
+
+def test_run_json_holds_the_robustness_headline_figures(small_sample, tmp_path, monkeypatch):
+    import pcapvision.robustness
+
+    calls = []
+
+    def fake_suite(model_dir, data, output_dir, suite, **kw):
+        from dataclasses import asdict
+
+        from pcapvision.classify import load_images_dataset, read_metadata
+        from pcapvision.robustness import suite_config
+
+        calls.append(kw)
+        meta = read_metadata(model_dir)
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "robustness.json").write_text(json.dumps({
+            "stage": "robustness", "model": {"model_sha256": meta["model_sha256"]},
+            "data": {"data_sha256": load_images_dataset(data).data_sha256},
+            "params": {"suite": suite, "seed": kw["seed"], "config": asdict(suite_config(suite)),
+                       "positive_class": meta["positive_class"]}}))
+        return {"summary": [{"measure": "clean accuracy", "value": 0.9},
+                            {"measure": "pgd_linf eps 0.1 malicious->normal evasion", "value": 0.25}]}
+
+    monkeypatch.setattr(pcapvision.robustness, "run_suite", fake_suite)
+    out = tmp_path / "out"
+    record = run_pipeline([small_sample], out, epochs=1, suite="quick", seed=0, quiet=True, positive_class="malicious",
+                          mnist=False)
+    on_disk = json.loads((out / "run.json").read_text())
+    assert on_disk["stages"]["robustness"]["headline"][1]["value"] == 0.25
+    assert "traffic robustness: pgd_linf eps 0.1 malicious->normal evasion: 0.2500" in format_run(record)
+    again = run_pipeline([small_sample], out, epochs=1, suite="quick", seed=0, quiet=True, positive_class="malicious",
+                         mnist=False)
+    assert again["stages"]["robustness"]["reused"] and again["stages"]["robustness"]["headline"] and len(calls) == 1

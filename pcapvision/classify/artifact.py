@@ -232,9 +232,13 @@ def read_split_manifest(model_dir: str | os.PathLike[str], metadata: Mapping[str
             "is torn or mixed (retrain, or restore it whole)"
         )
     try:
-        return pq.read_table(io.BytesIO(data)).to_pandas()
+        manifest = pq.read_table(io.BytesIO(data)).to_pandas()
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError... for a corrupt file
         raise ModelFormatError(f"{path}: unreadable split manifest ({exc.__class__.__name__})") from exc
+    missing = {"flow_id", "image_sha256", "split"} - set(manifest.columns)
+    if missing:
+        raise ModelFormatError(f"{path}: split manifest lacks the columns {sorted(missing)}")
+    return manifest
 
 
 def load_model(model_dir: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:

@@ -363,8 +363,11 @@ def split_indices(
     seed: int = 0,
     test_fraction: float = 0.2,
     validation_fraction: float = 0.1,
+    class_names: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Stratified, group-aware train/validation/test row indices (no group on two sides).
+
+    ``class_names`` (index order) name the classes in messages.
 
     Uses :class:`sklearn.model_selection.StratifiedGroupKFold`: the first fold of
     ``round(1/test_fraction)`` folds is the test set, then the same on the rest gives validation.
@@ -398,15 +401,19 @@ def split_indices(
     rest, test = holdout(everything, test_fraction, seed)
     train, validation = holdout(rest, validation_fraction / (1 - test_fraction), seed + 1)
     split = {"train": np.sort(train), "validation": np.sort(validation), "test": np.sort(test)}
+
+    def named(classes: list[Any]) -> list[str]:
+        return [str(class_names[int(c)]) if class_names is not None else str(c) for c in classes]
+
     missing = sorted(set(np.unique(y)) - set(np.unique(y[split["train"]])))
     if missing:
-        raise DataContractError(f"classes {missing} have no group that could go to the training split; add data")
+        raise DataContractError(f"classes {named(missing)} have no group that could go to the training split; add data")
     for name in ("validation", "test"):
         absent = sorted(set(np.unique(y)) - set(np.unique(y[split[name]])))
         if absent:
-            log.warning("the %s split holds no example of class index %s: only %d split groups; its figures "
+            log.warning("the %s split holds no example of class %s: only %d split groups; its figures "
                         "will not cover that class (add captures, or use --group-by server when imaging)",
-                        name, [int(a) for a in absent], n_groups)
+                        name, named(absent), n_groups)
     return split
 
 

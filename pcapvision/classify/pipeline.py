@@ -19,7 +19,6 @@ from pcapvision.classify import plots
 from pcapvision.classify.artifact import (
     SPLIT_MANIFEST_FILE,
     load_model,
-    read_split_manifest,
     save_model,
     staged_model_directory,
 )
@@ -32,15 +31,18 @@ from pcapvision.classify.datasets import (
     split_indices,
 )
 from pcapvision.classify.evaluate import (
+    BASELINE_MARGIN_POINTS,
     classification_metrics,
     compare_with_baselines,
     curves,
-    positive_class_index,
+    model_positive_class,
     predict_labels,
+    resolve_positive_class,
     run_baselines,
 )
 from pcapvision.classify.model import DEFAULT_LEARNING_RATE, OPTIMIZERS
 from pcapvision.classify.predict import check_representation, predict_proba
+from pcapvision.classify.rows import find_training_table, resolve_test_rows, training_table_record
 from pcapvision.classify.train import train_model
 from pcapvision.errors import DataContractError, InputNotFoundError, ModelFormatError
 from pcapvision.io import make_metadata, sha256_file, write_json_atomic, write_parquet_atomic
@@ -91,6 +93,7 @@ def train_mnist(
         model, history = train_model(
             x_train[fit_idx], y_train[fit_idx], x_train[val_idx], y_train[val_idx], arch=arch, epochs=epochs,
             batch_size=batch_size, seed=seed, learning_rate=learning_rate, patience=patience, n_classes=10,
+            class_names=class_names,
         )
         split = {
             "rule": f"test: {info['split']}; validation: stratified {validation_fraction:.0%} of train (seed {seed})",
@@ -106,7 +109,7 @@ def train_mnist(
             model_dir, stage, model, history, params, class_names=class_names, target="digit", dataset=info,
             split=split, x_train=x_train[fit_idx], y_train=y_train[fit_idx], x_test=x_test, y_test=y_test,
             payload_train=None, payload_test=None, representation=None, representation_params=None,
-            images_schema=None, notes=notes, title=f"pcapvision model report: {arch.upper()} on MNIST",
+            images_schema=None, notes=notes, title=f"pcapvision model report: {arch.upper()} on MNIST", positive_class=None,
         )
     return record
 
@@ -128,22 +131,28 @@ def train_images(
     test_fraction: float = 0.2,
     validation_fraction: float = 0.1,
     threshold: float = 0.5,
+    positive_class: str | None = None,
 ) -> dict[str, Any]:
     """Train on an images table with a stratified, group-aware train/validation/test split, save
-    the model directory (with the split manifest) and its report; return the metrics record."""
+    the model directory (with the split manifest) and its report; return the metrics record.
+
+    Two-class tables need a positive class: ``positive_class``, or a class named ``malicious``.
+    """
     params = _training_params(arch, epochs, batch_size, seed, learning_rate, patience, validation_fraction,
-                              threshold, test_fraction=test_fraction, target=target)
+                              threshold, test_fraction=test_fraction, target=target, positive_class=positive_class)
     data = load_images_dataset(images_path, target=target)
     class_names = sorted(set(data.labels.tolist()))
     if len(class_names) < 2:
         raise DataContractError(f"{images_path}: only one {target} value ({class_names}); a classifier needs at least two")
     with staged_model_directory(model_dir) as stage:
+        positive = resolve_positive_class(class_names, positive_class)
         y = np.searchsorted(np.asarray(class_names), data.labels)
-        split = split_indices(y, data.split_group, seed=seed, test_fraction=test_fraction, validation_fraction=validation_fraction)
+        split = split_indices(y, data.split_group, seed=seed, test_fraction=test_fraction,
+                              validation_fraction=validation_fraction, class_names=class_names)
         tr, va, te = split["train"], split["validation"], split["test"]
         model, history = train_model(
             data.x[tr], y[tr], data.x[va], y[va], arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
-            learning_rate=learning_rate, patience=patience, n_classes=len(class_names),
+            learning_rate=learning_rate, patience=patience, n_classes=len(class_names), class_names=class_names,
         )
         manifest = _write_split_manifest(stage, data, split)
         groups = {name: sorted(set(data.split_group[idx].tolist())) for name, idx in split.items()}
@@ -153,7 +162,7 @@ def train_images(
             "groups": groups, "manifest_file": SPLIT_MANIFEST_FILE, "manifest_sha256": sha256_file(manifest),
             "duplicates_dropped": data.n_duplicates_dropped, "conflicting_duplicates_dropped": data.n_conflicts_dropped,
         }
-        dataset = {"name": "images", "path": str(images_path), "target": target, "data_sha256": data.data_sha256,
+        dataset = {"name": "images", "path": training_table_record(images_path), "target": target, "data_sha256": data.data_sha256,
                    "n_images": len(data), "class_counts": {c: int((data.labels == c).sum()) for c in class_names}}
         record = _finish(
             model_dir, stage, model, history, params, class_names=class_names, target=target, dataset=dataset, split=split_record,
@@ -162,6 +171,7 @@ def train_images(
             payload_test=None if data.payload_length is None else data.payload_length[te],
             representation=data.representation, representation_params=data.params, images_schema=data.schema,
             notes=[], title=f"pcapvision model report: {arch.upper()} on {Path(images_path).name} ({target})",
+            positive_class=positive,
         )
     return record
 
@@ -183,17 +193,18 @@ def _write_split_manifest(model_dir: str | os.PathLike[str], data: ImagesDataset
 
 
 def _finish(model_dir, stage, model, history, params, *, class_names, target, dataset, split, x_train, y_train, x_test,
-            y_test, payload_train, payload_test, representation, representation_params, images_schema, notes, title):
+            y_test, payload_train, payload_test, representation, representation_params, images_schema, notes, title,
+            positive_class):
     proba = predict_proba(model, x_test)
-    metrics = classification_metrics(y_test, proba, class_names, threshold=params["threshold"])
+    metrics = classification_metrics(y_test, proba, class_names, threshold=params["threshold"], positive_class=positive_class)
     baselines = run_baselines(x_train, y_train, x_test, y_test, class_names, payload_length_train=payload_train,
-                              payload_length_test=payload_test, seed=params["seed"])
+                              payload_length_test=payload_test, seed=params["seed"], positive_class=positive_class)
     warnings = compare_with_baselines(metrics, baselines)
     for w in warnings:
         log.warning("%s", w)
     metadata = make_metadata(
         "classify", params, class_names=list(class_names), target=target,
-        positive_class=class_names[positive_class_index(class_names)] if positive_class_index(class_names) is not None else None,
+        positive_class=positive_class,
         input_shape=list(x_train.shape[1:]), representation=representation, representation_params=representation_params,
         images_schema=images_schema, dataset=dataset, data_sha256=dataset["data_sha256"], split=split,
         history=history, metrics={"test": _headline(metrics)}, baselines=baselines,
@@ -202,7 +213,7 @@ def _finish(model_dir, stage, model, history, params, *, class_names, target, da
     record = {"model_dir": str(model_dir), "data": dataset, "split": {k: v for k, v in split.items() if k != "groups"},
               "test": metrics, "baselines": baselines, "baseline_warnings": warnings, "notes": notes, "history": history}
     write_model_report(Path(stage) / REPORT_DIR, record, title=title, x_test=x_test, y_test=y_test, proba=proba,
-                       class_names=class_names)
+                       class_names=class_names, positive_class=positive_class)
     return record
 
 
@@ -215,7 +226,8 @@ def _headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_model_report(out_dir: str | os.PathLike[str], record: Mapping[str, Any], *, title: str, x_test: np.ndarray,
-                       y_test: np.ndarray, proba: np.ndarray, class_names: Sequence[str]) -> Path:
+                       y_test: np.ndarray, proba: np.ndarray, class_names: Sequence[str],
+                       positive_class: str | None = None) -> Path:
     """Write ``out_dir/metrics.json`` and the self-contained ``out_dir/report.html``; return the HTML path."""
     out = Path(out_dir)
     m = record["test"]
@@ -255,7 +267,7 @@ def write_model_report(out_dir: str | os.PathLike[str], record: Mapping[str, Any
         rows = [model_row] + [dict(r) for r in record["baselines"]]
         rep.table([{k: ("n/a" if v is None else v) for k, v in r.items()} for r in rows])
         if not record.get("baseline_warnings"):
-            rep.paragraph(f"Every baseline is more than {3:g} points below the model in both accuracy and macro-F1.")
+            rep.paragraph(f"Every baseline is more than {BASELINE_MARGIN_POINTS:g} points below the model in macro-F1.")
 
     history = record.get("history") or {}
     if history.get("loss"):
@@ -264,7 +276,7 @@ def write_model_report(out_dir: str | os.PathLike[str], record: Mapping[str, Any
             f"{history['epochs_run']} epochs run; weights restored from epoch {history['best_epoch']} (lowest validation loss)"))
     rep.heading("Confusion matrix (test)")
     rep.figure(plots.confusion_matrix(m["confusion_matrix"], class_names), caption="rows: true class; columns: predicted class")
-    pts = curves(y_test, proba, class_names)
+    pts = curves(y_test, proba, class_names, positive_class)
     if pts:
         rep.heading("ROC and precision-recall curves (test)")
         rep.figure(plots.roc_pr_curves(pts, m))
@@ -272,7 +284,7 @@ def write_model_report(out_dir: str | os.PathLike[str], record: Mapping[str, Any
     rep.figure(plots.samples_per_class(x_test, y_test, class_names), caption="random test inputs, one row per class")
     threshold = 0.5 if m.get("operating_threshold") is None else m["operating_threshold"]
     fig, rows = plots.worst_misclassified(x_test, y_test, proba, class_names,
-                                          y_pred=predict_labels(proba, class_names, threshold))
+                                          y_pred=predict_labels(proba, class_names, threshold, positive_class))
     rep.heading("Worst misclassified (test)")
     if fig is None:
         rep.paragraph("No test example is misclassified.")
@@ -294,19 +306,22 @@ def evaluate(
     *,
     out_dir: str | os.PathLike[str] | None = None,
     threshold: float | None = None,
+    positive_class: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a saved model on ``data`` and write ``metrics.json`` + ``report.html`` to ``out_dir``.
 
-    ``data`` is ``mnist`` (the model's own MNIST test split), or an images table. When the table
-    is the one the model was trained on (same content hash), the stored test split is used and
-    the baselines are refitted on the stored training split; otherwise every row is test data and
-    the baselines are fitted on the training table if it is still at its recorded path.
+    ``data`` is ``mnist`` (the model's own MNIST test split), or an images table whose test rows
+    :func:`~pcapvision.classify.rows.resolve_test_rows` decides: rows the model saw in training
+    or validation are never scored. The baselines are fitted on the model's training split, taken
+    from its training table wherever that is found unchanged (by content hash).
+    ``positive_class`` overrides the one stored with a two-class model.
     Default ``out_dir``: ``MODEL_DIR/evaluation-<data name>``.
     """
     if str(data) != "mnist" and not Path(data).exists():  # fail before TensorFlow starts
         raise InputNotFoundError(f"{data}: no such file or directory")
     model, metadata = load_model(model_dir)
     class_names = list(metadata["class_names"])
+    positive = model_positive_class(metadata, positive_class)
     thr = float(metadata.get("params", {}).get("threshold", 0.5)) if threshold is None else check_number("threshold", threshold, min_value=0, max_value=1)
     name = "mnist" if str(data) == "mnist" else Path(data).name.split(".")[0]
     out = Path(out_dir) if out_dir is not None else Path(model_dir) / f"evaluation-{name}"
@@ -331,38 +346,23 @@ def evaluate(
         if not known.all():
             unknown = sorted(set(images.labels[~known].tolist()))
             notes.append(f"{int((~known).sum())} images with {target} values unknown to the model ({unknown}) were left out.")
-            images = images.subset(np.flatnonzero(known))
-        y_all = np.asarray([class_names.index(v) for v in images.labels], dtype=np.int64)
+        rows = resolve_test_rows(model_dir, metadata, images)
+        if rows.n_excluded_total and not rows.same_table:
+            notes.append(f"{rows.n_excluded['train']} rows of {Path(data).name} were in the model's training split and "
+                         f"{rows.n_excluded['validation']} in its validation split: they are not scored.")
+        test_images = images.subset(rows.test[known[rows.test]])
+        train_table, why = find_training_table(model_dir, metadata, (images,))
         train_data = None
-        if images.data_sha256 == metadata.get("data_sha256"):
-            split_ids = read_split_manifest(model_dir, metadata)
-            test_ids = set(split_ids.loc[split_ids["split"] == "test", "flow_id"])
-            train_ids = set(split_ids.loc[split_ids["split"] == "train", "flow_id"])
-            te = np.flatnonzero(np.isin(images.flow_id, list(test_ids)))
-            tr = np.flatnonzero(np.isin(images.flow_id, list(train_ids)))
-            train_data = (images.subset(tr), y_all[tr])
-            images, y_test = images.subset(te), y_all[te]
-            split = {"rule": "the model's stored test split (same data as training)", "n_test": len(te)}
+        if train_table is not None:
+            tr = rows.train if train_table is images else resolve_test_rows(model_dir, metadata, train_table).train
+            sub = train_table.subset(tr)
+            train_data = (sub, np.asarray([class_names.index(v) for v in sub.labels], dtype=np.int64))
         else:
-            y_test = y_all
-            split = {"rule": "all rows (data differs from the training data)", "n_test": len(y_all)}
-            train_path = (metadata.get("dataset") or {}).get("path")
-            if train_path and Path(train_path).exists():
-                try:
-                    train_full = load_images_dataset(train_path, target=target)
-                except Exception as exc:  # the baselines are optional here; say why they are missing
-                    notes.append(f"Baselines skipped: training table {train_path} unreadable ({exc}).")
-                    train_full = None
-                if train_full is not None and train_full.data_sha256 == metadata.get("data_sha256"):
-                    split_ids = read_split_manifest(model_dir, metadata)
-                    train_ids = set(split_ids.loc[split_ids["split"] == "train", "flow_id"])
-                    tr = np.flatnonzero(np.isin(train_full.flow_id, list(train_ids)))
-                    sub = train_full.subset(tr)
-                    train_data = (sub, np.asarray([class_names.index(v) for v in sub.labels], dtype=np.int64))
-            if train_data is None and not any(n.startswith("Baselines skipped") for n in notes):
-                notes.append("Baselines skipped: the training table is not available unchanged at its recorded path.")
-        x_test = images.x
-        payload_test = images.payload_length
+            notes.append(f"Baselines skipped: {why}.")
+        y_test = np.asarray([class_names.index(v) for v in test_images.labels], dtype=np.int64)
+        split = {**rows.describe(), "n_test": len(y_test)}
+        x_test = test_images.x
+        payload_test = test_images.payload_length
         if train_data is not None:
             x_train, y_train = train_data[0].x, train_data[1]
             payload_train = train_data[0].payload_length
@@ -370,19 +370,20 @@ def evaluate(
             x_train = y_train = None
         dataset = {"name": "images", "path": str(data), "target": target, "data_sha256": images.data_sha256}
     if len(y_test) == 0:
-        raise DataContractError(f"{data}: no test images to evaluate")
+        raise DataContractError(f"{data}: no test images to evaluate (every row was seen by the model in training "
+                                "or validation, or has a class it does not know)")
     proba = predict_proba(model, x_test)
-    metrics = classification_metrics(y_test, proba, class_names, threshold=thr)
+    metrics = classification_metrics(y_test, proba, class_names, threshold=thr, positive_class=positive)
     baselines: list[dict[str, Any]] = []
     if x_train is not None:
         baselines = run_baselines(x_train, y_train, x_test, y_test, class_names, payload_length_train=payload_train,
                                   payload_length_test=payload_test if payload_train is not None else None,
-                                  seed=int(metadata.get("params", {}).get("seed", 0)))
+                                  seed=int(metadata.get("params", {}).get("seed", 0)), positive_class=positive)
     warnings = compare_with_baselines(metrics, baselines)
     for w in warnings:
         log.warning("%s", w)
     record = {"model_dir": str(model_dir), "data": dataset, "split": split, "test": metrics, "baselines": baselines,
               "baseline_warnings": warnings, "notes": notes, "history": metadata.get("history")}
     write_model_report(out, record, title=f"pcapvision evaluation: {Path(model_dir).name} on {name}", x_test=x_test,
-                       y_test=y_test, proba=proba, class_names=class_names)
+                       y_test=y_test, proba=proba, class_names=class_names, positive_class=positive)
     return record

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pcapvision.classify.artifact import load_model
-from pcapvision.classify.evaluate import predict_labels
+from pcapvision.classify.evaluate import model_positive_class, predict_labels
 from pcapvision.classify.novelty import Reference
 from pcapvision.errors import CaptureFormatError, DataContractError, ModelFormatError, ParameterError
 from pcapvision.io import atomic_path, make_metadata, metadata_from_schema, write_parquet_atomic
@@ -84,7 +84,7 @@ def _verdict_rows(model: Any, metadata: Mapping[str, Any], flows: pa.Table, sour
     check_representation(metadata, metadata_from_schema(images.schema), source_file)
     x = images_to_array(images)
     proba = predict_proba(model, x, batch_size=batch_size) if len(x) else np.zeros((0, len(class_names)))
-    pred = predict_labels(proba, class_names, threshold) if len(x) else np.zeros(0, dtype=int)
+    pred = predict_labels(proba, class_names, threshold, model_positive_class(metadata)) if len(x) else np.zeros(0, dtype=int)
     verdicts = pd.DataFrame({
         "flow_id": images.column("flow_id").to_pylist(),
         "image_sha256": images.column("image_sha256").to_pylist(),

@@ -52,6 +52,12 @@ def balanced_class_weight(y: np.ndarray, n_classes: int) -> dict[int, float] | N
     return {int(c): float(len(y) / (len(present) * counts[c])) for c in range(n_classes) if counts[c] > 0}
 
 
+def _by_name(values: dict[int, float], class_names: list[str] | None) -> dict[str, float]:
+    """``{class index: value}`` keyed by class name (the index itself when no names are given)."""
+    names = [str(c) for c in class_names] if class_names is not None else None
+    return {(names[k] if names is not None and k < len(names) else str(k)): round(v, 3) for k, v in values.items()}
+
+
 def _check_arrays(name: str, x: Any, y: Any, n_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y)
@@ -104,6 +110,7 @@ def train_model(
     n_classes: int | None = None,
     callbacks: list[Any] | None = None,
     jit_compile: bool | str = "auto",
+    class_names: list[str] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Build and train ``arch`` (one of ``ARCHITECTURES``) on integer labels; return ``(model, history)``.
 
@@ -111,7 +118,8 @@ def train_model(
     the validation loss has not improved for ``patience`` epochs and the best weights are restored.
     ``class_weight='auto'`` applies balanced class weights when the classes are imbalanced; pass
     a dict to set them, or None for none. ``callbacks`` are extra Keras callbacks; ``jit_compile``
-    is passed to ``Model.compile`` ('auto': XLA only on accelerators; it slows CPU training). ``history`` holds per-epoch ``loss``, ``accuracy``,
+    is passed to ``Model.compile`` ('auto': XLA only on accelerators; it slows CPU training).
+    ``class_names`` (index order) name the classes in log messages. ``history`` holds per-epoch ``loss``, ``accuracy``,
     ``val_loss``, ``val_accuracy`` lists plus ``best_epoch``, ``epochs_run``, ``class_weight``,
     ``train_seconds`` and ``train_images_per_s``.
     """
@@ -140,7 +148,7 @@ def train_model(
     else:
         raise ParameterError(f"The 'class_weight' parameter must be 'auto', a dict or None. Got {class_weight!r} instead.")
     if weights:
-        log.info("classes are imbalanced: class weights %s", {k: round(v, 3) for k, v in weights.items()})
+        log.info("classes are imbalanced: class weights %s", _by_name(weights, class_names))
 
     keras.utils.set_random_seed(seed)
     model = build_model(arch, x_train.shape[1:], n_classes, learning_rate=learning_rate)

@@ -51,7 +51,7 @@ def compare(
     ``source``: a flows table (every representation is rendered from it, and the per-flow
     statistics reference runs) or an images table (its one representation; no reference).
     """
-    from pcapvision.imaging.table import dataset_sha256
+    from pcapvision.imaging import dataset_sha256
     from pcapvision.io import library_versions, write_json_atomic
 
     params = check_compare_params(reprs, archs, seeds, epochs, target, group_by, split_seed)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pcapvision.compare import statistics
 from pcapvision.console import progress
@@ -76,7 +77,12 @@ def _read_table(path: str | os.PathLike[str]) -> pa.Table:
     import pyarrow.parquet as pq
 
     files = parquet_files(path)
-    tables = [pq.read_table(f) for f in files]
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f))
+        except (pa.ArrowException, OSError) as exc:
+            raise DataContractError(f"{f}: not a readable Parquet file ({' '.join(str(exc).split())[:160]})") from None
     meta = metadata_from_schema(tables[0].schema)
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="default")
     return table.replace_schema_metadata(tables[0].schema.metadata) if meta else table
@@ -91,7 +97,13 @@ def load_compare_data(source: str | os.PathLike[str], params: dict[str, Any]) ->
     target = params["target"]
     per_repr: dict[str, pa.Table] = {}
     flows = None
-    if stage == "image" or "image" in table.schema.names:
+    is_images = stage == "image" or "image" in table.schema.names
+    needed = ("flow_id", "split_group", "image", target) if is_images else ("flow_id", target)
+    missing = [c for c in needed if c not in table.schema.names]
+    if missing:
+        kind = "an images table" if is_images else "a flows table (or an images table)"
+        raise DataContractError(f"{source}: not {kind} to compare: missing column(s) {', '.join(missing)}")
+    if is_images:
         own = metadata_from_schema(table.schema).get("representation") or "imported"
         if params["reprs"] != [own]:
             log.info("an images table holds one representation (%s): --reprs is ignored", own)
@@ -108,7 +120,7 @@ def load_compare_data(source: str | os.PathLike[str], params: dict[str, Any]) ->
     # Keep the flows every representation kept (labelled), in one order.
     common: set[str] | None = None
     for t in per_repr.values():
-        labelled = t.filter(pa.compute.is_valid(t.column(target)))
+        labelled = t.filter(pc.is_valid(t.column(target)))
         ids = set(labelled.column("flow_id").to_pylist())
         common = ids if common is None else common & ids
     order = sorted(common or ())

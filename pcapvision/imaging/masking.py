@@ -145,7 +145,7 @@ def _occurrences(haystack_lower: bytes, needle: bytes) -> list[tuple[int, int]]:
 
 def _sni_span(data: bytes) -> tuple[int, int] | None:
     try:
-        from pcapvision.ingest.tls import parse_client_hello
+        from pcapvision.ingest import parse_client_hello
     except ImportError:  # the ingest stage is optional for imaging; tls_sni search still applies
         return None
     hello = parse_client_hello(data)

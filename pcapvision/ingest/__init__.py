@@ -5,7 +5,8 @@
     >>> summary = ingest(["captures/"], "out/flows", labeler=Labeler.from_label("normal"), jobs=2)
 
 The flows table's columns are described in ``docs/contracts.md``; usage in ``docs/ingest.md``.
-Modules: :mod:`.readers` (capture -> packet batches), :mod:`.flows` (packet batches -> flows),
+Modules: :mod:`.readers` (capture -> packet batches; :mod:`.defrag` reassembles IP fragments),
+:mod:`.flows` (packet batches -> flows; :mod:`.seqgaps` counts the TCP bytes a capture missed),
 :mod:`.labels` (flows -> labels), :mod:`.pipeline` (files -> Parquet), :mod:`.importers` (other
 tools' ground truth -> label rules, with a match report).
 """
@@ -31,9 +32,11 @@ from pcapvision.ingest.importers import (
     import_labels,
     rules_path_for,
 )
+from pcapvision.ingest.tls import ClientHello, parse_client_hello
 
 __all__ = [
     "FLOWS_SCHEMA",
+    "ClientHello",
     "FlowAssembler",
     "FlowOptions",
     "IngestOptions",
@@ -51,6 +54,7 @@ __all__ = [
     "ingest",
     "output_guard",
     "iter_flow_tables",
+    "parse_client_hello",
     "read_flows",
     "read_packets",
     "rules_path_for",

@@ -204,6 +204,25 @@ class BinaryTarget:
     threshold: float = 0.5
 
 
+def decide(proba: np.ndarray, binary: BinaryTarget | None = None) -> np.ndarray:
+    """Predicted class indices at the model's operating point.
+
+    Two-class models (``binary``): malicious when p(malicious) >= the threshold, else normal.
+    Otherwise the arg-max. Every rate the suite reports decides this way.
+    """
+    proba = np.asarray(proba)
+    if binary is None:
+        return proba.argmax(axis=1)
+    return np.where(proba[:, binary.malicious_index] >= binary.threshold, binary.malicious_index, binary.normal_index)
+
+
+def decision_rule(binary: BinaryTarget | None) -> str:
+    """The decision rule of :func:`decide`, in words, for reports."""
+    if binary is None:
+        return "arg-max"
+    return f"class {binary.malicious_index} (malicious) when its probability >= {binary.threshold:g}"
+
+
 def _summary(values: np.ndarray) -> dict[str, float]:
     if len(values) == 0:
         return {"mean": float("nan"), "median": float("nan"), "max": float("nan")}
@@ -219,21 +238,23 @@ def attack_metrics(
     class_names: Sequence[str] | None = None,
     binary: BinaryTarget | None = None,
 ) -> dict[str, Any]:
-    """The numbers we report for one attack at one budget.
+    """The numbers we report for one attack at one budget, all decided at the model's operating
+    point (:func:`decide`: the threshold of a two-class model, else arg-max).
 
-    * ``robust_accuracy``: accuracy on the adversarial examples.
-    * ``evasion_rate_all``: fraction of all attacked samples that the model gets wrong after the
-      attack (originally misclassified samples count as evaded).
-    * ``evasion_rate_of_correct``: among samples the model got right before the attack, the
-      fraction it gets wrong after (the attack's own success rate).
+    * ``clean_accuracy`` / ``robust_accuracy``: accuracy before / after the attack.
+    * ``attack_success_rate``: among samples classified correctly before the attack, the fraction
+      classified wrongly after (``n_originally_correct`` of them). Samples the model already got
+      wrong are not counted as the attack's success.
+    * ``error_rate_after_attack_unconditioned``: fraction of all attacked samples classified
+      wrongly after the attack, clean misses included (= 1 - robust_accuracy).
     * ``most_common_adversarial_class``: per true class, the wrong class its flipped samples are
       most often turned into.
     * with ``binary``: ``malicious_to_normal_evasion_rate``: among malicious samples detected at
-      the model's threshold before the attack, the fraction scored below it after.
+      the threshold before the attack (``n_malicious_detected``), the fraction scored below it after.
     """
     y = np.asarray(y, np.int64)
-    pred_clean = proba_clean.argmax(axis=1)
-    pred_adv = proba_adv.argmax(axis=1)
+    pred_clean = decide(proba_clean, binary)
+    pred_adv = decide(proba_adv, binary)
     correct = pred_clean == y
     wrong_after = pred_adv != y
     n_classes = proba_clean.shape[1]
@@ -249,11 +270,12 @@ def attack_metrics(
         per_class[names[k]] = entry
     out: dict[str, Any] = {
         "n_attacked": int(len(y)),
+        "decision": decision_rule(binary),
         "clean_accuracy": float(correct.mean()) if len(y) else float("nan"),
         "robust_accuracy": float((~wrong_after).mean()) if len(y) else float("nan"),
-        "evasion_rate_all": float(wrong_after.mean()) if len(y) else float("nan"),
-        "evasion_rate_of_correct": float(wrong_after[correct].mean()) if correct.any() else float("nan"),
+        "attack_success_rate": float(wrong_after[correct].mean()) if correct.any() else float("nan"),
         "n_originally_correct": int(correct.sum()),
+        "error_rate_after_attack_unconditioned": float(wrong_after.mean()) if len(y) else float("nan"),
         "norm_l0": _summary(norms["l0"]),
         "norm_l2": _summary(norms["l2"]),
         "norm_linf": _summary(norms["linf"]),
@@ -261,8 +283,8 @@ def attack_metrics(
     }
     if binary is not None:
         mal = y == binary.malicious_index
-        detected = mal & (proba_clean[:, binary.malicious_index] >= binary.threshold)
-        evaded = detected & (proba_adv[:, binary.malicious_index] < binary.threshold)
+        detected = mal & (pred_clean == binary.malicious_index)
+        evaded = detected & (pred_adv != binary.malicious_index)
         out["malicious_to_normal_evasion_rate"] = float(evaded.sum() / detected.sum()) if detected.any() else float("nan")
         out["n_malicious_detected"] = int(detected.sum())
         out["threshold"] = binary.threshold
@@ -361,6 +383,8 @@ __all__ = [
     "art_classifier",
     "attack_metrics",
     "confusion_matrix",
+    "decide",
+    "decision_rule",
     "generate",
     "logits_model",
     "make_attack",

@@ -9,9 +9,10 @@ copied, a fresh Adam optimiser) and never touches the original.
 
 Fast adversarial training (Wong et al. 2020) is PGD with one step of size ``1.25 * eps`` from a
 uniform random start. It can collapse ("catastrophic overfitting": FGSM accuracy high, PGD
-accuracy near zero within an epoch), so every epoch ends with a PGD check on held-out data and
-training stops, restoring the best weights, when PGD accuracy falls by more than
-``collapse_drop`` from its best.
+accuracy near zero within an epoch), so every epoch ends with a PGD check on a validation slice
+carved from the training data (never the images the defended model is reported on) and training
+stops, restoring the best weights, when PGD accuracy falls by more than ``collapse_drop`` from
+its best.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def adversarial_training(
     ``method``: ``"pgd"`` (Madry PGD-AT: ``steps`` steps of ``step_size``, default 2.5*eps/steps,
     random start), ``"fgsm_rs"`` (one step of 1.25*eps from a random start) or ``"gaussian"``
     (each batch plus an N(0, sigma^2) noisy copy of it, clipped to [0, 1]). Each
-    epoch ends with PGD-``check_steps`` accuracy (ART) on (``x_check``, ``y_check``) when given.
+    epoch ends with PGD-``check_steps`` accuracy (ART) on (``x_check``, ``y_check``) when given;
+    PGD-AT and FGSM-RS keep the epoch that scores best there, so the check images must be a
+    validation slice of the training data, never the images the defence is then reported on.
     ``engine`` makes the training examples with the compiled loop (``"tf"``) or ART (``"art"``).
     """
     import time

@@ -22,8 +22,21 @@ C2 pair) would notice it does not decrypt, and they can agree to discard it.
 Payloads of full TLS sessions usually fill the image, leaving nothing to append into. The second
 strategy, ``client_hello``, uses bytes the client chooses freely inside the image instead: the
 32-byte ``random`` and the ``session_id`` of its ClientHello, which opens the session-order
-payload. The round trip rewrites those bytes in the flow's first client segment (same length, so
-no sequence number moves); nothing else in the capture changes.
+payload. A server that echoes the session id (TLS 1.3 middlebox compatibility mode, or a
+resumption) repeats those bytes in its ServerHello, and a real client aborts when the echo does
+not match; so the attack writes its session id into the echo too (in the image and, in the round
+trip, in the server's first segment: same length, no sequence number moves). Each rebuilt capture
+is then parsed with scapy's TLS layer and counted as realized only when the image re-renders
+exactly *and* the handshake is consistent (the ClientHello parses, and the ServerHello's session
+id is the client's new one, or a server-chosen one that is neither the old nor the new).
+
+What a real session would still change: the client random and the whole ClientHello feed the key
+schedule (TLS 1.2: the master secret is derived from client_random; TLS 1.3: every traffic key
+comes from the transcript hash over the ClientHello), so every encrypted byte after the
+ServerHello (TLS 1.3: EncryptedExtensions, certificate, Finished; both: application data) would
+be different pseudo-random ciphertext. The round trip keeps the capture's original ciphertext
+there; the figure after the round trip therefore assumes the model reacts to those bytes as it
+does to any other ciphertext of the same lengths (``CLIENT_HELLO_CAVEAT``, stated in the report).
 """
 
 from __future__ import annotations
@@ -41,7 +54,16 @@ import pyarrow.compute as pc
 
 from pcapvision.errors import DataContractError
 from pcapvision.validation import check_choice
-from pcapvision.robustness.attacks import AttackSpec, art_classifier, generate, predict_proba, quantize_to_bytes, tail_mask
+from pcapvision.robustness.attacks import (
+    AttackSpec,
+    art_classifier,
+    decide,
+    decision_rule,
+    generate,
+    predict_proba,
+    quantize_to_bytes,
+    tail_mask,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +91,35 @@ def client_hello_fields(payload: bytes) -> list[tuple[int, int]] | None:
     if sid_len:
         ranges.append((SESSION_ID_LENGTH_AT + 1, SESSION_ID_LENGTH_AT + 1 + sid_len))
     return ranges
+
+
+SESSION_ID_MIN_ECHO = 8  # shorter ids could match by chance; they are not searched for an echo
+CLIENT_HELLO_CAVEAT = (
+    "The client random and the ClientHello feed the TLS key schedule, so in a real session every encrypted "
+    "byte after the ServerHello would be different ciphertext; the round trip keeps the capture's original "
+    "ciphertext there (only the random, the session id and its ServerHello echo are rewritten)."
+)
+
+
+def session_id_echo(payload: bytes, fields: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """Byte range of the ServerHello's echo of the ClientHello session id in a session-order payload.
+
+    ``fields`` are the ClientHello ranges (:func:`client_hello_fields`); the echo is the session
+    id's bytes found again later, right after a length byte equal to its length. None when the
+    session id is shorter than ``SESSION_ID_MIN_ECHO`` bytes or not echoed inside ``payload``.
+    """
+    if len(fields) < 2:
+        return None
+    start, end = fields[1]
+    sid = payload[start:end]
+    if len(sid) < SESSION_ID_MIN_ECHO:
+        return None
+    at = payload.find(sid, end)
+    while at >= 0:
+        if payload[at - 1] == len(sid):
+            return at, at + len(sid)
+        at = payload.find(sid, at + 1)
+    return None
 
 
 def client_hello_mask(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[list[tuple[int, int]] | None]]:
@@ -135,12 +186,26 @@ def realizable_attack(model: Any, x: np.ndarray, y: np.ndarray, payload_lengths:
         x_start, mask, attackable = with_record_headers(x, payload_lengths)
     else:
         x_start = np.array(x, np.float32, copy=True)
-        mask, attackable, _ = client_hello_mask(x_start)
+        mask, attackable, ranges = client_hello_mask(x_start)
     spec = AttackSpec("pgd_linf", eps=1.0, steps=steps, step_size=0.1, restarts=restarts, batch_size=batch_size)
     x_adv = generate(spec, art_classifier(model), x_start, y, mask=mask, seed=seed)
     x_adv = np.where(mask > 0, quantize_to_bytes(x_adv), x_start)
+    if strategy == "client_hello":
+        x_adv = _write_echoes(x_start, x_adv, ranges)
     return RealizableAttack(x_start, x_adv, mask, attackable, predict_proba(model, x_adv), strategy,
                             predict_proba(model, np.asarray(x, np.float32)))
+
+
+def _write_echoes(x_start: np.ndarray, x_adv: np.ndarray, ranges: list[list[tuple[int, int]] | None]) -> np.ndarray:
+    """Copy each adversarial session id onto its ServerHello echo (found in the original image)."""
+    flat_start = np.round(x_start.reshape(len(x_start), -1) * 255.0).astype(np.uint8)
+    flat_adv = x_adv.reshape(len(x_adv), -1).copy()
+    for i, fields in enumerate(ranges):
+        echo = session_id_echo(flat_start[i].tobytes(), fields) if fields else None
+        if echo is not None:
+            start, end = fields[1]
+            flat_adv[i, echo[0]:echo[1]] = flat_adv[i, start:end]
+    return flat_adv.reshape(x_adv.shape)
 
 
 # --- capture round trip ---------------------------------------------------------------------------
@@ -188,15 +253,15 @@ def _flow_packets(capture: str | os.PathLike[str], flow: dict[str, Any], directi
 
 
 def rewrite_client_hello(capture: str | os.PathLike[str], flow: dict[str, Any], new_bytes: dict[int, bytes],
-                         output: str | os.PathLike[str]) -> Path:
+                         output: str | os.PathLike[str], *, echo: tuple[bytes, bytes] | None = None) -> Path:
     """Write ``output``: the flow's packets with bytes of the client's first segment replaced.
 
     ``new_bytes`` maps a payload offset to the bytes written there; every offset must fall in the
-    initiator's first data segment (the one opening the session-order payload).
+    initiator's first data segment (the one opening the session-order payload). ``echo``:
+    ``(old session id, new session id)``: the server's first data segment holding the old id
+    (its ServerHello echo) gets the new one in its place.
     """
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.inet6 import IPv6
-    from scapy.packet import Raw
+    from scapy.layers.inet import TCP
     from scapy.utils import wrpcap
 
     if int(flow.get("protocol", 6)) != 6:
@@ -212,19 +277,93 @@ def rewrite_client_hello(capture: str | os.PathLike[str], flow: dict[str, Any], 
         raise DataContractError(f"{capture}: the ClientHello of flow {flow.get('flow_id')} spans several segments")
     for offset, data in new_bytes.items():
         payload[offset : offset + len(data)] = data
-    pkt = packets[i][0].copy()
-    pkt[TCP].remove_payload()
-    pkt[TCP].add_payload(Raw(bytes(payload)))
-    del pkt[TCP].chksum
-    if IP in pkt:
-        del pkt[IP].chksum
-    elif IPv6 in pkt:
-        del pkt[IPv6].plen
     out = [p for p, _ in packets]
-    out[i] = pkt
+    out[i] = _with_payload(packets[i][0], bytes(payload))
+    if echo is not None:
+        old_sid, new_sid = echo
+        for j, (p, side) in enumerate(packets):
+            data = bytes(p[TCP].payload)
+            if side == 1 and data:
+                if old_sid in data:
+                    out[j] = _with_payload(p, data.replace(old_sid, new_sid, 1))
+                break  # only the server's first data segment holds the ServerHello
     out_path = Path(output)
     wrpcap(os.fspath(out_path), out)
     return out_path
+
+
+def _with_payload(pkt: Any, payload: bytes) -> Any:
+    """A copy of TCP packet ``pkt`` carrying ``payload`` (same length: checksums recomputed on write)."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.packet import Raw
+
+    new = pkt.copy()
+    new[TCP].remove_payload()
+    new[TCP].add_payload(Raw(payload))
+    del new[TCP].chksum
+    if IP in new:
+        del new[IP].chksum
+    elif IPv6 in new:
+        del new[IPv6].plen
+    return new
+
+
+def _tls_layer() -> Any:
+    """scapy's TLS record layer, without the TCP port 443 binding its import installs.
+
+    Captures here are read and rewritten byte for byte; with the binding, scapy would dissect
+    port-443 payloads as TLS and rebuild them differently on write. TLS parsing happens only
+    where it is asked for.
+    """
+    from scapy.layers.inet import TCP
+    from scapy.layers.tls.all import TLS
+    from scapy.packet import split_layers
+
+    split_layers(TCP, TLS, sport=443)
+    split_layers(TCP, TLS, dport=443)
+    return TLS
+
+
+def check_handshake(capture: str | os.PathLike[str], flow: dict[str, Any]) -> tuple[bool, str]:
+    """Parse the flow's first client and server data segments with scapy's TLS layer and say
+    whether the handshake is consistent: ``(ok, what was found)``.
+
+    Consistent: the client's segment parses as a ClientHello, and a ServerHello (when the server
+    sent one) carries either the client's session id (an echo) or one of its own that is not the
+    session id the client sent in the original capture (checked by the caller when it matters).
+    """
+    from scapy.layers.inet import TCP
+    from scapy.layers.tls.handshake import TLSClientHello, TLSServerHello
+
+    TLS = _tls_layer()
+    packets = _flow_packets(capture, flow, 0)
+    first = {}
+    for p, side in packets:
+        data = bytes(p[TCP].payload)
+        if data and side not in first:
+            first[side] = data
+    if 0 not in first:
+        return False, "the client sent no data"
+    try:
+        client = TLS(first[0])
+        hello = next((m for m in client.msg if isinstance(m, TLSClientHello)), None)
+    except Exception as exc:  # scapy raises many types on bytes it cannot dissect
+        return False, f"client segment does not parse as TLS ({exc.__class__.__name__})"
+    if hello is None:
+        return False, "no ClientHello in the client's first segment"
+    if 1 not in first:
+        return True, "ClientHello parses; the server sent no data"
+    try:
+        server = TLS(first[1])
+        reply = next((m for m in server.msg if isinstance(m, TLSServerHello)), None)
+    except Exception as exc:  # same as above
+        return False, f"server segment does not parse as TLS ({exc.__class__.__name__})"
+    if reply is None:
+        return True, "ClientHello parses; no ServerHello in the server's first segment"
+    if bytes(reply.sid or b"") == bytes(hello.sid or b""):
+        return True, "ClientHello parses; the ServerHello echoes its session id"
+    return True, "ClientHello parses; the ServerHello carries a session id of its own"
 
 
 def append_record_to_flow(capture: str | os.PathLike[str], flow: dict[str, Any], data: bytes,
@@ -290,10 +429,14 @@ def append_record_to_flow(capture: str | os.PathLike[str], flow: dict[str, Any],
 
 def round_trip(model: Any, flows: pa.Table, attack: RealizableAttack, y: np.ndarray, payload_lengths: np.ndarray,
                representation: str, representation_params: dict[str, Any], *, ingest_params: dict[str, Any] | None = None,
-               mask_tls_sni: bool = False, workdir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+               mask_tls_sni: bool = False, workdir: str | os.PathLike[str] | None = None,
+               binary: Any = None) -> dict[str, Any]:
     """Rebuild a capture per attacked flow, re-ingest and re-render it; measure what survives.
 
     ``flows`` holds the rows of the attacked images, in the same order (joined by ``flow_id``).
+    Every decision is taken at the model's operating point (``binary``: the suite's
+    BinaryTarget of a two-class model; arg-max otherwise). The attack's success rates count only
+    flows the model classified correctly before the attack; a clean miss is not an evasion.
     """
     from pcapvision.ingest import IngestOptions, read_flows
     from pcapvision.robustness.traffic_distortions import render_for_model
@@ -307,8 +450,8 @@ def round_trip(model: Any, flows: pa.Table, attack: RealizableAttack, y: np.ndar
                                if k in ("idle_timeout_s", "active_timeout_s", "max_bytes", "max_packets")})
     rows = flows.to_pylist()
     y = np.asarray(y, np.int64)
-    pred_before = attack.proba_adv.argmax(1)
-    pred_clean = attack.proba_clean.argmax(1) if attack.proba_clean is not None else np.full(len(y), -1)
+    pred_before = decide(attack.proba_adv, binary)
+    pred_clean = decide(attack.proba_clean, binary) if attack.proba_clean is not None else np.full(len(y), -1)
     outcome: list[dict[str, Any]] = []
     tmp = tempfile.TemporaryDirectory(dir=workdir)
     try:
@@ -331,7 +474,14 @@ def round_trip(model: Any, flows: pa.Table, attack: RealizableAttack, y: np.ndar
                     fields = client_hello_fields(flat.tobytes()) or []
                     changed = {start: flat[start:end].tobytes() for start, end in fields}
                     data = b"".join(changed.values())
-                    path = rewrite_client_hello(row["source_file"], row, changed, out)
+                    original = np.round(attack.x_start[i].reshape(-1) * 255.0).astype(np.uint8).tobytes()
+                    old_sid = original[fields[1][0]:fields[1][1]] if len(fields) > 1 else b""
+                    echo = (old_sid, changed[fields[1][0]]) if len(old_sid) >= SESSION_ID_MIN_ECHO else None
+                    path = rewrite_client_hello(row["source_file"], row, changed, out, echo=echo)
+                    consistent, found = check_handshake(path, row)
+                    if consistent and echo is not None and echo[0] != echo[1] and echo[0] in _server_first_bytes(path, row):
+                        consistent, found = False, "the ServerHello still echoes the old session id"
+                    entry.update(handshake_consistent=consistent, handshake_check=found)
             except (DataContractError, OSError) as exc:
                 entry["reason"] = " ".join(str(exc).split())
                 outcome.append(entry)
@@ -344,7 +494,8 @@ def round_trip(model: Any, flows: pa.Table, attack: RealizableAttack, y: np.ndar
                 continue
             x_new, _ = render_for_model(table, representation, representation_params, mask_tls_sni)
             same = bool(np.array_equal(np.round(x_new[0] * 255), np.round(attack.x_adv[i] * 255)))
-            pred_after = int(predict_proba(model, x_new).argmax(1)[0])
+            same = same and entry.get("handshake_consistent", True)
+            pred_after = int(decide(predict_proba(model, x_new), binary)[0])
             entry.update(realized=same, controlled_bytes=len(data), missed_clean=bool(pred_clean[i] != y[i]),
                          evaded_before=bool(pred_before[i] != y[i]),
                          evaded_after_round_trip=bool(pred_after != y[i]))
@@ -352,21 +503,40 @@ def round_trip(model: Any, flows: pa.Table, attack: RealizableAttack, y: np.ndar
     finally:
         tmp.cleanup()
     tried = [e for e in outcome if "realized" in e]
-    n = len(rows)
+    correct = [e for e in tried if not e["missed_clean"]]
+
+    def rate(entries: list[dict[str, Any]], key: str) -> float:
+        return float(np.mean([e[key] for e in entries])) if entries else float("nan")
+
+    checks = "re-rendered image equals the adversarial image"
+    if attack.strategy == "client_hello":
+        checks += ", and the rebuilt handshake parses consistently (scapy TLS layer)"
     return {
-        "n_flows": n,
+        "n_flows": len(rows),
+        "realizability_check": checks,
         "n_attackable": int(attack.attackable.sum()),
         "n_round_tripped": len(tried),
-        "realizability_rate": float(np.mean([e["realized"] for e in tried])) if tried else float("nan"),
-        "miss_rate_clean": float(np.mean([e["missed_clean"] for e in tried])) if tried else float("nan"),
-        "evasion_rate_adversarial_images": float(np.mean([e["evaded_before"] for e in tried])) if tried else float("nan"),
-        "evasion_rate_after_round_trip": float(np.mean([e["evaded_after_round_trip"] for e in tried])) if tried else float("nan"),
+        "decision": decision_rule(binary),
+        "realizability_rate": rate(tried, "realized"),
+        "miss_rate_clean": rate(tried, "missed_clean"),
+        "n_detected_clean": len(correct),
+        "attack_success_rate_adversarial_images": rate(correct, "evaded_before"),
+        "attack_success_rate_after_round_trip": rate(correct, "evaded_after_round_trip"),
+        "error_rate_after_round_trip_unconditioned": rate(tried, "evaded_after_round_trip"),
         "median_controlled_bytes": float(np.median([e["controlled_bytes"] for e in tried])) if tried else float("nan"),
         "strategy": attack.strategy,
+        **({"caveat": CLIENT_HELLO_CAVEAT} if attack.strategy == "client_hello" else {}),
         "flows": outcome,
     }
 
 
-__all__ = ["STRATEGIES", "RealizableAttack", "append_record_to_flow", "appended_bytes", "client_hello_fields",
-           "client_hello_mask", "realizable_attack", "record_header", "rewrite_client_hello", "round_trip",
-           "with_record_headers"]
+def _server_first_bytes(capture: str | os.PathLike[str], flow: dict[str, Any]) -> bytes:
+    from scapy.layers.inet import TCP
+
+    return next((bytes(p[TCP].payload) for p, side in _flow_packets(capture, flow, 0)
+                 if side == 1 and bytes(p[TCP].payload)), b"")
+
+
+__all__ = ["CLIENT_HELLO_CAVEAT", "STRATEGIES", "RealizableAttack", "append_record_to_flow", "appended_bytes",
+           "check_handshake", "client_hello_fields", "client_hello_mask", "realizable_attack", "record_header",
+           "rewrite_client_hello", "round_trip", "session_id_echo", "with_record_headers"]

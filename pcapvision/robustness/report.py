@@ -10,6 +10,7 @@ import numpy as np
 
 from pcapvision.report import HtmlReport
 from pcapvision.robustness import plots
+from pcapvision.robustness.attacks import decide
 
 N_EXAMPLE_COLUMNS = 8
 
@@ -28,7 +29,7 @@ def example_order(y: np.ndarray, pred_clean: np.ndarray, pred_adv: np.ndarray) -
 
 
 def write_report(path: str | os.PathLike[str], record: dict[str, Any], *, x_att: np.ndarray, y_att: np.ndarray,
-                 proba_att: np.ndarray, report_result: Any, fooling: Any) -> Path:
+                 proba_att: np.ndarray, report_result: Any, fooling: Any, binary: Any = None) -> Path:
     """Write the HTML report of a suite ``record`` (figures drawn from the arrays given)."""
     names = record["model"]["class_names"]
     data = record["data"]
@@ -57,8 +58,8 @@ def write_report(path: str | os.PathLike[str], record: dict[str, Any], *, x_att:
     rows = record["attacks"]
     rep.figure(plots.epsilon_curves(rows, "inf", "Robust accuracy vs Linf budget"), caption="FGSM and PGD-Linf")
     rep.figure(plots.epsilon_curves(rows, "2", "Robust accuracy vs L2 budget"), caption="PGD-L2")
-    keys = ["attack", "eps", "steps", "step_size", "random_restarts", "robust_accuracy", "evasion_rate_all",
-            "evasion_rate_of_correct", "malicious_to_normal_evasion_rate", "seconds"]
+    keys = ["attack", "eps", "steps", "step_size", "random_restarts", "robust_accuracy", "attack_success_rate",
+            "malicious_to_normal_evasion_rate", "error_rate_after_attack_unconditioned", "seconds"]
     rep.table([{k: _fmt(r.get(k, "")) for k in keys if k in r or k in ("attack", "eps")}
                | {"median L0": r["norm_l0"]["median"], "median L2": r["norm_l2"]["median"],
                   "max Linf": r["norm_linf"]["max"]} for r in rows])
@@ -68,8 +69,8 @@ def write_report(path: str | os.PathLike[str], record: dict[str, Any], *, x_att:
               caption=f"Per class under {record['confusion_under_attack']['attack']} eps "
                       f"{record['confusion_under_attack']['eps']:g}")
     res = report_result
-    pred_clean = proba_att.argmax(1)
-    pred_adv = res.proba_adv.argmax(1)
+    pred_clean = decide(proba_att, binary)
+    pred_adv = decide(res.proba_adv, binary)
     order = example_order(y_att, pred_clean, pred_adv)
     rep.figure(plots.adversarial_rows(x_att[order], res.x_adv[order], y_att[order], pred_clean[order], pred_adv[order],
                                       names, f"{res.spec.name} eps {res.spec.eps:g}: original / adversarial / difference"),
@@ -81,7 +82,7 @@ def write_report(path: str | os.PathLike[str], record: dict[str, Any], *, x_att:
     rep.heading("Minimal-norm attack (DeepFool, L2)")
     mn = record["minimal_norm"]
     rep.paragraph(f"DeepFool (max {mn.get('max_iter')} iterations, overshoot {mn.get('overshoot')}) on {mn['n_attacked']} "
-                  f"images: success on {mn['evasion_rate_of_correct']:.1%} of correctly classified ones; median L2 "
+                  f"images: success on {mn['attack_success_rate']:.1%} of those classified correctly before; median L2 "
                   f"{mn['norm_l2']['median']:.3f}, median Linf {mn['norm_linf']['median']:.3f}.")
     rep.figure(plots.radius_curve(mn["accuracy_at_l2_radius"], "robust_accuracy_upper_bound",
                                   "Accuracy within an L2 radius (DeepFool upper bound)"))
@@ -105,7 +106,7 @@ def write_report(path: str | os.PathLike[str], record: dict[str, Any], *, x_att:
         rep.paragraph(f"Each defence fine-tunes a copy of the model (eps {d['eps']:g}); evaluation attack: {d['evaluation_attack']}.")
         rep.table(d["table"], caption="Clean vs robust accuracy before (standard) and after each defence")
         for run in d["training"]:
-            rep.table(run["history"], caption=f"{run['method']}: per-epoch check (PGD on held-out images)"
+            rep.table(run["history"], caption=f"{run['method']}: per-epoch check (PGD on the validation slice carved from the training data)"
                       + ("; stopped early: catastrophic overfitting" if run["stopped_early_catastrophic_overfitting"] else ""))
 
     rep.heading("Randomized smoothing certification")
@@ -126,10 +127,12 @@ def write_report(path: str | os.PathLike[str], record: dict[str, Any], *, x_att:
                 continue
             rep.paragraph(f"PGD restricted to those bytes, values on the k/255 grid, then written into a capture, "
                           f"re-ingested and re-rendered: {res['n_round_tripped']} of {res['n_flows']} flows round-tripped; "
-                          f"realizability rate {res['realizability_rate']:.1%}; misclassified before the attack "
-                          f"{res['miss_rate_clean']:.1%}, after it "
-                          f"{res['evasion_rate_adversarial_images']:.1%} on the adversarial images, "
-                          f"{res['evasion_rate_after_round_trip']:.1%} after the round trip.")
+                          f"realizability rate {res['realizability_rate']:.1%} "
+                          f"({res.get('realizability_check', 'image comparison')}). Decided at the operating point, "
+                          f"{res['n_detected_clean']} flows were classified correctly before the attack "
+                          f"(clean miss rate {res['miss_rate_clean']:.1%}); of those, the attack flipped "
+                          f"{res['attack_success_rate_adversarial_images']:.1%} on the adversarial images and "
+                          f"{res['attack_success_rate_after_round_trip']:.1%} after the round trip.")
             rep.table(res["flows"][:50])
     rep.heading("Provenance")
     rep.preformatted("\n".join(f"{k}: {v}" for k, v in record["library_versions"].items()))

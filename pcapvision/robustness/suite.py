@@ -27,6 +27,8 @@ from pcapvision.robustness.attacks import (
     BinaryTarget,
     art_classifier,
     confusion_matrix,
+    decide,
+    decision_rule,
     predict_proba,
     robust_accuracy_at_radii,
     run_attack,
@@ -36,6 +38,14 @@ from pcapvision.validation import check_choice, check_int
 log = logging.getLogger(__name__)
 
 SUITES = ("quick", "full")
+ATTACK_NOTE = (
+    "Every rate is decided at the model's operating point (the threshold on p(malicious) for two-class models, "
+    "else arg-max). attack_success_rate: among samples classified correctly before the attack, the fraction "
+    "classified wrongly after; malicious_to_normal_evasion_rate: among malicious samples detected before the attack, "
+    "the fraction scored below the threshold after; error_rate_after_attack_unconditioned: all wrong answers after "
+    "the attack, the model's clean misses included. Norms are per example over [0, 1] pixels; L0 counts pixels "
+    "moved by >= 0.5/255."
+)
 JSON_FILE = "robustness.json"
 HTML_FILE = "robustness.html"
 EXAMPLES_FILE = "adversarial_examples.npz"
@@ -118,12 +128,23 @@ class EvalData:
 
 def load_eval_data(model_dir: str | os.PathLike[str], metadata: dict[str, Any], data: str | os.PathLike[str] | None,
                    mnist_file: str | os.PathLike[str] | None = None) -> EvalData:
-    """The data the suite runs on (see the module docstring)."""
+    """The data the suite runs on (see the module docstring).
+
+    Test rows of an images table come from :func:`pcapvision.classify.resolve_test_rows`; the
+    training rows (for defences and the noise class) from the model's training table, found by
+    content hash.
+    """
+    from pcapvision.classify import (
+        check_representation,
+        find_training_table,
+        load_images_dataset,
+        reload_mnist,
+        resolve_test_rows,
+    )
+
     class_names = [str(c) for c in metadata["class_names"]]
     info = metadata.get("dataset") or {}
     if data is None or str(data) == "mnist":
-        from pcapvision.classify.datasets import reload_mnist
-
         if info.get("name") != "mnist":
             raise ModelFormatError(f"{model_dir}: the model was not trained on MNIST; give an images table as DATA")
         if mnist_file is not None:
@@ -132,9 +153,6 @@ def load_eval_data(model_dir: str | os.PathLike[str], metadata: dict[str, Any], 
         desc = {"name": "mnist", "split": "the model's MNIST test split", "path": info.get("path"),
                 "data_sha256": info.get("data_sha256"), "is_sample": info.get("is_sample")}
         return EvalData(x_test, y_test, class_names, desc, x_train=x_train, y_train=y_train, is_mnist=True)
-
-    from pcapvision.classify import load_images_dataset, read_split_manifest
-    from pcapvision.classify.predict import check_representation
 
     if metadata.get("representation") is None:
         raise ModelFormatError(f"{model_dir}: an MNIST model cannot be tested on the images table {data}; "
@@ -145,35 +163,37 @@ def load_eval_data(model_dir: str | os.PathLike[str], metadata: dict[str, Any], 
     known = np.isin(images.labels, class_names)
     if not known.any():
         raise DataContractError(f"{data}: no image has a {target} the model knows ({class_names})")
-    images = images.subset(np.flatnonzero(known))
-    y_all = np.asarray([class_names.index(v) for v in images.labels], np.int64)
+    rows = resolve_test_rows(model_dir, metadata, images)
+    te = rows.test[known[rows.test]]
+    if len(te) == 0:
+        raise DataContractError(f"{data}: no test rows (every row was seen by the model in training or validation, "
+                                "or has a class it does not know)")
+    y_all = np.asarray([class_names.index(v) if v in class_names else -1 for v in images.labels], np.int64)
     x_train = y_train = None
-    if images.data_sha256 == metadata.get("data_sha256"):
-        # The training table: only the model's own test rows, from the hash-verified manifest.
-        split = read_split_manifest(model_dir, metadata)
-        te = np.flatnonzero(np.isin(images.flow_id, split.loc[split["split"] == "test", "flow_id"].to_numpy()))
-        tr = np.flatnonzero(np.isin(images.flow_id, split.loc[split["split"] == "train", "flow_id"].to_numpy()))
-        rule = "the model's stored test split (same data as training)"
-        x_train, y_train = images.x[tr], y_all[tr]
+    train_table, why = find_training_table(model_dir, metadata, (images,))
+    if train_table is not None:
+        tr = rows.train if train_table is images else resolve_test_rows(model_dir, metadata, train_table).train
+        x_train = train_table.x[tr]
+        y_train = np.asarray([class_names.index(v) for v in train_table.labels[tr]], np.int64)
     else:
-        te = np.arange(len(y_all))
-        rule = "all rows (not the table the model was trained on)"
-    desc = {"name": "images", "path": str(data), "target": target, "split": rule, "data_sha256": images.data_sha256,
-            "n_unknown_labels_dropped": int((~known).sum())}
+        log.info("training rows unavailable (%s): defences and the noise class are skipped", why)
+    desc = {"name": "images", "path": str(data), "target": target, "split": rows.rule, "data_sha256": images.data_sha256,
+            "n_unknown_labels_dropped": int((~known[rows.test]).sum()), "test_rows": rows.describe()}
     return EvalData(images.x[te], y_all[te], class_names, desc, flow_id=images.flow_id[te],
                     payload_length=None if images.payload_length is None else images.payload_length[te], x_train=x_train,
                     y_train=y_train, representation=images.representation,
                     representation_params=dict(images.params), images_schema=images.schema)
 
 
-def _binary_target(metadata: dict[str, Any], class_names: list[str]) -> BinaryTarget | None:
-    if len(class_names) != 2:
-        return None
-    from pcapvision.classify.evaluate import positive_class_index
+def _binary_target(metadata: dict[str, Any], class_names: list[str], positive_class: str | None) -> BinaryTarget | None:
+    from pcapvision.classify import model_positive_class
 
-    pos = positive_class_index(class_names)
+    positive = model_positive_class(metadata, positive_class)
+    if positive is None:
+        return None
+    pos = class_names.index(positive)
     threshold = float((metadata.get("params") or {}).get("threshold", 0.5))
-    return BinaryTarget(malicious_index=int(pos), normal_index=1 - int(pos), threshold=threshold)
+    return BinaryTarget(malicious_index=pos, normal_index=1 - pos, threshold=threshold)
 
 
 def _subsample(n: int, k: int, seed: int) -> np.ndarray:
@@ -190,21 +210,23 @@ def run_suite(
     flows: str | os.PathLike[str] | None = None,
     seed: int = 0,
     config: SuiteConfig | None = None,
+    positive_class: str | None = None,
 ) -> dict[str, Any]:
     """Run the robustness suite on a classify model directory and write the report.
 
     ``data``: ``None`` or ``"mnist"`` for an MNIST model's own test split (``mnist_file`` when
     the file moved), else an images table. ``flows``: the flows table the images were rendered
     from, for network-level distortions. ``config`` overrides the named suite's sizes.
+    ``positive_class`` overrides the malicious (positive) class stored with a two-class model.
     Returns the ``robustness.json`` record. A second run into the same ``output_dir`` is refused
     (:class:`~pcapvision.errors.LockedError`) while this one runs.
     """
     with output_lock(Path(output_dir), what="robustness run into this directory"):
         return _run_suite(model_dir, data, output_dir, suite, mnist_file=mnist_file, flows=flows, seed=seed,
-                          config=config)
+                          config=config, positive_class=positive_class)
 
 
-def _run_suite(model_dir, data, output_dir, suite, *, mnist_file, flows, seed, config) -> dict[str, Any]:
+def _run_suite(model_dir, data, output_dir, suite, *, mnist_file, flows, seed, config, positive_class) -> dict[str, Any]:
     from pcapvision.classify import load_model
 
     seed = check_int("seed", seed, min_value=0)
@@ -219,7 +241,7 @@ def _run_suite(model_dir, data, output_dir, suite, *, mnist_file, flows, seed, c
     keras.utils.set_random_seed(seed)
     ev = load_eval_data(model_dir, metadata, data, mnist_file)
     names = ev.class_names
-    binary = _binary_target(metadata, names)
+    binary = _binary_target(metadata, names, positive_class)
     out_dir = Path(output_dir)
     check_writable_directory(out_dir)  # before minutes of attacks, not after
     eval_idx = _subsample(len(ev.y), cfg.n_eval, seed)
@@ -231,30 +253,28 @@ def _run_suite(model_dir, data, output_dir, suite, *, mnist_file, flows, seed, c
     proba_eval = predict_proba(model, x_eval)
     proba_att = predict_proba(model, x_att)
     record: dict[str, Any] = make_metadata(
-        "robustness", {"suite": suite, "seed": seed, "config": asdict(cfg), "flows": None if flows is None else str(flows)},
+        "robustness", {"suite": suite, "seed": seed, "config": asdict(cfg), "flows": None if flows is None else str(flows),
+                       "positive_class": None if binary is None else names[binary.malicious_index]},
         model={"dir": str(model_dir), "model_sha256": metadata.get("model_sha256"), "class_names": names,
                "arch": (metadata.get("params") or {}).get("arch"), "representation": metadata.get("representation")},
         data={**ev.description, "n_test": int(len(ev.y)), "n_eval": int(len(y_eval)), "n_attacked": int(len(y_att))},
     )
-    record["clean"] = {"accuracy": float((proba_eval.argmax(1) == y_eval).mean()),
-                       "accuracy_attack_subset": float((proba_att.argmax(1) == y_att).mean())}
+    record["clean"] = {"accuracy": float((decide(proba_eval, binary) == y_eval).mean()),
+                       "accuracy_attack_subset": float((decide(proba_att, binary) == y_att).mean()),
+                       "decision": decision_rule(binary)}
     if binary is not None:
-        record["clean"]["binary"] = asdict(binary)
+        record["clean"]["binary"] = {**asdict(binary), "malicious_class": names[binary.malicious_index]}
 
     from pcapvision.robustness.distortions import severity_sweep
 
     log.info("distortions on %d images", len(y_eval))
-    record["distortions"] = severity_sweep(lambda a: predict_proba(model, a).argmax(1), x_eval, y_eval, seed=seed)
-    record["traffic_distortions"] = _traffic_study(model, ev, eval_idx, flows, seed)
+    record["distortions"] = severity_sweep(lambda a: decide(predict_proba(model, a), binary), x_eval, y_eval, seed=seed)
+    record["traffic_distortions"] = _traffic_study(model, ev, eval_idx, flows, binary, seed)
 
     classifier = art_classifier(model)
     attack_rows, examples, report_result = _attack_study(model, classifier, x_att, y_att, proba_att, cfg, names, binary, seed)
     record["attacks"] = attack_rows
-    record["attack_note"] = (
-        "evasion_rate_all: fraction of all attacked samples misclassified after the attack (samples the model "
-        "already got wrong count as evaded); evasion_rate_of_correct: the same among samples classified correctly "
-        "before the attack. Norms are per example over [0, 1] pixels; L0 counts pixels moved by >= 0.5/255."
-    )
+    record["attack_note"] = ATTACK_NOTE
     if record["model"]["arch"] == "cnn-embed":
         record["attack_note"] += " " + EMBEDDING_ATTACK_NOTE
     deep = run_attack(AttackSpec("deepfool", steps=cfg.deepfool_steps, batch_size=cfg.batch_size), model,
@@ -264,17 +284,17 @@ def _run_suite(model_dir, data, output_dir, suite, *, mnist_file, flows, seed, c
     record["minimal_norm"] = {
         **deep.metrics,
         "accuracy_at_l2_radius": robust_accuracy_at_radii(
-            y_att[: cfg.n_deepfool], proba_att[: cfg.n_deepfool].argmax(1), deep.proba_adv.argmax(1),
+            y_att[: cfg.n_deepfool], decide(proba_att[: cfg.n_deepfool], binary), decide(deep.proba_adv, binary),
             deep.norms["l2"], cfg.deepfool_radii),
     }
-    pred_rep = report_result.proba_adv.argmax(1)
+    pred_rep = decide(report_result.proba_adv, binary)
     record["confusion_under_attack"] = {"attack": report_result.spec.name, "eps": report_result.spec.eps,
                                         "matrix": confusion_matrix(y_att, pred_rep, len(names)).tolist()}
 
     record["fooling"], fooling = _fooling_study(model, names, cfg, seed)
-    record["noise_class"] = _noise_class_study(model, ev, metadata, cfg, seed) if cfg.noise_class else {
+    record["noise_class"] = _noise_class_study(model, ev, metadata, cfg, binary, seed) if cfg.noise_class else {
         "skipped": f"not part of the {suite!r} suite (run --suite full)"}
-    record["defences"] = _defence_study(model, ev, x_att, y_att, cfg, seed)
+    record["defences"] = _defence_study(model, ev, x_att, y_att, cfg, binary, seed)
     from pcapvision.robustness.certify import certify_smoothing
 
     n_cert = min(cfg.n_certify, len(y_att))
@@ -290,10 +310,11 @@ def _run_suite(model_dir, data, output_dir, suite, *, mnist_file, flows, seed, c
     # The three files are one report: replaced together, never half new, half old.
     replace_files_together(out_dir, {
         EXAMPLES_FILE: lambda path: _write_examples(path, y_att, proba_att, examples,
-                                                    _gallery(x_att, y_att, proba_att, report_result, fooling)),
+                                                    _gallery(x_att, y_att, proba_att, report_result, fooling, binary),
+                                                    binary),
         JSON_FILE: lambda path: write_json_atomic(path, record),
         HTML_FILE: lambda path: write_report(path, record, x_att=x_att, y_att=y_att, proba_att=proba_att,
-                                             report_result=report_result, fooling=fooling),
+                                             report_result=report_result, fooling=fooling, binary=binary),
     })
     log.info("robustness report written to %s (%.0fs)", out_dir, record["seconds"])
     return record
@@ -331,7 +352,7 @@ def _fooling_study(model, names, cfg: SuiteConfig, seed):
     return out, result
 
 
-def _noise_class_study(model, ev: EvalData, metadata, cfg: SuiteConfig, seed) -> dict[str, Any]:
+def _noise_class_study(model, ev: EvalData, metadata, cfg: SuiteConfig, binary, seed) -> dict[str, Any]:
     from pcapvision.classify import train_model
     from pcapvision.robustness.fooling import fooling_images, noise_confidence, retrain_with_noise_class
 
@@ -354,7 +375,8 @@ def _noise_class_study(model, ev: EvalData, metadata, cfg: SuiteConfig, seed) ->
     counts = noise_after["predicted_class_counts"]
     return {
         **info,
-        "clean_accuracy_before": float((predict_proba(model, x_eval).argmax(1) == y_eval).mean()),
+        "clean_accuracy_before": float((decide(predict_proba(model, x_eval), binary) == y_eval).mean()),
+        # the retrained model has one more class (noise): arg-max, as an image it calls noise is an error here
         "clean_accuracy_after": float((predict_proba(new_model, x_eval).argmax(1) == y_eval).mean()),
         "fooling_success_before": before.summary()["success_rate"],
         "fooling_success_after": after.summary()["success_rate"],
@@ -367,7 +389,18 @@ def _noise_class_study(model, ev: EvalData, metadata, cfg: SuiteConfig, seed) ->
     }
 
 
-def _defence_study(model, ev: EvalData, x_att, y_att, cfg: SuiteConfig, seed) -> dict[str, Any]:
+def selection_split(n_train: int, n_train_max: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows for a defence and a disjoint validation slice to select its epoch on.
+
+    The slice (10% of the training rows, 20 to 500 images) is carved from the training data, so
+    the images a defended model is reported on never took part in choosing it.
+    """
+    order = np.random.default_rng(seed).permutation(n_train)
+    n_select = int(min(500, max(20, round(0.1 * n_train)), max(n_train - 1, 0)))
+    return np.sort(order[n_select:][:n_train_max]), np.sort(order[:n_select])
+
+
+def _defence_study(model, ev: EvalData, x_att, y_att, cfg: SuiteConfig, binary, seed) -> dict[str, Any]:
     from pcapvision.robustness.defences import adversarial_training
 
     if not cfg.defences:
@@ -375,17 +408,17 @@ def _defence_study(model, ev: EvalData, x_att, y_att, cfg: SuiteConfig, seed) ->
     if ev.x_train is None:
         return {"skipped": "needs the model's training data (the images table it was trained on)"}
     eps = cfg.defence_eps if cfg.defence_eps is not None else (0.3 if ev.is_mnist else cfg.report_eps)
-    tr = _subsample(len(ev.y_train), cfg.defence_train_n, seed + 3)
-    check = _subsample(len(y_att), min(200, len(y_att)), seed + 5)
+    tr, select = selection_split(len(ev.y_train), cfg.defence_train_n, seed + 3)
     evaluate = AttackSpec("pgd_linf", eps=eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, batch_size=cfg.batch_size)
     fgsm = AttackSpec("fgsm", eps=eps, batch_size=cfg.batch_size)
 
     def measure(m) -> dict[str, float]:
         p = predict_proba(m, x_att)
         return {
-            "clean_accuracy": float((p.argmax(1) == y_att).mean()),
-            f"fgsm_accuracy_eps{eps:g}": run_attack(fgsm, m, x_att, y_att, proba_clean=p, seed=seed).metrics["robust_accuracy"],
-            f"pgd{cfg.pgd_steps}_accuracy_eps{eps:g}": run_attack(evaluate, m, x_att, y_att, proba_clean=p,
+            "clean_accuracy": float((decide(p, binary) == y_att).mean()),
+            f"fgsm_accuracy_eps{eps:g}": run_attack(fgsm, m, x_att, y_att, proba_clean=p, binary=binary,
+                                                    seed=seed).metrics["robust_accuracy"],
+            f"pgd{cfg.pgd_steps}_accuracy_eps{eps:g}": run_attack(evaluate, m, x_att, y_att, proba_clean=p, binary=binary,
                                                                   seed=seed).metrics["robust_accuracy"],
         }
 
@@ -393,11 +426,15 @@ def _defence_study(model, ev: EvalData, x_att, y_att, cfg: SuiteConfig, seed) ->
     runs = []
     for method in cfg.defences:
         result = adversarial_training(model, ev.x_train[tr], ev.y_train[tr], method=method, eps=eps,
-                                      epochs=cfg.defence_epochs, steps=cfg.defence_steps, x_check=x_att[check],
-                                      y_check=y_att[check], seed=seed)
+                                      epochs=cfg.defence_epochs, steps=cfg.defence_steps, x_check=ev.x_train[select],
+                                      y_check=ev.y_train[select], seed=seed)
         rows.append({"model": method, **measure(result.model)})
         runs.append(result.describe())
-    return {"eps": eps, "evaluation_attack": evaluate.describe(), "table": rows, "training": runs}
+    return {"eps": eps, "evaluation_attack": evaluate.describe(), "table": rows, "training": runs,
+            "n_reported": int(len(y_att)),
+            "selection": (f"each defence's epoch is chosen by PGD accuracy on {len(select)} validation images carved "
+                          f"from the training data (disjoint from its {len(tr)} training images); the table reports "
+                          f"the {len(y_att)} attacked test images, which the selection never saw")}
 
 
 def _summary_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -421,14 +458,14 @@ def _summary_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _traffic_study(model, ev: EvalData, eval_idx: np.ndarray, flows, seed: int) -> dict[str, Any]:
+def _traffic_study(model, ev: EvalData, eval_idx: np.ndarray, flows, binary, seed: int) -> dict[str, Any]:
     if ev.is_mnist:
         return {"skipped": "MNIST model: network-level distortions apply to traffic images only"}
     if flows is None:
         return {"skipped": "no flows table given (--flows FLOWS): network-level distortions re-render flows"}
     from pcapvision.robustness.traffic_distortions import traffic_severity_sweep
 
-    return {"rows": traffic_severity_sweep(model, ev, eval_idx, flows, seed=seed)}
+    return {"rows": traffic_severity_sweep(model, ev, eval_idx, flows, seed=seed, binary=binary)}
 
 
 def _realizable_study(model, ev: EvalData, attack_idx: np.ndarray, flows, cfg: SuiteConfig, binary, seed: int) -> dict[str, Any]:
@@ -473,32 +510,33 @@ def _realizable_study(model, ev: EvalData, attack_idx: np.ndarray, flows, cfg: S
         attack = realizable_attack(model, x, y, lengths, strategy=strategy, steps=cfg.realizable_steps, seed=seed,
                                    batch_size=cfg.batch_size)
         result = round_trip(model, table, attack, y, lengths, ev.representation, ev.representation_params,
-                            ingest_params=ingest_params, mask_tls_sni=mask_sni)
+                            ingest_params=ingest_params, mask_tls_sni=mask_sni, binary=binary)
         result["attack"] = {"attack": "pgd_linf masked to sender-controlled bytes", "eps": 1.0,
                             "steps": cfg.realizable_steps, "step_size": 0.1, "quantised_to_bytes": True}
         out[strategy] = result
     return out
 
 
-def _gallery(x, y, proba, report_result, fooling) -> dict[str, np.ndarray]:
+def _gallery(x, y, proba, report_result, fooling, binary) -> dict[str, np.ndarray]:
     """The images the report shows: the report attack's examples and the fooling images."""
     from pcapvision.robustness.report import example_order
 
-    pred_adv = report_result.proba_adv.argmax(1)
-    order = example_order(y, proba.argmax(1), pred_adv)
+    pred_clean = decide(proba, binary)
+    pred_adv = decide(report_result.proba_adv, binary)
+    order = example_order(y, pred_clean, pred_adv)
     return {"gallery/x": x[order], "gallery/x_adv": report_result.x_adv[order], "gallery/y": y[order],
-            "gallery/pred_clean": proba.argmax(1)[order], "gallery/pred_adv": pred_adv[order],
+            "gallery/pred_clean": pred_clean[order], "gallery/pred_adv": pred_adv[order],
             "gallery/eps": np.float64(report_result.spec.eps), "gallery/attack": np.str_(report_result.spec.name),
             "fooling/images": fooling.images, "fooling/target": fooling.target, "fooling/confidence": fooling.confidence}
 
 
 def _write_examples(path: Path, y: np.ndarray, proba: np.ndarray, examples: dict[str, Any],
-                    gallery: dict[str, np.ndarray]) -> None:
+                    gallery: dict[str, np.ndarray], binary) -> None:
     import io
 
-    arrays: dict[str, np.ndarray] = {"y": y, "pred_clean": proba.argmax(1), **gallery}
+    arrays: dict[str, np.ndarray] = {"y": y, "pred_clean": decide(proba, binary), **gallery}
     for key, result in examples.items():
-        arrays[f"{key}/pred"] = result.proba_adv.argmax(1)
+        arrays[f"{key}/pred"] = decide(result.proba_adv, binary)
         for norm, values in result.norms.items():
             arrays[f"{key}/{norm}"] = values
     buf = io.BytesIO()
@@ -507,4 +545,4 @@ def _write_examples(path: Path, y: np.ndarray, proba: np.ndarray, examples: dict
 
 
 __all__ = ["EXAMPLES_FILE", "FULL", "HTML_FILE", "JSON_FILE", "QUICK", "SUITES", "EvalData", "SuiteConfig",
-           "load_eval_data", "run_suite", "suite_config"]
+           "load_eval_data", "run_suite", "selection_split", "suite_config"]

@@ -8,10 +8,11 @@ schema in which each flow looks as it would after that event on the wire:
 * ``random_padding``: the sender appends n random bytes in one extra packet.
 * ``tls_record_padding``: every TLS application-data record carries p extra bytes (TLS 1.3
   record padding); record headers found by walking the payload from its start.
-* ``packet_drop``, ``packet_duplication``, ``packet_reordering``: packet-list events. TCP
-  retransmits a dropped segment and reassembly removes duplicates and restores order, so the
-  reassembled ``payload`` does not change; only the per-packet columns do (a drop becomes a
-  retransmission ``RETRANSMIT_DELAY_MS`` later).
+* ``packet_drop``, ``packet_duplication``, ``packet_reordering``: packet-list events. Only the
+  per-packet columns are edited (a drop becomes a retransmission ``RETRANSMIT_DELAY_MS`` later);
+  the reassembled ``payload`` columns are left as they were, on the assumption that TCP
+  retransmission and reassembly restore them. That assumption is not measured here: the events
+  are not applied to the capture's packets and re-ingested.
 * ``timing_jitter``: packet times get N(0, sigma^2) ms of jitter (kept sorted and >= 0).
 
 Payload-based images react to the first four only; ``flowpic`` to all but the payload shift.
@@ -236,14 +237,15 @@ def render_for_model(flows: pa.Table, representation: str, params: Mapping[str, 
 
 
 def traffic_severity_sweep(model: Any, ev: Any, eval_idx: np.ndarray, flows_path: str | os.PathLike[str], *,
-                           seed: int = 0) -> list[dict[str, Any]]:
-    """Accuracy per network-level distortion and severity on the evaluation flows.
+                           seed: int = 0, binary: Any = None) -> list[dict[str, Any]]:
+    """Accuracy per network-level distortion and severity on the evaluation flows (decided at the
+    model's operating point: ``binary`` is the suite's BinaryTarget for two-class models).
 
     ``ev`` is the suite's :class:`~pcapvision.robustness.suite.EvalData` (its ``flow_id`` joins
     the flows table). Severity 0 is the re-rendered undistorted flows; flows the representation
     skips after a distortion (e.g. no payload left) count as misclassified.
     """
-    from pcapvision.robustness.attacks import predict_proba
+    from pcapvision.robustness.attacks import decide, predict_proba
 
     ids = ev.flow_id[eval_idx]
     labels = dict(zip(ids, ev.y[eval_idx]))
@@ -254,7 +256,7 @@ def traffic_severity_sweep(model: Any, ev: Any, eval_idx: np.ndarray, flows_path
 
     def accuracy(table: pa.Table) -> float:
         x, fid = render_for_model(table, ev.representation, ev.representation_params, mask)
-        pred = predict_proba(model, x).argmax(1) if len(x) else np.zeros(0, np.int64)
+        pred = decide(predict_proba(model, x), binary) if len(x) else np.zeros(0, np.int64)
         right = sum(int(p == labels[f]) for p, f in zip(pred, fid))
         return right / flows.num_rows
 

@@ -43,7 +43,7 @@ def mnist_model_dir(tmp_path_factory, mnist_small):
 
 
 def write_images_table(path, x_u8, labels, families, groups, *, representation_params=None, payload_length=None,
-                       mask_tls_sni=False):
+                       mask_tls_sni=False, flow_ids=None):
     """An images table following docs/contracts.md, as pcapvision.imaging writes it."""
     import hashlib
 
@@ -56,7 +56,7 @@ def write_images_table(path, x_u8, labels, families, groups, *, representation_p
     n = len(labels)
     flat = [img.astype(np.uint8).tobytes() for img in x_u8]
     table = pa.table({
-        "flow_id": [f"{i:016x}" for i in range(n)],
+        "flow_id": list(flow_ids) if flow_ids is not None else [f"{i:016x}" for i in range(n)],
         "label": list(labels), "family": list(families), "split_group": list(groups),
         "image_sha256": [hashlib.sha256(b).hexdigest() for b in flat],
         "payload_length": list(payload_length if payload_length is not None else np.full(n, 100)),

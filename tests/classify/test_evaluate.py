@@ -83,5 +83,41 @@ def test_single_pixel_stump_baseline_finds_a_pixel_that_decides_the_class():
     assert 0.3 < by_name["majority class"]["accuracy"] < 0.7
     model = classification_metrics(y[150:], np.eye(2)[y[150:]] * 0.98 + 0.01, ["normal", "malicious"])
     warnings = compare_with_baselines(model, rows)
-    assert any("single-pixel stump" in w and "matches or beats" in w for w in warnings)
+    assert any("single-pixel stump" in w and "matches the model on macro-F1" in w for w in warnings)
     assert not any("majority class" in w for w in warnings)
+
+
+def _metrics(accuracy: float, macro_f1: float) -> dict:
+    return {"accuracy": accuracy, "macro": {"f1": macro_f1}}
+
+
+def test_baseline_warning_names_the_metric_and_the_gap_and_leads_with_macro_f1():
+    baseline = {"baseline": "majority class", "what": "always 'normal'", "accuracy": 0.93, "macro_f1": 0.48}
+    # accuracy beats the model by 3 points, macro-F1 is 40 points below: no claim that it "matches or beats"
+    assert compare_with_baselines(_metrics(0.90, 0.88), [baseline]) == []
+    close = {**baseline, "macro_f1": 0.87}
+    (warning,) = compare_with_baselines(_metrics(0.90, 0.88), [close])
+    assert "comes within a few points of the model on macro-F1" in warning
+    assert "the model is only 1.0 points ahead" in warning and "the baseline is 3.0 points ahead" in warning
+    ahead = {**baseline, "macro_f1": 0.95}
+    (warning,) = compare_with_baselines(_metrics(0.90, 0.88), [ahead])
+    assert "beats the model on macro-F1" in warning and "the baseline is 7.0 points ahead" in warning
+
+
+def test_positive_class_is_never_guessed():
+    from pcapvision.classify import resolve_positive_class
+    from pcapvision.errors import ParameterError
+
+    assert resolve_positive_class(["Malicious", "normal"]) == "Malicious"
+    assert resolve_positive_class(["attack", "benign"], "attack") == "attack"
+    assert resolve_positive_class([str(d) for d in range(10)]) is None
+    with pytest.raises(ParameterError, match="--positive-class"):
+        resolve_positive_class(["attack", "benign"])  # the old rule took index 1: 'benign'
+    with pytest.raises(ParameterError, match="must be one of"):
+        resolve_positive_class(["attack", "benign"], "evil")
+    with pytest.raises(ParameterError, match="two-class models only"):
+        resolve_positive_class(["a", "b", "c"], "a")
+    y = np.array([0, 0, 1, 1])
+    proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.6, 0.4]])
+    m = classification_metrics(y, proba, ["attack", "benign"], positive_class="attack")
+    assert m["positive"]["class"] == "attack" and m["positive"]["recall"] == 0.5

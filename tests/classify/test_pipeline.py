@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,9 @@ def test_traffic_model_dir_holds_model_metadata_manifest_and_report(binary_model
     out, record = binary_model
     model, metadata = load_model(out)
     assert metadata["class_names"] == ["malicious", "normal"] and metadata["positive_class"] == "malicious"
+    from tests.contract_keys import check_documented_keys
+
+    assert check_documented_keys(metadata, "metadata.json") == 2
     assert metadata["representation"] == "payload" and metadata["representation_params"]
     assert metadata["params"]["seed"] == 0 and metadata["params"]["arch"] == "cnn"
     assert metadata["split"]["manifest_sha256"] and metadata["data_sha256"] == record["data"]["data_sha256"]
@@ -134,6 +138,10 @@ def test_cli_train_evaluate_predict(mnist_small, binary_model, tmp_path, capsys)
 
 
 def test_mnist_model_metadata_rebuilds_its_test_split(mnist_model_dir):
+    from pcapvision.classify import read_metadata
+    from tests.contract_keys import check_documented_keys
+
+    assert check_documented_keys(read_metadata(mnist_model_dir[0]), "metadata.json") == 2
     from pcapvision.classify import mnist_test_split
 
     out, record = mnist_model_dir
@@ -148,10 +156,65 @@ def test_evaluate_on_another_table_uses_every_row_and_baselines_from_the_trainin
     out, _ = binary_model
     x, y = toy_images(40, seed=9, n_classes=3)
     fresh = write_images_table(tmp_path / "fresh.parquet", np.rint(x[..., 0] * 255).astype(np.uint8),
-                               np.where(y == 0, "normal", "malicious"), ["f"] * 40, [f"new{i % 4}" for i in range(40)])
+                               np.where(y == 0, "normal", "malicious"), ["f"] * 40, [f"new{i % 4}" for i in range(40)],
+                               flow_ids=[f"fresh{i:011x}" for i in range(40)])
     result = evaluate(out, fresh, out_dir=tmp_path / "ev")
-    assert result["test"]["n_samples"] == 40 and result["split"]["rule"].startswith("all rows")
+    assert result["test"]["n_samples"] == 40 and result["split"]["rule"].startswith("every row not in")
+    assert result["split"]["n_excluded_seen_in_training"] == {"train": 0, "validation": 0}
     assert {r["baseline"] for r in result["baselines"]} >= {"majority class", "single-pixel stump"}
+
+
+def test_training_rows_in_another_table_are_never_scored(binary_model, images_table, tmp_path, caplog):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pcapvision.classify import load_images_dataset, read_metadata, resolve_test_rows
+
+    out, record = binary_model
+    table = pq.read_table(images_table)
+    new_row = table.slice(0, 1).to_pylist()[0]
+    new_row.update(flow_id="brand-new-flow", split_group="capnew",
+                   image=bytes(255 - b for b in new_row["image"]))
+    new_row["image_sha256"] = __import__("hashlib").sha256(new_row["image"]).hexdigest()
+    grown = pa.concat_tables([table, pa.Table.from_pylist([new_row], schema=table.schema)])
+    path = tmp_path / "grown.parquet"
+    pq.write_table(grown.replace_schema_metadata(table.schema.metadata), path)
+    manifest = pd.read_parquet(out / "split_manifest.parquet")
+    counts = manifest["split"].value_counts()
+    result = evaluate(out, path, out_dir=tmp_path / "ev")
+    # the old code scored all 241 rows, 160+ of them from the training split
+    assert result["test"]["n_samples"] == counts["test"] + 1
+    assert result["split"]["n_excluded_seen_in_training"] == {"train": counts["train"], "validation": counts["validation"]}
+    assert any("in the model's training split" in n for n in result["notes"])
+    rows = resolve_test_rows(out, read_metadata(out), load_images_dataset(path))
+    assert len(rows.test) == counts["test"] + 1 and rows.n_excluded_total == counts["train"] + counts["validation"]
+    # the same image under a new flow_id is caught by its image_sha256
+    renamed = grown.set_column(0, "flow_id", pa.array([f"renamed{i}" for i in range(grown.num_rows)]))
+    pq.write_table(renamed.replace_schema_metadata(table.schema.metadata), tmp_path / "renamed.parquet")
+    rows = resolve_test_rows(out, read_metadata(out), load_images_dataset(tmp_path / "renamed.parquet"))
+    assert len(rows.test) == counts["test"] + 1 and not rows.same_table
+    assert rows.n_excluded == {"train": counts["train"], "validation": counts["validation"]}
+
+
+def test_evaluate_from_another_directory_finds_the_training_table(images_table, tmp_path, monkeypatch):
+    import shutil
+
+    from pcapvision.classify import read_metadata
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(images_table, work / "images.parquet")
+    monkeypatch.chdir(work)
+    train_images("images.parquet", "model", epochs=1, batch_size=64, seed=0)  # a relative path, as users type it
+    meta = read_metadata(work / "model")
+    assert Path(meta["dataset"]["path"]) == work / "images.parquet"
+    x, y = toy_images(40, seed=9, n_classes=3)
+    fresh = write_images_table(tmp_path / "fresh.parquet", np.rint(x[..., 0] * 255).astype(np.uint8),
+                               np.where(y == 0, "normal", "malicious"), ["f"] * 40, [f"new{i % 4}" for i in range(40)],
+                               flow_ids=[f"fresh{i:011x}" for i in range(40)])
+    monkeypatch.chdir(tmp_path)  # the old relative record no longer resolved from here: baselines were skipped
+    result = evaluate(work / "model", fresh, out_dir=tmp_path / "ev")
+    assert result["baselines"] and not any(n.startswith("Baselines skipped") for n in result["notes"])
 
 
 def test_predict_on_a_bundled_sample_capture(binary_model, tmp_path):
@@ -194,3 +257,19 @@ def test_predict_takes_ingest_options_over_the_models(binary_model, tmp_path, mo
     assert (seen[-1].max_packets, seen[-1].idle_timeout_s) == (7, 120.0)
     with pytest.raises(ParameterError, match="'ingest_options' parameter"):
         predict_pcaps(binary_model[0], [pcap], ingest_options={"idle_timeout": 5.0})
+
+
+def test_two_class_tables_without_a_malicious_class_need_the_positive_class(tmp_path):
+
+    x, y = toy_images(60, seed=3)
+    path = write_images_table(tmp_path / "ab.parquet", np.rint(x[..., 0] * 255).astype(np.uint8),
+                              np.where(y == 0, "attack", "benign"), ["f"] * 60, [f"g{i % 6}" for i in range(60)])
+    with pytest.raises(ParameterError, match="--positive-class"):
+        train_images(path, tmp_path / "m", epochs=1)  # the old rule silently made 'benign' the positive class
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(path), "-o", str(tmp_path / "m2"), "--epochs", "1", "--positive-class", "evil"])
+    assert exit_info.value.code == 2
+    for argv in (["evaluate", "m", "d"], ["robustness", "m", "d", "-o", "r"], ["run", "c"]):
+        from pcapvision.cli import build_parser
+
+        assert build_parser().parse_args([*argv, "--positive-class", "attack"]).positive_class == "attack"

@@ -113,3 +113,16 @@ def test_an_images_table_is_compared_on_its_own_representation_without_the_refer
     split = make_split(data, 0)
     assert split["n_train"] + split["n_validation"] + split["n_test"] == 60
     assert not set(split["groups"]["test"]) & set(split["groups"]["train"])
+
+
+def test_bad_input_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "flows.parquet").write_text("not parquet")
+    assert main(["compare", str(tmp_path / "flows.parquet"), "-o", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "flows.parquet: not a readable Parquet file" in err
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "other.parquet")
+    assert main(["compare", str(tmp_path / "other.parquet"), "-o", str(tmp_path / "out"), "--quiet"]) == 1
+    assert "missing column(s) flow_id, label" in capsys.readouterr().err

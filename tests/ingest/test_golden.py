@@ -50,6 +50,18 @@ def eth(packet: Any) -> Any:
 
 
 # --- captures --------------------------------------------------------------------------------------
+def write_tcp(path: Path, client: tuple[str, int], server: tuple[str, int], steps: list[tuple], *,
+              ip: Any = IP) -> Path:
+    """A TCP conversation: ``steps`` of (time ms, sender, flags, seq, data), over ``ip`` in Ethernet."""
+    packets = []
+    for t, src, flags, seq, data in steps:
+        dst = server if src == client else client
+        packets.append(at(eth(ip(src=src[0], dst=dst[0]) / TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq)
+                              / data), t))
+    wrpcap(str(path), packets)
+    return path
+
+
 def tcp_session(path: Path) -> Path:
     """Handshake, data both ways, a retransmission, an out-of-order and an overlapping segment, FIN.
 
@@ -61,13 +73,7 @@ def tcp_session(path: Path) -> Path:
     steps = [(c, S, 1000, b""), (s, SA, 5000, b""), (c, A, 1001, b""), (c, PA, 1001, b"AAAA"),
              (s, PA, 5001, b"bbbbbb"), (c, PA, 1001, b"AAAA"), (c, PA, 1009, b"CCCC"), (c, PA, 1003, b"zzBBBBzz"),
              (s, FA, 5007, b""), (c, FA, 1013, b""), (s, A, 5008, b"")]
-    packets = []
-    for i, (src, flags, seq, data) in enumerate(steps):
-        dst = s if src == c else c
-        packets.append(at(eth(IP(src=src[0], dst=dst[0]) / TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq)
-                               / data), i * 10))
-    wrpcap(str(path), packets)
-    return path
+    return write_tcp(path, c, s, [(i * 10, *step) for i, step in enumerate(steps)])
 
 
 def tcp_rst_then_port_reuse(path: Path) -> Path:
@@ -77,13 +83,7 @@ def tcp_rst_then_port_reuse(path: Path) -> Path:
              (4, s, R, 301, b""),
              (1000, c, S, 900, b""), (1001, s, SA, 700, b""), (1002, c, A, 901, b""), (1003, c, FA, 901, b""),
              (1004, s, FA, 701, b""), (1005, c, A, 902, b"")]
-    packets = []
-    for t, src, flags, seq, data in steps:
-        dst = s if src == c else c
-        packets.append(at(eth(IP(src=src[0], dst=dst[0]) / TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq)
-                              / data), t))
-    wrpcap(str(path), packets)
-    return path
+    return write_tcp(path, c, s, steps)
 
 
 def udp_idle_split(path: Path) -> Path:
@@ -117,13 +117,7 @@ def tcp_hole(path: Path) -> Path:
     steps = [(c, S, 1000, b""), (s, SA, 5000, b""), (c, A, 1001, b""), (c, PA, 1101, b"B" * 100),
              (c, PA, 1201, b"C" * 100), (c, PA, 1201, b"C" * 100), (s, PA, 5001, b"x" * 50),
              (s, PA, 5081, b"y" * 20), (c, FA, 1301, b""), (s, FA, 5101, b"")]
-    packets = []
-    for i, (src, flags, seq, data) in enumerate(steps):
-        dst = s if src == c else c
-        packets.append(at(eth(IP(src=src[0], dst=dst[0]) / TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq)
-                              / data), i))
-    wrpcap(str(path), packets)
-    return path
+    return write_tcp(path, c, s, [(i, *step) for i, step in enumerate(steps)])
 
 
 def two_vlans(path: Path) -> Path:
@@ -146,13 +140,7 @@ def ipv6(path: Path) -> Path:
     c, s = ("2001:db8::1", 50000), ("2001:db8::2", 443)
     steps = [(c, S, 10, b""), (s, SA, 20, b""), (c, A, 11, b""), (c, PA, 11, b"ping"), (s, PA, 21, b"pong"),
              (c, R, 15, b"")]
-    packets = []
-    for i, (src, flags, seq, data) in enumerate(steps):
-        dst = s if src == c else c
-        packets.append(at(eth(IPv6(src=src[0], dst=dst[0]) / TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq)
-                              / data), i))
-    wrpcap(str(path), packets)
-    return path
+    return write_tcp(path, c, s, [(i, *step) for i, step in enumerate(steps)], ip=IPv6)
 
 
 def linux_sll(path: Path) -> Path:

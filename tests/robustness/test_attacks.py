@@ -76,7 +76,7 @@ def test_deepfool_on_logits_flips_samples(tiny_model, tiny_data):
     probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits(x[:8])))
     np.testing.assert_allclose(probs, predict_proba(tiny_model, x[:8]), atol=1e-5)
     result = run_attack(AttackSpec("deepfool", steps=20), tiny_model, x[:8], y[:8])
-    assert result.metrics["evasion_rate_of_correct"] > 0.5
+    assert result.metrics["attack_success_rate"] > 0.5
     assert result.x_adv.min() >= 0 and result.x_adv.max() <= 1
 
 
@@ -121,11 +121,31 @@ def test_attack_metrics_separates_the_two_evasion_rates():
                        binary=BinaryTarget(malicious_index=1, normal_index=0, threshold=0.5))
     assert m["clean_accuracy"] == 0.75
     assert m["robust_accuracy"] == 0.5
-    assert m["evasion_rate_all"] == 0.5  # samples 0 and 3 wrong after
-    assert m["evasion_rate_of_correct"] == pytest.approx(1 / 3)  # of 0, 1, 2 only sample 0 flipped
+    assert m["error_rate_after_attack_unconditioned"] == 0.5  # samples 0 and 3 wrong after
+    assert m["attack_success_rate"] == pytest.approx(1 / 3)  # of 0, 1, 2 only sample 0 flipped
+    assert "evasion_rate_all" not in m and "evasion_rate_of_correct" not in m
     assert m["per_class"]["normal"]["most_common_adversarial_class"] == "malicious"
     # malicious detected before: only sample 2 (p=0.7); still detected after
     assert m["n_malicious_detected"] == 1 and m["malicious_to_normal_evasion_rate"] == 0.0
+
+
+def test_attack_rates_are_decided_at_the_operating_threshold_not_argmax():
+    # threshold 0.2 on p(malicious): sample 0 (p=0.3) is detected before, and its adversarial
+    # version (p=0.25) is still detected, although the arg-max calls both 'normal'.
+    y = np.array([1, 1, 0])
+    clean = np.array([[0.7, 0.3], [0.9, 0.1], [0.95, 0.05]])
+    adv = np.array([[0.75, 0.25], [0.95, 0.05], [0.7, 0.3]])
+    norms = perturbation_norms(np.zeros((3, 1)), np.zeros((3, 1)))
+    m = attack_metrics(y, clean, adv, norms, class_names=["normal", "malicious"],
+                       binary=BinaryTarget(malicious_index=1, normal_index=0, threshold=0.2))
+    assert m["clean_accuracy"] == pytest.approx(2 / 3)  # sample 1 missed (p=0.1 < 0.2)
+    assert m["n_originally_correct"] == 2
+    # sample 0 stays detected; sample 2 (normal) is pushed to p=0.3 >= 0.2: 1 of 2 flipped
+    assert m["attack_success_rate"] == pytest.approx(0.5)
+    # the clean miss (sample 1) is not an evasion: 0 of the 1 detected malicious samples evaded
+    assert m["n_malicious_detected"] == 1 and m["malicious_to_normal_evasion_rate"] == 0.0
+    assert m["error_rate_after_attack_unconditioned"] == pytest.approx(2 / 3)
+    assert "0.2" in m["decision"]
 
 
 def test_confusion_matrix_and_radius_accuracy():

@@ -105,7 +105,70 @@ def test_client_hello_fields_and_round_trip(tiny_model, crafted, tmp_path):
     assert np.array_equal(attack.x_adv[mask == 0], x[mask == 0])
     result = round_trip(tiny_model, flows, attack, y, lengths, "payload", {"column": "payload"}, workdir=tmp_path)
     assert result["strategy"] == "client_hello" and result["n_round_tripped"] == 1
-    assert result["realizability_rate"] == 1.0 and result["flows"][0]["controlled_bytes"] == 64
+    assert result["flows"][0]["controlled_bytes"] == 64
+    # the crafted hello is TLS-looking random bytes, not a ClientHello a TLS parser accepts: the
+    # image re-renders exactly, but the round trip is not counted as realized
+    assert result["flows"][0]["handshake_consistent"] is False and result["realizability_rate"] == 0.0
+
+
+def test_client_hello_attack_rewrites_the_serverhello_echo_and_checks_the_handshake(tiny_model, tmp_path):
+    """The old attack left the ServerHello echoing the old session id: a client aborts on that."""
+    from scapy.layers.inet import TCP
+    from scapy.utils import rdpcap
+
+    from pcapvision.ingest import read_flows
+    from pcapvision.robustness.realizable import _tls_layer, check_handshake, session_id_echo
+    from pcapvision.robustness.traffic_distortions import render_for_model
+
+    path = tmp_path / "hello.pcap"
+    write_tls_flow(path, real_hello=True)
+    flows = read_flows(path)
+    x, _ = render_for_model(flows, "payload", {"column": "payload"})
+    payload = flows.column("payload")[0].as_py()
+    fields = client_hello_fields(payload)
+    echo = session_id_echo(payload, fields)
+    assert echo is not None and payload[echo[0]:echo[1]] == payload[fields[1][0]:fields[1][1]]
+    row = flows.to_pylist()[0]
+    assert check_handshake(row["source_file"], row) == (True, "ClientHello parses; the ServerHello echoes its session id")
+
+    y, lengths = np.array([0]), np.asarray([len(payload)])
+    attack = realizable_attack(tiny_model, x, y, lengths, strategy="client_hello", steps=3)
+    adv = np.round(attack.x_adv[0].reshape(-1) * 255).astype(np.uint8).tobytes()
+    assert adv[echo[0]:echo[1]] == adv[fields[1][0]:fields[1][1]] != payload[fields[1][0]:fields[1][1]]
+    result = round_trip(tiny_model, flows, attack, y, lengths, "payload", {"column": "payload"}, workdir=tmp_path)
+    (flow,) = result["flows"]
+    assert flow["handshake_consistent"] and "echoes" in flow["handshake_check"] and flow["realized"]
+    assert "scapy TLS" in result["realizability_check"] and "ciphertext" in result["caveat"]
+
+    # the rebuilt capture, parsed independently: ServerHello.sid == the new ClientHello.sid
+    out = rewrite_client_hello(path, row, {fields[1][0]: b"\xaa" * 32}, tmp_path / "r.pcap",
+                               echo=(payload[fields[1][0]:fields[1][1]], b"\xaa" * 32))
+    firsts = [bytes(p[TCP].payload) for p in rdpcap(str(out)) if TCP in p and bytes(p[TCP].payload)][:2]
+    client, server = (_tls_layer()(b).msg[0] for b in firsts)
+    assert client.sid == server.sid == b"\xaa" * 32
+    stale = rewrite_client_hello(path, row, {fields[1][0]: b"\xaa" * 32}, tmp_path / "stale.pcap")  # no echo
+    ok, found = check_handshake(stale, row)
+    assert ok and "of its own" in found  # parses, but the caller flags the stale echo:
+
+
+def test_round_trip_flags_a_stale_echo(tiny_model, tmp_path, monkeypatch):
+    import pcapvision.robustness.realizable as realizable
+    from pcapvision.ingest import read_flows
+    from pcapvision.robustness.traffic_distortions import render_for_model
+
+    path = tmp_path / "hello.pcap"
+    write_tls_flow(path, real_hello=True)
+    flows = read_flows(path)
+    x, _ = render_for_model(flows, "payload", {"column": "payload"})
+    lengths = np.asarray([len(flows.column("payload")[0].as_py())])
+    attack = realizable_attack(tiny_model, x, np.array([0]), lengths, strategy="client_hello", steps=2)
+    real = realizable.rewrite_client_hello
+    monkeypatch.setattr(realizable, "rewrite_client_hello", lambda *a, echo=None, **k: real(*a, **k))  # the old rewrite
+    result = round_trip(tiny_model, flows, attack, np.array([0]), lengths, "payload", {"column": "payload"},
+                        workdir=tmp_path)
+    (flow,) = result["flows"]
+    assert flow["handshake_consistent"] is False and "old session id" in flow["handshake_check"]
+    assert flow["realized"] is False and result["realizability_rate"] == 0.0
 
 
 def test_rewrite_client_hello_changes_only_those_bytes(crafted, tmp_path):

@@ -43,6 +43,9 @@ def test_run_suite_writes_json_html_and_examples(mnist_like_model, tmp_path):
     assert {p.name for p in out.iterdir()} == {JSON_FILE, HTML_FILE, EXAMPLES_FILE}
     on_disk = json.loads((out / JSON_FILE).read_text())
     assert on_disk["stage"] == "robustness" and on_disk["params"]["config"]["n_attack"] == 12
+    from tests.contract_keys import check_documented_keys
+
+    assert check_documented_keys(on_disk, "robustness.json") >= 8  # defences and noise class ran here
     assert on_disk["data"]["n_attacked"] == 12 and on_disk["data"]["name"] == "mnist"
     assert "adversarial-robustness-toolbox" in on_disk["library_versions"]
     assert len(on_disk["distortions"]) == 8 * 6
@@ -50,7 +53,7 @@ def test_run_suite_writes_json_html_and_examples(mnist_like_model, tmp_path):
     assert attacks == {("fgsm", 0.1), ("fgsm", 0.3), ("pgd_linf", 0.1), ("pgd_linf", 0.3), ("pgd_l2", 1.0)}
     for r in on_disk["attacks"]:
         assert r["norm_linf"]["max"] <= (r["eps"] + 1e-5 if r["norm"] == "inf" else 1.0)
-        assert 0 <= r["evasion_rate_of_correct"] <= 1
+        assert 0 <= r["attack_success_rate"] <= 1
     assert on_disk["traffic_distortions"]["skipped"].startswith("MNIST model")
     n_classes = len(on_disk["model"]["class_names"])  # classify's MNIST models always have 10 outputs
     assert len(on_disk["confusion_under_attack"]["matrix"]) == n_classes
@@ -91,3 +94,33 @@ def test_cli_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--suite", "--dataset", "--mnist-file", "--flows", "--seed", "--quiet", "--debug", "(default: quick)"):
         assert option in text
+
+
+def test_defences_select_their_epoch_on_training_data_and_report_unseen_test_images(tiny_model, tiny_data, monkeypatch):
+    """The epoch check of a defence never sees the images its table reports (the old check used x_att)."""
+    from pcapvision.robustness import defences
+    from pcapvision.robustness.suite import EvalData, _defence_study, selection_split
+
+    x, y = tiny_data
+    x_train, y_train, x_att, y_att = x[:72], y[:72], x[72:], y[72:]
+    seen: dict = {}
+    real = defences.adversarial_training
+
+    def spy(model, xt, yt, **kw):
+        seen["train"], seen["check"] = xt, kw["x_check"]
+        return real(model, xt, yt, **kw)
+
+    monkeypatch.setattr(defences, "adversarial_training", spy)
+    ev = EvalData(x_att, y_att, ["a", "b"], {}, x_train=x_train, y_train=y_train)
+    cfg = SuiteConfig(defences=("fgsm_rs",), defence_epochs=1, defence_steps=1, pgd_steps=2, defence_eps=0.1)
+    out = _defence_study(tiny_model, ev, x_att, y_att, cfg, None, seed=0)
+
+    def rows_of(images, pool):
+        return {int(np.flatnonzero((pool == img).all(axis=(1, 2, 3)))[0]) for img in images}
+
+    check = rows_of(seen["check"], x_train)  # every check image is a training image ...
+    assert check and not check & rows_of(seen["train"], x_train)  # ... held out of the defence's own training
+    assert not any((x_att == img).all(axis=(1, 2, 3)).any() for img in seen["check"])  # never a reported image
+    assert "never saw" in out["selection"] and out["n_reported"] == len(y_att)
+    fit, select = selection_split(100, 1000, seed=1)
+    assert len(select) == 20 and not set(fit) & set(select) and len(fit) + len(select) == 100

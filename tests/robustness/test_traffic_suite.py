@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pcapvision.robustness.suite import JSON_FILE, SuiteConfig, run_suite
+from tests.contract_keys import check_documented_keys
 from tests.robustness.pcaps import write_tls_capture
 
 
@@ -49,7 +50,8 @@ def test_traffic_suite_with_flows(traffic_model, tmp_path):
     rows = on_disk["traffic_distortions"]["rows"]
     assert rows[0]["severity"] == 0 and len(rows) == 1 + 8 * 5
     by_name = {(r["distortion"], r["severity"]): r["accuracy"] for r in rows}
-    # TCP reassembly makes payload images immune to packet-level events.
+    # Packet-level events edit only the per-packet columns (see traffic_distortions): payload images
+    # cannot move under them by construction. This checks that wiring, not what reassembly does.
     for name in ("packet_drop", "packet_duplication", "packet_reordering", "timing_jitter"):
         assert by_name[(name, 5)] == rows[0]["accuracy"]
     assert all("malicious_to_normal_evasion_rate" in r for r in on_disk["attacks"])
@@ -59,6 +61,9 @@ def test_traffic_suite_with_flows(traffic_model, tmp_path):
         assert real["realizability_rate"] == 1.0
         assert all(f.get("realized", True) for f in real["flows"])
         assert record["realizable"][strategy]["n_flows"] == real["n_flows"]
+    assert all(f["handshake_consistent"] for f in on_disk["realizable"]["client_hello"]["flows"] if "realized" in f)
+    # every key written is documented in docs/contracts.md, and every documented key is written
+    assert check_documented_keys(on_disk, "robustness.json") >= 8
 
 
 def test_traffic_suite_without_flows_says_why(traffic_model, tmp_path):

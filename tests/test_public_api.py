@@ -1,0 +1,43 @@
+"""Stages use each other's public API only, and each stage exports what its docstring promises."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pcapvision"
+STAGES = ("ingest", "imaging", "classify", "robustness", "synth", "compare")
+
+
+def _imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pcapvision."):
+            yield node.module
+
+
+def _owner(path: Path) -> str | None:
+    rel = path.relative_to(PACKAGE).parts
+    return rel[0] if len(rel) > 1 and rel[0] in STAGES else None
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_another_stages_submodule(path):
+    owner = _owner(path)
+    for module in _imports(path):
+        parts = module.split(".")
+        if len(parts) >= 3 and parts[1] in STAGES and parts[1] != owner:
+            pytest.fail(f"{path.relative_to(PACKAGE)} imports {module}: use pcapvision.{parts[1]}'s public API")
+
+
+def test_classify_exports_the_functions_its_docstring_lists():
+    classify = importlib.import_module("pcapvision.classify")
+    promised = set(re.findall(r"^\s+(?:[\w, ]*?\b)?([a-z_]+)\(", classify.__doc__, re.M))
+    promised |= set(re.findall(r"\b([a-z_]+)\(\.\.\.", classify.__doc__))
+    for name in ("train_mnist", "train_images", "evaluate", "predict_pcaps", "resolve_test_rows"):
+        assert name in promised
+    missing = sorted(n for n in promised if not hasattr(classify, n) or n not in classify.__all__)
+    assert not missing, f"pcapvision.classify promises but does not export {missing}"
