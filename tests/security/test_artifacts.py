@@ -16,7 +16,9 @@ from pcapvision.outputs import output_lock, replace_files_together, staged_direc
 
 
 def _model_with_manifest(directory, test_ids=("f1",)):
-    manifest = write_parquet_atomic(pa.table({"flow_id": ["f0", *test_ids], "split": ["train"] + ["test"] * len(test_ids)}),
+    ids = ["f0", *test_ids]
+    manifest = write_parquet_atomic(pa.table({"flow_id": ids, "image_sha256": [f"sha-{i}" for i in ids],
+                                              "split": ["train"] + ["test"] * len(test_ids)}),
                                     directory / "split_manifest.parquet")
     split = {"manifest_file": "split_manifest.parquet", "manifest_sha256": sha256_file(manifest)}
     save_model(build_mlp((28, 28, 1), 2), directory, make_metadata("classify", {}, class_names=["a", "b"], split=split))
@@ -58,7 +60,7 @@ def test_interrupted_training_leaves_the_previous_model_directory_intact(tmp_pat
 
     x, y = toy_images(80, seed=1)
     images = write_images_table(tmp_path / "images.parquet", np.rint(x[..., 0] * 255).astype(np.uint8),
-                                np.array(["a", "b"])[y], np.array(["fa", "fb"])[y], [f"g{i % 8}" for i in range(80)])
+                                np.array(["malicious", "normal"])[y], np.array(["fa", "fb"])[y], [f"g{i % 8}" for i in range(80)])
     model_dir = _model_with_manifest(tmp_path / "model")
     before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
     monkeypatch.setattr(pipeline, "train_model", lambda *a, **k: (build_mlp((28, 28, 1), 2), {}))
