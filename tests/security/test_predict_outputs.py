@@ -21,6 +21,7 @@ def traffic_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("predict") / "model"
     save_model(build_mlp((28, 28, 1), 2), out, make_metadata(
         "classify", {"threshold": 0.5}, class_names=["=cmd|' /C calc'!A0", "normal"], target="label",
+        positive_class="=cmd|' /C calc'!A0",
         representation=rep.name, representation_params=rep.params,
         images_schema={"params": {"mask_tls_sni": False, "group_by": "capture"}, "input": {"flows_params": {}}},
     ))
