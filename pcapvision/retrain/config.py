@@ -38,7 +38,7 @@ from pcapvision.validation import check_choice, check_int, check_number, check_p
 
 # Training parameters the challenger inherits from the champion (names of train_images' arguments).
 TRAINING_KEYS = ("target", "arch", "epochs", "batch_size", "seed", "learning_rate", "patience", "test_fraction",
-                 "validation_fraction", "threshold")
+                 "validation_fraction", "threshold", "positive_class")
 
 
 @dataclass(frozen=True)
