@@ -264,7 +264,7 @@ def _attack_curves(rep: HtmlReport, models: Sequence[_Model]) -> None:
            ylim=(0, 1.02), title="Accuracy under FGSM and PGD (solid: traffic, dashed: MNIST)")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+        ax.legend(fontsize=8)
     rep.figure(fig)
     rep.paragraph("; ".join(sentences) + ". Each curve is accuracy as the attacker's per-pixel budget grows; a curve that "
                   "falls to zero at a small budget means a nearly invisible change flips the model's answer, so its "
@@ -298,7 +298,7 @@ def _distortion_curves(rep: HtmlReport, models: Sequence[_Model]) -> None:
            title="Pixel distortions by severity (solid: traffic, dashed: MNIST)")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, ncol=2)
     rep.figure(fig)
     rep.paragraph("; ".join(worst) + ". These are accidental, not adversarial, changes; a model that loses most of its "
                   "accuracy to a mild one depends on exact pixel positions, which for traffic means exact byte offsets.")
