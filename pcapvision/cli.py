@@ -466,7 +466,11 @@ def _add_predict(subparsers: argparse._SubParsersAction, common: argparse.Argume
             scored = verdicts.loc[verdicts["imaged"], "in_distribution"].astype(bool)
             line += f"; {float((~scored).mean()) if len(scored) else 0.0:.1%} unlike the training data"
         print(line)
-        return EXIT_OK
+        failed = verdicts.attrs.get("failed_captures") or {}
+        if failed:
+            print(f"pcapvision predict: {len(failed)} capture(s) failed: {', '.join(failed)}; the verdicts of the "
+                  "others were written", file=sys.stderr)
+        return EXIT_INPUT_FAILED if failed else EXIT_OK
 
     parser.set_defaults(handler=run)
 

@@ -6,7 +6,9 @@ when stderr is not a terminal or when the user asked for ``--quiet``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
@@ -16,6 +18,7 @@ from tqdm import tqdm
 T = TypeVar("T")
 
 _quiet = False
+_silence_native = False  # set by setup_logging for command-line runs without --debug
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -39,8 +42,9 @@ def setup_logging(*, debug: bool = False, quiet: bool = False) -> None:
     ``debug`` shows debug messages; ``quiet`` keeps only warnings and errors and turns progress
     bars off for the rest of the process.
     """
-    global _quiet
+    global _quiet, _silence_native
     _quiet = quiet
+    _silence_native = not debug
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
     root = logging.getLogger("pcapvision")
     root.setLevel(level)
@@ -50,6 +54,38 @@ def setup_logging(*, debug: bool = False, quiet: bool = False) -> None:
         root.addHandler(handler)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"))
     root.propagate = False
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow and Keras now, once. In a command-line run without ``--debug`` the
+    import and the device probe run with file descriptor 2 pointed at /dev/null: TensorFlow's
+    C++ start-up lines (absl, oneDNN, CUDA probing) bypass Python's stderr and its log levels.
+    Call it where a command first needs TensorFlow, after its inputs were checked."""
+    if "tensorflow" in sys.modules and "keras" in sys.modules:
+        return
+    with _native_stderr_silenced() if _silence_native else contextlib.nullcontext():
+        import keras  # noqa: F401 - imported for its start-up side effects
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe, and its messages, happen now
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded, closed): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def progress_enabled(quiet: bool | None = None) -> bool:

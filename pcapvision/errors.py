@@ -33,6 +33,13 @@ class ModelFormatError(PcapvisionError, ValueError):
     """A model directory is missing, corrupt, foreign, or incompatible with the data given."""
 
 
+class OutputWriteError(PcapvisionError, OSError):
+    """An output could not be written (disk full, no permission...): the message names the output."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
 class LockedError(PcapvisionError, RuntimeError):
     """Another process holds the lock a job needs (the job did not start)."""
 

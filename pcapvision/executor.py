@@ -58,7 +58,8 @@ def _ingest_one(path: str, output: str, options: Any, labeler: Any, force: bool)
     """One Dask task: ingest one capture into the dataset directory ``output``."""
     from pcapvision.ingest import ingest
 
-    return ingest([path], output, options, labeler=labeler, jobs=1, quiet=True, force=force).to_dict()
+    # The job holds the output's lock (ingest_captures); tasks write their own parts side by side.
+    return ingest([path], output, options, labeler=labeler, jobs=1, quiet=True, force=force, lock=False).to_dict()
 
 
 def _merge(output: str, parts: Sequence[Mapping[str, Any]]) -> Any:
@@ -96,7 +97,7 @@ def ingest_captures(
 ) -> Any:
     """Ingest ``paths`` into ``output`` with the local executor (``jobs`` processes) or on Dask
     (one task per capture; ``output`` must be a dataset directory). Returns an ``IngestSummary``."""
-    from pcapvision.ingest import discover_captures, ingest
+    from pcapvision.ingest import discover_captures, ingest, output_guard
 
     check_choice("executor", executor, EXECUTORS)
     if executor == "local":
@@ -111,7 +112,7 @@ def ingest_captures(
     Path(output).mkdir(parents=True, exist_ok=True)
     import dask.bag as db
 
-    with dask_client(scheduler, jobs) as client:
+    with output_guard(output), dask_client(scheduler, jobs) as client:
         log.info("ingest: %d captures on Dask (%s)", len(captures), client.scheduler.address)
         bag = db.from_sequence(captures, npartitions=max(1, len(captures)))
         tasks = bag.map(_ingest_one, output=os.fspath(output), options=options, labeler=labeler, force=force)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pcapvision import __version__
-from pcapvision.errors import DataContractError, InputNotFoundError
+from pcapvision.errors import DataContractError, InputNotFoundError, OutputWriteError, PcapvisionError
 
 METADATA_KEY = b"pcapvision"
 PARQUET_COMPRESSION = "zstd"
@@ -36,14 +37,30 @@ def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> I
     (Keras only saves to ``*.keras``).
     """
     target = Path(path)
-    tmp = temp_path_beside(target, suffix=target.suffix if keep_suffix else ".tmp")
+    try:
+        tmp = temp_path_beside(target, suffix=target.suffix if keep_suffix else ".tmp")
+    except OSError as exc:
+        raise write_error(target, exc) from exc
     try:
         yield tmp
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, (PcapvisionError, FileNotFoundError)):
+            raise write_error(target, exc) from exc
         raise
+
+
+def write_error(target: str | os.PathLike[str], exc: OSError) -> OutputWriteError:
+    """``exc`` (raised while writing ``target``) as one line naming the output and the cause:
+    "writing OUT: no space left on device". pyarrow's errors carry the errno only in their text."""
+    code = exc.errno
+    if code is None:
+        found = re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)
+        code = int(found.group(1)) if found else None
+    reason = os.strerror(code) if code else (exc.strerror or str(exc) or type(exc).__name__)
+    return OutputWriteError(code, f"writing {os.fspath(target)}: {reason[:1].lower()}{reason[1:]}")
 
 
 def temp_path_beside(path: str | os.PathLike[str], suffix: str = ".tmp") -> Path:
@@ -54,11 +71,11 @@ def temp_path_beside(path: str | os.PathLike[str], suffix: str = ".tmp") -> Path
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     # mkstemp creates the file owner-only; outputs should get the usual permissions.
-    os.chmod(tmp_name, 0o666 & ~_current_umask())
+    os.chmod(tmp_name, 0o666 & ~current_umask())
     return Path(tmp_name)
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -90,6 +107,17 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset)):
         return sorted(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def printable(text: str) -> str:
+    """``text`` (a path from the file system) as valid UTF-8: bytes that are not UTF-8, which
+    Python carries as surrogate escapes, are written ``\\xNN``. For names stored in tables and
+    metadata or printed."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def library_versions() -> dict[str, str]:
@@ -134,10 +162,52 @@ def write_parquet_atomic(
     return Path(path)
 
 
-def metadata_from_schema(schema: pa.Schema) -> dict[str, Any]:
-    """The pcapvision metadata stored in ``schema`` ({} when there is none)."""
+def metadata_from_schema(schema: pa.Schema, source: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The pcapvision metadata stored in ``schema`` ({} when there is none).
+
+    Corrupt metadata (not JSON, not an object) is a :class:`DataContractError` naming ``source``.
+    """
     raw = (schema.metadata or {}).get(METADATA_KEY)
-    return json.loads(raw) if raw else {}
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DataContractError(f"{source or 'table'}: corrupt pcapvision metadata ({exc})") from None
+    if not isinstance(meta, dict):
+        raise DataContractError(f"{source or 'table'}: corrupt pcapvision metadata (not a JSON object)")
+    return meta
+
+
+@contextlib.contextmanager
+def parquet_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn pyarrow's errors while reading ``path`` (not Parquet, truncated, corrupt) into one
+    :class:`DataContractError` line naming the file."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, EOFError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataContractError(f"{os.fspath(path)}: not a readable Parquet file ({reason[:200]})") from None
+
+
+def open_parquet(path: str | os.PathLike[str]) -> pq.ParquetFile:
+    """``pq.ParquetFile(path)``, with a one-line :class:`DataContractError` for a broken file."""
+    with parquet_errors(path):
+        return pq.ParquetFile(path)
+
+
+def read_parquet_schema(path: str | os.PathLike[str]) -> pa.Schema:
+    """The schema of a Parquet file, with a one-line :class:`DataContractError` for a broken file."""
+    with parquet_errors(path):
+        return pq.read_schema(path)
+
+
+def read_parquet_table(path: str | os.PathLike[str], **kwargs: Any) -> pa.Table:
+    """``pq.read_table(path, **kwargs)``, with a one-line :class:`DataContractError` for a broken file."""
+    with parquet_errors(path):
+        return pq.read_table(path, **kwargs)
 
 
 def parquet_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -162,7 +232,7 @@ def parquet_files(path: str | os.PathLike[str]) -> list[Path]:
 def read_parquet_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The pcapvision metadata of a Parquet file, or of the first part of a dataset directory."""
     first = parquet_files(path)[0]
-    return metadata_from_schema(pq.read_schema(first))
+    return metadata_from_schema(read_parquet_schema(first), first)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:

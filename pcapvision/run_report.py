@@ -263,7 +263,8 @@ def _attack_curves(rep: HtmlReport, models: Sequence[_Model]) -> None:
     ax.set(xlabel="epsilon (Linf, pixels in [0, 1]; 0 = clean)", ylabel="accuracy on attacked test images",
            ylim=(0, 1.02), title="Accuracy under FGSM and PGD (solid: traffic, dashed: MNIST)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     rep.figure(fig)
     rep.paragraph("; ".join(sentences) + ". Each curve is accuracy as the attacker's per-pixel budget grows; a curve that "
                   "falls to zero at a small budget means a nearly invisible change flips the model's answer, so its "
@@ -296,7 +297,8 @@ def _distortion_curves(rep: HtmlReport, models: Sequence[_Model]) -> None:
     ax.set(xlabel="severity (0 = clean)", ylabel="accuracy", ylim=(0, 1.02),
            title="Pixel distortions by severity (solid: traffic, dashed: MNIST)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
     rep.figure(fig)
     rep.paragraph("; ".join(worst) + ". These are accidental, not adversarial, changes; a model that loses most of its "
                   "accuracy to a mild one depends on exact pixel positions, which for traffic means exact byte offsets.")

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable
 from typing import Any
@@ -48,9 +49,11 @@ def check_number(
     min_inclusive: bool = True,
     max_inclusive: bool = True,
 ) -> float:
-    """Return ``value`` as float if it is a real number in the given interval."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
+    """Return ``value`` as float if it is a finite real number in the given interval."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise _fail(name, "a real number", value)
+    if not _finite(value):
+        raise _fail(name, "a finite real number", value)
     low_ok = min_value is None or (value >= min_value if min_inclusive else value > min_value)
     high_ok = max_value is None or (value <= max_value if max_inclusive else value < max_value)
     if not (low_ok and high_ok):
@@ -63,11 +66,23 @@ def check_number(
     return float(value)
 
 
-def check_positive_number(name: str, value: Any) -> float:
-    """Return ``value`` as float if it is a real number > 0."""
+def check_positive_number(name: str, value: Any, *, max_value: float | None = None) -> float:
+    """Return ``value`` as float if it is a finite real number > 0 (and <= ``max_value``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise _fail(name, "a positive number", value)
+    if not _finite(value):
+        raise _fail(name, "a finite positive number", value)
+    if max_value is not None and value > max_value:
+        raise _fail(name, f"a positive number <= {max_value:g}", value)
     return float(value)
+
+
+def _finite(value: numbers.Real) -> bool:
+    """NaN, infinities and ints too large for a float (1e400 written as an int) are not finite."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:

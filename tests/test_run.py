@@ -225,7 +225,7 @@ def test_run_json_holds_the_robustness_headline_figures(small_sample, tmp_path, 
         (Path(output_dir) / "robustness.json").write_text(json.dumps({
             "stage": "robustness", "model": {"model_sha256": meta["model_sha256"]},
             "data": {"data_sha256": load_images_dataset(data).data_sha256},
-            "params": {"suite": suite, "seed": kw["seed"], "config": asdict(kw.get("config") or suite_config(suite)),
+            "params": {"suite": suite, "seed": kw["seed"], "config": asdict(kw["config"] or suite_config(suite)),
                        "positive_class": meta["positive_class"]}}))
         return {"summary": [{"measure": "clean accuracy", "value": 0.9},
                             {"measure": "pgd_linf eps 0.1 malicious->normal evasion", "value": 0.25}]}

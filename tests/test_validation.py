@@ -40,10 +40,21 @@ def test_number_interval_and_nan():
     assert check_number("eps", 0.3, min_value=0, max_value=1) == 0.3
     with pytest.raises(ParameterError, match=r"a number in \(0, 1\]"):
         check_number("eps", 0, min_value=0, max_value=1, min_inclusive=False)
-    with pytest.raises(ParameterError, match="a real number"):
+    with pytest.raises(ParameterError, match="a finite real number"):
         check_number("eps", float("nan"))
     with pytest.raises(ParameterError, match="a positive number"):
         check_positive_number("timeout", 0)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), 10**400])
+def test_non_finite_and_overflowing_numbers_are_usage_errors(value):
+    with pytest.raises(ParameterError, match="must be a finite real number"):
+        check_number("eps", value, min_value=-1)
+    if value > 0:
+        with pytest.raises(ParameterError, match="must be a finite positive number"):
+            check_positive_number("timeout", value)
+    with pytest.raises(ParameterError, match=r"must be a positive number <= 10"):
+        check_positive_number("timeout", 11.0, max_value=10)
 
 
 def test_choice_lists_options():

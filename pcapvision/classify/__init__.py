@@ -10,7 +10,9 @@ Public API::
         -> (model, history)                                                # the ONE training function
     load_mnist(mnist_file=None, seed=0) -> (x_train, y_train, x_test, y_test, info)
     mnist_test_split(metadata) -> (x_test, y_test)
-    save_model(model, model_dir, metadata) / load_model(model_dir) -> (model, metadata)
+    save_model(model, model_dir, metadata) / load_model(model_dir) -> (model, metadata)   # the ONE loader
+    read_split_manifest(model_dir, metadata) -> DataFrame                  # hash-verified split
+    staged_model_directory(model_dir)                                       # write a model dir as a unit
     train_mnist(...), train_images(...), evaluate(...), predict_pcaps(..., reference=None)   # the CLI's calls
     resolve_test_rows(model_dir, metadata, images) -> TestRows              # the ONE test-row rule
     find_training_table(model_dir, metadata, candidates) -> (dataset | None, why)
@@ -31,7 +33,14 @@ import os
 # in this TensorFlow build (see BENCHMARKS.md); the switch only works before TensorFlow is imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from pcapvision.classify.artifact import load_model, read_metadata, save_model
+from pcapvision.classify.artifact import (
+    SPLIT_MANIFEST_FILE,
+    load_model,
+    read_metadata,
+    read_split_manifest,
+    save_model,
+    staged_model_directory,
+)
 from pcapvision.classify.datasets import (
     ImagesDataset,
     load_images_dataset,
@@ -55,7 +64,7 @@ from pcapvision.classify.plots import confusion_matrix as plot_confusion_matrix
 from pcapvision.classify.plots import samples_per_class as plot_samples_per_class
 from pcapvision.classify.plots import training_curves as plot_training_curves
 from pcapvision.classify.predict import check_representation, predict_pcaps, predict_proba
-from pcapvision.classify.rows import SPLIT_MANIFEST_FILE, TestRows, find_training_table, resolve_test_rows
+from pcapvision.classify.rows import TestRows, find_training_table, resolve_test_rows
 from pcapvision.classify.train import make_dataset, train_model
 
 __all__ = [
@@ -64,6 +73,6 @@ __all__ = [
     "embed", "evaluate", "find_training_table", "fit_reference", "load_images_dataset", "load_mnist", "load_model",
     "make_dataset", "mnist_test_split", "model_positive_class", "plot_confusion_matrix", "plot_samples_per_class",
     "plot_training_curves", "positive_class_index", "predict_labels", "predict_pcaps", "predict_proba",
-    "read_metadata", "reload_mnist", "resolve_positive_class", "resolve_test_rows", "run_baselines", "save_model",
-    "split_indices", "train_images", "train_mnist", "train_model",
+    "read_metadata", "read_split_manifest", "reload_mnist", "resolve_positive_class", "resolve_test_rows", "run_baselines", "save_model",
+    "split_indices", "staged_model_directory", "train_images", "train_mnist", "train_model",
 ]

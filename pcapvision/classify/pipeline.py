@@ -16,7 +16,12 @@ import pandas as pd
 import pyarrow as pa
 
 from pcapvision.classify import plots
-from pcapvision.classify.artifact import load_model, save_model
+from pcapvision.classify.artifact import (
+    SPLIT_MANIFEST_FILE,
+    load_model,
+    save_model,
+    staged_model_directory,
+)
 from pcapvision.classify.datasets import (
     ImagesDataset,
     _stratified_holdout,
@@ -37,10 +42,11 @@ from pcapvision.classify.evaluate import (
 )
 from pcapvision.classify.model import DEFAULT_LEARNING_RATE, OPTIMIZERS
 from pcapvision.classify.predict import check_representation, predict_proba
-from pcapvision.classify.rows import SPLIT_MANIFEST_FILE, find_training_table, resolve_test_rows, training_table_record
+from pcapvision.classify.rows import find_training_table, resolve_test_rows, training_table_record
 from pcapvision.classify.train import train_model
-from pcapvision.errors import DataContractError, ModelFormatError
+from pcapvision.errors import DataContractError, InputNotFoundError, ModelFormatError
 from pcapvision.io import make_metadata, sha256_file, write_json_atomic, write_parquet_atomic
+from pcapvision.outputs import replace_files_together
 from pcapvision.report import HtmlReport
 from pcapvision.validation import check_int, check_number, check_positive_int
 
@@ -81,29 +87,31 @@ def train_mnist(
     save the model directory with its report; return the metrics record."""
     params = _training_params(arch, epochs, batch_size, seed, learning_rate, patience, validation_fraction, 0.5)
     x_train, y_train, x_test, y_test, info = load_mnist(mnist_file, seed=seed, allow_download=allow_download)
-    fit_idx, val_idx = _stratified_holdout(y_train, validation_fraction, seed)
-    class_names = [str(d) for d in range(10)]
-    model, history = train_model(
-        x_train[fit_idx], y_train[fit_idx], x_train[val_idx], y_train[val_idx], arch=arch, epochs=epochs,
-        batch_size=batch_size, seed=seed, learning_rate=learning_rate, patience=patience, n_classes=10,
-        class_names=class_names,
-    )
-    split = {
-        "rule": f"test: {info['split']}; validation: stratified {validation_fraction:.0%} of train (seed {seed})",
-        "n_train": len(fit_idx), "n_validation": len(val_idx), "n_test": len(y_test),
-    }
-    notes = []
-    if info["is_sample"]:
-        notes.append(
-            f"Trained and tested on a {info['n_train'] + info['n_test']}-digit MNIST sample ({info['split']}), not "
-            "full MNIST: accuracy here is not comparable with published full-MNIST results."
+    with staged_model_directory(model_dir) as stage:
+        fit_idx, val_idx = _stratified_holdout(y_train, validation_fraction, seed)
+        class_names = [str(d) for d in range(10)]
+        model, history = train_model(
+            x_train[fit_idx], y_train[fit_idx], x_train[val_idx], y_train[val_idx], arch=arch, epochs=epochs,
+            batch_size=batch_size, seed=seed, learning_rate=learning_rate, patience=patience, n_classes=10,
+            class_names=class_names,
         )
-    return _finish(
-        model_dir, model, history, params, class_names=class_names, target="digit", dataset=info,
-        split=split, x_train=x_train[fit_idx], y_train=y_train[fit_idx], x_test=x_test, y_test=y_test,
-        payload_train=None, payload_test=None, representation=None, representation_params=None,
-        images_schema=None, notes=notes, title=f"pcapvision model report: {arch.upper()} on MNIST", positive_class=None,
-    )
+        split = {
+            "rule": f"test: {info['split']}; validation: stratified {validation_fraction:.0%} of train (seed {seed})",
+            "n_train": len(fit_idx), "n_validation": len(val_idx), "n_test": len(y_test),
+        }
+        notes = []
+        if info["is_sample"]:
+            notes.append(
+                f"Trained and tested on a {info['n_train'] + info['n_test']}-digit MNIST sample ({info['split']}), not "
+                "full MNIST: accuracy here is not comparable with published full-MNIST results."
+            )
+        record = _finish(
+            model_dir, stage, model, history, params, class_names=class_names, target="digit", dataset=info,
+            split=split, x_train=x_train[fit_idx], y_train=y_train[fit_idx], x_test=x_test, y_test=y_test,
+            payload_train=None, payload_test=None, representation=None, representation_params=None,
+            images_schema=None, notes=notes, title=f"pcapvision model report: {arch.upper()} on MNIST", positive_class=None,
+        )
+    return record
 
 
 # --- images tables -------------------------------------------------------------------------------
@@ -136,34 +144,36 @@ def train_images(
     class_names = sorted(set(data.labels.tolist()))
     if len(class_names) < 2:
         raise DataContractError(f"{images_path}: only one {target} value ({class_names}); a classifier needs at least two")
-    positive = resolve_positive_class(class_names, positive_class)
-    y = np.searchsorted(np.asarray(class_names), data.labels)
-    split = split_indices(y, data.split_group, seed=seed, test_fraction=test_fraction,
-                          validation_fraction=validation_fraction, class_names=class_names)
-    tr, va, te = split["train"], split["validation"], split["test"]
-    model, history = train_model(
-        data.x[tr], y[tr], data.x[va], y[va], arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
-        learning_rate=learning_rate, patience=patience, n_classes=len(class_names), class_names=class_names,
-    )
-    manifest = _write_split_manifest(model_dir, data, split)
-    groups = {name: sorted(set(data.split_group[idx].tolist())) for name, idx in split.items()}
-    split_record = {
-        "rule": f"StratifiedGroupKFold on split_group (seed {seed}); test ~{test_fraction:.0%}, validation ~{validation_fraction:.0%}",
-        **{f"n_{name}": int(len(idx)) for name, idx in split.items()},
-        "groups": groups, "manifest_file": SPLIT_MANIFEST_FILE, "manifest_sha256": sha256_file(manifest),
-        "duplicates_dropped": data.n_duplicates_dropped, "conflicting_duplicates_dropped": data.n_conflicts_dropped,
-    }
-    dataset = {"name": "images", "path": training_table_record(images_path), "target": target, "data_sha256": data.data_sha256,
-               "n_images": len(data), "class_counts": {c: int((data.labels == c).sum()) for c in class_names}}
-    return _finish(
-        model_dir, model, history, params, class_names=class_names, target=target, dataset=dataset, split=split_record,
-        x_train=data.x[tr], y_train=y[tr], x_test=data.x[te], y_test=y[te],
-        payload_train=None if data.payload_length is None else data.payload_length[tr],
-        payload_test=None if data.payload_length is None else data.payload_length[te],
-        representation=data.representation, representation_params=data.params, images_schema=data.schema,
-        notes=[], title=f"pcapvision model report: {arch.upper()} on {Path(images_path).name} ({target})",
-        positive_class=positive,
-    )
+    with staged_model_directory(model_dir) as stage:
+        positive = resolve_positive_class(class_names, positive_class)
+        y = np.searchsorted(np.asarray(class_names), data.labels)
+        split = split_indices(y, data.split_group, seed=seed, test_fraction=test_fraction,
+                              validation_fraction=validation_fraction, class_names=class_names)
+        tr, va, te = split["train"], split["validation"], split["test"]
+        model, history = train_model(
+            data.x[tr], y[tr], data.x[va], y[va], arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
+            learning_rate=learning_rate, patience=patience, n_classes=len(class_names), class_names=class_names,
+        )
+        manifest = _write_split_manifest(stage, data, split)
+        groups = {name: sorted(set(data.split_group[idx].tolist())) for name, idx in split.items()}
+        split_record = {
+            "rule": f"StratifiedGroupKFold on split_group (seed {seed}); test ~{test_fraction:.0%}, validation ~{validation_fraction:.0%}",
+            **{f"n_{name}": int(len(idx)) for name, idx in split.items()},
+            "groups": groups, "manifest_file": SPLIT_MANIFEST_FILE, "manifest_sha256": sha256_file(manifest),
+            "duplicates_dropped": data.n_duplicates_dropped, "conflicting_duplicates_dropped": data.n_conflicts_dropped,
+        }
+        dataset = {"name": "images", "path": training_table_record(images_path), "target": target, "data_sha256": data.data_sha256,
+                   "n_images": len(data), "class_counts": {c: int((data.labels == c).sum()) for c in class_names}}
+        record = _finish(
+            model_dir, stage, model, history, params, class_names=class_names, target=target, dataset=dataset, split=split_record,
+            x_train=data.x[tr], y_train=y[tr], x_test=data.x[te], y_test=y[te],
+            payload_train=None if data.payload_length is None else data.payload_length[tr],
+            payload_test=None if data.payload_length is None else data.payload_length[te],
+            representation=data.representation, representation_params=data.params, images_schema=data.schema,
+            notes=[], title=f"pcapvision model report: {arch.upper()} on {Path(images_path).name} ({target})",
+            positive_class=positive,
+        )
+    return record
 
 
 def _write_split_manifest(model_dir: str | os.PathLike[str], data: ImagesDataset, split: Mapping[str, np.ndarray]) -> Path:
@@ -182,7 +192,7 @@ def _write_split_manifest(model_dir: str | os.PathLike[str], data: ImagesDataset
 # --- shared tail: metrics, baselines, artifact, report -------------------------------------------
 
 
-def _finish(model_dir, model, history, params, *, class_names, target, dataset, split, x_train, y_train, x_test,
+def _finish(model_dir, stage, model, history, params, *, class_names, target, dataset, split, x_train, y_train, x_test,
             y_test, payload_train, payload_test, representation, representation_params, images_schema, notes, title,
             positive_class):
     proba = predict_proba(model, x_test)
@@ -199,10 +209,10 @@ def _finish(model_dir, model, history, params, *, class_names, target, dataset, 
         images_schema=images_schema, dataset=dataset, data_sha256=dataset["data_sha256"], split=split,
         history=history, metrics={"test": _headline(metrics)}, baselines=baselines,
     )
-    save_model(model, model_dir, metadata)
+    save_model(model, stage, metadata)
     record = {"model_dir": str(model_dir), "data": dataset, "split": {k: v for k, v in split.items() if k != "groups"},
               "test": metrics, "baselines": baselines, "baseline_warnings": warnings, "notes": notes, "history": history}
-    write_model_report(Path(model_dir) / REPORT_DIR, record, title=title, x_test=x_test, y_test=y_test, proba=proba,
+    write_model_report(Path(stage) / REPORT_DIR, record, title=title, x_test=x_test, y_test=y_test, proba=proba,
                        class_names=class_names, positive_class=positive_class)
     return record
 
@@ -220,7 +230,6 @@ def write_model_report(out_dir: str | os.PathLike[str], record: Mapping[str, Any
                        positive_class: str | None = None) -> Path:
     """Write ``out_dir/metrics.json`` and the self-contained ``out_dir/report.html``; return the HTML path."""
     out = Path(out_dir)
-    write_json_atomic(out / "metrics.json", record)
     m = record["test"]
     rep = HtmlReport(title)
     for note in record.get("notes", []):
@@ -282,9 +291,10 @@ def write_model_report(out_dir: str | os.PathLike[str], record: Mapping[str, Any
     else:
         rep.figure(fig, caption="the wrong predictions made with the highest confidence: true→predicted, p(predicted)")
         rep.table(rows)
-    path = rep.save(out / "report.html")
-    log.info("wrote %s", path)
-    return path
+    # metrics.json and report.html are replaced together: never one new and the other old.
+    replace_files_together(out, {"metrics.json": lambda tmp: write_json_atomic(tmp, record), "report.html": rep.save})
+    log.info("wrote %s", out / "report.html")
+    return out / "report.html"
 
 
 # --- evaluate ------------------------------------------------------------------------------------
@@ -307,6 +317,8 @@ def evaluate(
     ``positive_class`` overrides the one stored with a two-class model.
     Default ``out_dir``: ``MODEL_DIR/evaluation-<data name>``.
     """
+    if str(data) != "mnist" and not Path(data).exists():  # fail before TensorFlow starts
+        raise InputNotFoundError(f"{data}: no such file or directory")
     model, metadata = load_model(model_dir)
     class_names = list(metadata["class_names"])
     positive = model_positive_class(metadata, positive_class)
@@ -324,6 +336,9 @@ def evaluate(
         x_train, y_train = x_train[fit_idx], y_train[fit_idx]
         dataset, split = dict(info), {"rule": metadata.get("split", {}).get("rule"), "n_test": len(y_test)}
     else:
+        if metadata.get("representation") is None:
+            raise ModelFormatError(f"{model_dir}: an MNIST model cannot be evaluated on the images table {data}; "
+                                   "evaluate it on 'mnist'")
         target = metadata.get("target", "label")
         images = load_images_dataset(data, target=target)
         check_representation(metadata, images.schema, str(data))

@@ -16,7 +16,7 @@ import pyarrow as pa
 from pcapvision.classify.artifact import load_model
 from pcapvision.classify.evaluate import model_positive_class, predict_labels
 from pcapvision.classify.novelty import Reference
-from pcapvision.errors import ModelFormatError, ParameterError
+from pcapvision.errors import CaptureFormatError, DataContractError, ModelFormatError, ParameterError
 from pcapvision.io import atomic_path, make_metadata, metadata_from_schema, write_parquet_atomic
 from pcapvision.validation import check_number, check_positive_int
 
@@ -96,6 +96,10 @@ def _verdict_rows(model: Any, metadata: Mapping[str, Any], flows: pa.Table, sour
         verdicts["nn_distance"], verdicts["in_distribution"] = reference.score(model, x, batch_size=batch_size)
     wanted = [c for c in FLOW_COLUMNS if c in flows.schema.names]
     flow_info = flows.select(wanted).to_pandas()
+    if flows.num_rows == 0:  # a capture without IP flows: no rows, not an error
+        return _empty_verdicts(metadata)
+    # An empty verdicts frame has object columns; the merge key must match the flows' type.
+    verdicts["flow_id"] = verdicts["flow_id"].astype(flow_info["flow_id"].dtype)
     flow_info.insert(0, "source_file", source_file)
     # Every flow gets a row; flows the representation cannot draw (e.g. no payload) get no verdict.
     out = flow_info.merge(verdicts, on="flow_id", how="left")
@@ -121,7 +125,10 @@ def predict_pcaps(
     Columns: ``source_file``, flow identification (``flow_id``, ``community_id``, addresses,
     ports...), ``imaged`` (False when the representation could not draw the flow: no verdict),
     ``image_sha256``, ``predicted``, ``confidence`` (probability of the predicted class) and
-    ``p_<class>`` per class. When ``output`` is given (``.parquet`` or ``.csv``) it is written atomically.
+    ``p_<class>`` per class. When ``output`` is given (``.parquet`` or ``.csv``) it is written atomically;
+    in CSV, text a spreadsheet would run as a formula gets a leading ``'`` (Parquet keeps it exact).
+    A capture that cannot be read is skipped, not fatal: ``verdicts.attrs["failed_captures"]`` maps
+    each such file to the reason, and the other captures' verdicts are still written.
 
     With a ``reference`` (the model's :class:`~pcapvision.classify.novelty.Reference`, or its
     ``.npz``) each verdict also gets ``nn_distance`` (to the nearest training image in the model's
@@ -134,6 +141,7 @@ def predict_pcaps(
     suffix = None if output is None else Path(output).suffix.lower()
     if suffix not in (None, ".parquet", ".csv"):
         raise ParameterError(f"The 'output' parameter must end in .parquet or .csv. Got {os.fspath(output)!r} instead.")
+    captures = discover_captures(pcaps)  # a wrong path fails before TensorFlow starts
     model, metadata = load_model(model_dir)
     if metadata.get("representation") is None:
         raise ModelFormatError(f"{model_dir}: the model was trained on MNIST; predict needs a model trained on traffic images")
@@ -145,16 +153,57 @@ def predict_pcaps(
         raise ModelFormatError(f"{model_dir}: the embedding reference was made for another model")
     options = _ingest_options(metadata, ingest_options)
     frames = []
-    for capture in discover_captures(pcaps):
-        flows = read_flows(capture, options)
-        frames.append(_verdict_rows(model, metadata, flows, os.fspath(capture), thr, batch_size, reference))
-        log.info("%s: %d flows, %d imaged", capture, len(frames[-1]), int(frames[-1]["imaged"].sum()))
-    verdicts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    failures: dict[str, str] = {}
+    for capture in captures:
+        # A bad capture costs its own verdicts only: record why, go on, write the rest.
+        try:
+            flows = read_flows(capture, options)
+            rows = _verdict_rows(model, metadata, flows, os.fspath(capture), thr, batch_size, reference)
+        except (CaptureFormatError, DataContractError, OSError) as exc:
+            failures[os.fspath(capture)] = " ".join(str(exc).split())
+            log.error("%s: failed, no verdicts: %s", capture, failures[os.fspath(capture)])
+            continue
+        frames.append(rows)
+        log.info("%s: %d flows, %d imaged", capture, len(rows), int(rows["imaged"].sum()))
+    verdicts = pd.concat(frames, ignore_index=True) if frames else _empty_verdicts(metadata)
     if reference is not None and len(verdicts):
         _warn_out_of_distribution(verdicts, reference)
     if output is not None:
         _write_verdicts(verdicts, Path(output), metadata, thr)
+    verdicts.attrs["failed_captures"] = failures
     return verdicts
+
+
+def _empty_verdicts(metadata: Mapping[str, Any]) -> pd.DataFrame:
+    columns = ["source_file", *FLOW_COLUMNS, "imaged", "image_sha256", "predicted", "confidence",
+               *(f"p_{name}" for name in metadata["class_names"])]
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+
+
+# OWASP CSV injection: a spreadsheet runs a cell starting with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe_cell(value: Any) -> Any:
+    """``value`` with a leading ``'`` when it is a string a spreadsheet would run as a formula
+    (starts with ``= + - @``, tab or CR and is not a plain number); anything else unchanged."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` whose text cells and column names are safe to open in a spreadsheet
+    (see :func:`csv_safe_cell`); the Parquet output keeps the exact strings."""
+    out = frame.rename(columns=csv_safe_cell)
+    for column in out.columns:
+        if pd.api.types.is_object_dtype(out[column]) or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(csv_safe_cell)
+    return out
 
 
 def _warn_out_of_distribution(verdicts: pd.DataFrame, reference: Reference) -> None:
@@ -175,7 +224,7 @@ def _warn_out_of_distribution(verdicts: pd.DataFrame, reference: Reference) -> N
 def _write_verdicts(verdicts: pd.DataFrame, output: Path, metadata: Mapping[str, Any], threshold: float) -> None:
     if output.suffix.lower() == ".csv":
         with atomic_path(output) as tmp:
-            verdicts.to_csv(tmp, index=False)
+            csv_safe(verdicts).to_csv(tmp, index=False)
         return
     table = pa.Table.from_pandas(verdicts, preserve_index=False)
     write_parquet_atomic(table, output, make_metadata(
@@ -185,4 +234,4 @@ def _write_verdicts(verdicts: pd.DataFrame, output: Path, metadata: Mapping[str,
     ))
 
 
-__all__ = ["FLOW_COLUMNS", "check_representation", "predict_pcaps", "predict_proba"]
+__all__ = ["FLOW_COLUMNS", "check_representation", "csv_safe", "csv_safe_cell", "predict_pcaps", "predict_proba"]

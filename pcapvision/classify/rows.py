@@ -17,37 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from pcapvision.classify.artifact import SPLIT_MANIFEST_FILE, model_directory, read_split_manifest
 from pcapvision.classify.datasets import ImagesDataset, load_images_dataset
-from pcapvision.errors import ModelFormatError, PcapvisionError
+from pcapvision.errors import PcapvisionError
 
 log = logging.getLogger(__name__)
 
-SPLIT_MANIFEST_FILE = "split_manifest.parquet"
 SEEN_SPLITS = ("train", "validation")
-
-
-def model_directory(model_dir: str | os.PathLike[str]) -> Path:
-    """The model directory (``model_dir`` may also name the ``model.keras`` file inside it)."""
-    path = Path(model_dir)
-    return path.parent if path.is_file() else path
-
-
-def read_split_manifest(model_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """The model's split manifest (``flow_id``, ``split_group``, ``image_sha256``, ``label``, ``split``)."""
-    path = model_directory(model_dir) / SPLIT_MANIFEST_FILE
-    if not path.is_file():
-        raise ModelFormatError(f"{model_directory(model_dir)}: no {SPLIT_MANIFEST_FILE}: without it no row can be "
-                               "shown to be unseen in training, so none is scored")
-    try:
-        manifest = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise ModelFormatError(f"{path}: unreadable split manifest ({exc.__class__.__name__}: {exc})") from exc
-    missing = {"flow_id", "image_sha256", "split"} - set(manifest.columns)
-    if missing:
-        raise ModelFormatError(f"{path}: split manifest lacks the columns {sorted(missing)}")
-    return manifest
 
 
 @dataclass
@@ -86,7 +63,7 @@ def resolve_test_rows(model_dir: str | os.PathLike[str], metadata: Mapping[str, 
     the test rows are exactly the manifest's ``test`` split; otherwise every remaining row is.
     Raises :class:`ModelFormatError` when the model has no split manifest.
     """
-    manifest = read_split_manifest(model_dir)
+    manifest = read_split_manifest(model_dir, metadata)  # hash-checked against metadata.json
     flow_id = np.asarray(images.flow_id).astype(str)
     sha = np.asarray(images.image_sha256).astype(str)
     member: dict[str, np.ndarray] = {}

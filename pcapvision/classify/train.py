@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from pcapvision.classify.model import ARCHITECTURES, build_model
-from pcapvision.console import progress
+from pcapvision.console import import_tensorflow, progress
 from pcapvision.errors import DataContractError, ParameterError
 from pcapvision.validation import check_choice, check_int, check_number, check_positive_int
 
@@ -123,6 +123,7 @@ def train_model(
     ``val_loss``, ``val_accuracy`` lists plus ``best_epoch``, ``epochs_run``, ``class_weight``,
     ``train_seconds`` and ``train_images_per_s``.
     """
+    import_tensorflow()
     import keras
 
     arch = check_choice("arch", arch, ARCHITECTURES)

@@ -37,7 +37,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pcapvision.console import progress
 from pcapvision.errors import DataContractError
@@ -46,7 +45,11 @@ from pcapvision.imaging.representations import IMAGE_PIXELS, IMAGE_SIDE, Represe
 from pcapvision.io import (
     make_metadata,
     metadata_from_schema,
+    open_parquet,
+    parquet_errors,
     parquet_files,
+    read_parquet_schema,
+    read_parquet_table,
     sha256_file,
     with_metadata,
     write_json_atomic,
@@ -319,10 +322,11 @@ def _render_file(path: str, rep: Representation, mask: bool, group_by: str) -> t
     order, and its share of the summary and masking counts."""
     summary = ImagingSummary(rep.name, dict(rep.params), dedup=False, mask_tls_sni=mask, group_by=group_by)
     masking = MaskingStats()
-    parquet = pq.ParquetFile(path)
+    parquet = open_parquet(path)
     columns = _needed_columns(rep, parquet.schema_arrow.names, mask=mask, group_by=group_by, where=path)
-    parts = [_render_batch(b, rep, mask=mask, group_by=group_by, summary=summary, masking=masking)
-             for b in parquet.iter_batches(batch_size=_READ_BATCH_ROWS, columns=columns)]
+    with parquet_errors(path):
+        parts = [_render_batch(b, rep, mask=mask, group_by=group_by, summary=summary, masking=masking)
+                 for b in parquet.iter_batches(batch_size=_READ_BATCH_ROWS, columns=columns)]
     return parts, summary, masking
 
 
@@ -394,13 +398,14 @@ def dataset_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def _read_batches(files: list[Path], columns_for: Any, quiet: bool) -> Iterator[pa.RecordBatch]:
-    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    total = sum(open_parquet(f).metadata.num_rows for f in files)
     with progress(total=total, desc="imaging", unit="flows", quiet=quiet) as bar:
         for f in files:
-            parquet = pq.ParquetFile(f)
-            for batch in parquet.iter_batches(batch_size=_READ_BATCH_ROWS, columns=columns_for(f, parquet.schema_arrow)):
-                bar.update(batch.num_rows)
-                yield batch
+            parquet = open_parquet(f)
+            with parquet_errors(f):
+                for batch in parquet.iter_batches(batch_size=_READ_BATCH_ROWS, columns=columns_for(f, parquet.schema_arrow)):
+                    bar.update(batch.num_rows)
+                    yield batch
 
 
 def image_flows(
@@ -432,7 +437,7 @@ def image_flows(
         return _needed_columns(rep, schema.names, mask=mask_tls_sni, group_by=group_by, where=str(path))
 
     for f in files:  # fail on a bad part before rendering anything
-        columns_for(f, pq.read_schema(f))
+        columns_for(f, read_parquet_schema(f))
     if map_files is None:
         table, summary = _render_all(_read_batches(files, columns_for, quiet), rep, dedup=dedup, mask=mask_tls_sni,
                                      group_by=group_by)
@@ -440,7 +445,7 @@ def image_flows(
         render = functools.partial(_render_file, rep=rep, mask=mask_tls_sni, group_by=group_by)
         table, summary = _render_all((), rep, dedup=dedup, mask=mask_tls_sni, group_by=group_by,
                                      rendered=map_files(render, [os.fspath(f) for f in files]))
-    source = metadata_from_schema(pq.read_schema(files[0]))
+    source = metadata_from_schema(read_parquet_schema(files[0]), files[0])
     meta = _image_metadata(
         rep, summary,
         input={"path": os.fspath(flows_path), "sha256": dataset_sha256(flows_path), "files": len(files),
@@ -500,8 +505,8 @@ def load_images(
         files = parquet_files(path)
         tables, meta, where = [], {}, os.fspath(path)
         for f in files:
-            part = pq.read_table(f)
-            part_meta = metadata_from_schema(part.schema)
+            part = read_parquet_table(f)
+            part_meta = metadata_from_schema(part.schema, f)
             if not part_meta:
                 raise DataContractError(f"{f}: an images table needs schema metadata: make one with "
                                         "`pcapvision image` or `pcapvision image import`")
@@ -523,6 +528,9 @@ def load_images(
     except DataContractError as exc:
         raise DataContractError(f"{where}: {exc}") from None
     y_col = table.column(target)
+    if not (pa.types.is_string(y_col.type) or pa.types.is_large_string(y_col.type)
+            or (pa.types.is_dictionary(y_col.type) and pa.types.is_string(y_col.type.value_type))):
+        raise DataContractError(f"{where}: column {target!r} is {y_col.type}, expected string")
     n_null = y_col.null_count
     if n_null:
         log.warning("%s: %d of %d rows have no %s", where, n_null, table.num_rows, target)

@@ -21,6 +21,7 @@ from pcapvision.ingest.pipeline import (
     discover_captures,
     ingest,
     iter_flow_tables,
+    output_guard,
     read_flows,
 )
 from pcapvision.ingest.readers import read_packets
@@ -51,6 +52,7 @@ __all__ = [
     "discover_captures",
     "import_labels",
     "ingest",
+    "output_guard",
     "iter_flow_tables",
     "parse_client_hello",
     "read_flows",

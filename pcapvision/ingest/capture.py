@@ -19,7 +19,6 @@ pcapng blocks are located by a loop and their enhanced packet blocks decoded tog
 
 from __future__ import annotations
 
-import gzip
 import logging
 import mmap
 import os
@@ -70,6 +69,15 @@ MAX_SNAPLEN = 262144
 ABSURD_CAPLEN = 1 << 24
 
 GZIP_BLOCK_BYTES = 8 << 20  # decompressed bytes read from a gzip stream at a time
+GZIP_INPUT_BYTES = 1 << 20  # compressed bytes read from the file at a time
+ZLIB_STEP_BYTES = 1 << 14  # ...and fed to the decompressor at a time
+# A chunk of a gzip capture is handed on once its windows hold this many decompressed bytes,
+# even with fewer than chunk_records records: memory stays near a few windows whatever the
+# record sizes.
+MAX_CHUNK_BYTES = 32 << 20
+# A pcapng block longer than this is corrupt (no packet can be: see ABSURD_CAPLEN); refusing
+# it at once keeps a lying length from making the reader buffer gigabytes waiting for its end.
+MAX_BLOCK_BYTES = (1 << 24) + 4096
 
 # Walk status
 _OK, _END, _NEED_MORE, _TRUNCATED, _CORRUPT = "ok", "end", "need_more", "truncated", "corrupt"
@@ -99,18 +107,26 @@ class RecordChunk:
 
 
 class _Source:
-    """The decompressed bytes of a capture: one mapped buffer, or a gzip stream read in blocks."""
+    """The decompressed bytes of a capture: one mapped buffer, or a gzip stream read in blocks.
+
+    gzip is decompressed incrementally (a MiB of input at a time), so a truncated or corrupt
+    stream still yields every byte before the break; concatenated gzip members are read in turn.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self.compressed = False
-        self._gz: gzip.GzipFile | None = None
+        self.clean = True  # False once the gzip stream broke off or turned corrupt
         self._fh = open(path, "rb")  # noqa: SIM115 - closed in close()
         head = self._fh.read(2)
         if head == GZIP_MAGIC:
             self.compressed = True
             self._fh.seek(0)
-            self._gz = gzip.GzipFile(fileobj=self._fh, mode="rb")
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._buf, self._off = b"", 0  # compressed input read from the file, and how far it is used
+            self._step = ZLIB_STEP_BYTES
+            self._in_member = False
+            self._ended = False
             self.mapped = None
         else:
             size = os.fstat(self._fh.fileno()).st_size
@@ -122,18 +138,52 @@ class _Source:
             self._fh.close()
 
     def read(self, n: int) -> tuple[bytes, bool]:
-        """Next ``n`` decompressed bytes (fewer at the end) and whether the stream ended cleanly."""
-        assert self._gz is not None
-        try:
-            data = self._gz.read(n)
-        except (EOFError, OSError, zlib.error) as exc:  # truncated or corrupt gzip stream
-            log.warning("%s: gzip stream is corrupt or truncated (%s); keeping what was read", self.path, exc)
-            return b"", False
-        return data, True
+        """Next ``n`` decompressed bytes (fewer at the end) and whether the stream is still clean.
+
+        A truncated or corrupt stream returns what was decompressed before the break (input is
+        fed in steps, and a step that fails is redone a byte at a time), then ``b""``;
+        :attr:`clean` turns False and a warning names the cause.
+        """
+        out = bytearray()
+        while len(out) < n and not self._ended:
+            if self._off >= len(self._buf):
+                self._buf, self._off = self._fh.read(GZIP_INPUT_BYTES), 0
+                if not self._buf:
+                    self._ended = True
+                    if self._in_member:
+                        self._stop("gzip stream is truncated")
+                    break
+            if not self._in_member:  # gzip allows zero padding between and after members
+                head = self._buf[self._off:self._off + ZLIB_STEP_BYTES]
+                self._off += len(head) - len(head.lstrip(b"\x00"))
+                if self._off >= len(self._buf):
+                    continue
+                self._in_member = True
+            step = memoryview(self._buf)[self._off:self._off + self._step]
+            saved = self._z.copy()
+            try:
+                out += self._z.decompress(step, n - len(out))
+            except zlib.error as exc:
+                if self._step > 1:  # zlib drops a failing call's output: redo the step byte by byte
+                    self._z, self._step = saved, 1
+                    continue
+                self._stop(f"gzip stream is corrupt ({exc})")
+                break
+            # At a member's end the rest of the step is unused_data (unconsumed_tail may repeat it).
+            left = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
+            self._off += len(step) - len(left)
+            if self._z.eof:  # end of one member; another may follow
+                self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._in_member = False
+        return bytes(out), self.clean
+
+    def _stop(self, reason: str) -> None:
+        self._ended = True
+        self.clean = False
+        log.warning("%s: %s; keeping what was read before the break", self.path, reason)
 
     def close(self) -> None:
-        if self._gz is not None:
-            self._gz.close()
+        if self.compressed:
             self._fh.close()
 
 
@@ -427,27 +477,32 @@ def _iter_pcap(path: Path, source: _Source, head: bytes, chunk_records: int) -> 
     # gzip: walk windows of decompressed bytes; a chunk may gather records of several windows.
     leftover = head[24:]
     pending: list[tuple[np.ndarray, np.ndarray]] = []
-    pending_count = 0
+    pending_count = pending_bytes = 0
     final = False
     while not final:
         block, _clean = source.read(GZIP_BLOCK_BYTES)
         final = not block
         window = np.frombuffer(leftover + block, np.uint8)
+        del block, leftover  # the window holds their bytes
         pos = 0
         while True:
             starts, pos, status = walker.walk(window, pos, final, chunk_records - pending_count)
             if starts.shape[0]:
+                if not pending or pending[-1][0] is not window:
+                    pending_bytes += window.shape[0]
                 pending.append((window, starts))
                 pending_count += starts.shape[0]
-            if pending_count == chunk_records or status in (_TRUNCATED, _CORRUPT) or (final and pending):
+            if (pending_count == chunk_records or pending_bytes >= MAX_CHUNK_BYTES or status in (_TRUNCATED, _CORRUPT)
+                    or (final and pending)):
                 chunk = _merge_pcap_pieces(walker, pending, index)
                 index += len(chunk)
-                pending, pending_count = [], 0
+                pending, pending_count, pending_bytes = [], 0, 0
                 if status in (_TRUNCATED, _CORRUPT):
                     _warn_stop(path, status, index, chunk.skipped)
                     yield chunk
                     return
                 yield chunk
+                del chunk  # do not hold a handed-on chunk while the next one fills
                 if status == _OK:
                     continue
             break
@@ -618,7 +673,7 @@ class _PcapngWalker:
                 btype, blen = unpack_from(e + "II", buf, pos)
             else:
                 e = self.e
-            if blen < 12 or blen % 4:
+            if blen < 12 or blen % 4 or blen > MAX_BLOCK_BYTES:
                 status = _CORRUPT
                 break
             if pos + blen > end:
@@ -800,7 +855,7 @@ def _iter_pcapng(path: Path, source: _Source, head: bytes, chunk_records: int) -
     window_bytes = head
     final = False
     acc: list = [[], [], [], [], [], Counter()]
-    have = 0
+    have = held_bytes = 0
     pieces: list[tuple[np.ndarray, np.ndarray]] = []
     while True:
         if not final:
@@ -813,12 +868,14 @@ def _iter_pcapng(path: Path, source: _Source, head: bytes, chunk_records: int) -
             want = chunk_records - have
             offs, caps, tss, lts, idxs, pos, status, skipped, index = walker.walk(window, pos, final, want, index)
             if len(offs):
+                if not pieces or pieces[-1][0] is not window:
+                    held_bytes += window.shape[0]
                 pieces.append((window, offs))
             for column, values in zip(acc[:5], (offs, caps, tss, lts, idxs)):
                 column.append(values)
             acc[5].update(skipped)
             have += len(offs)
-            full = have == chunk_records
+            full = have == chunk_records or held_bytes >= MAX_CHUNK_BYTES
             stop = status in (_TRUNCATED, _CORRUPT) or (final and status != _OK)
             if full or stop:
                 chunk = _merge_pcapng_pieces(pieces, acc)
@@ -826,9 +883,10 @@ def _iter_pcapng(path: Path, source: _Source, head: bytes, chunk_records: int) -
                     _warn_stop(path, status, index, chunk.skipped)
                 if len(chunk) or chunk.skipped:
                     yield chunk
+                del chunk  # do not hold a handed-on chunk while the next one fills
                 acc = [[], [], [], [], [], Counter()]
                 pieces = []
-                have = 0
+                have = held_bytes = 0
                 if stop:
                     return
                 if status == _OK:
@@ -852,8 +910,10 @@ def _merge_pcapng_pieces(pieces: list[tuple[np.ndarray, list[int]]], acc: list) 
 def iter_records(path: str | os.PathLike[str], chunk_records: int = 65536) -> Iterator[RecordChunk]:
     """Chunks of at most ``chunk_records`` records of the capture at ``path``, in file order.
 
-    Raises :class:`CaptureFormatError` when the file is not a readable capture; truncated or
-    corrupt records later in the file end the walk with a warning and a count in ``skipped``.
+    Raises :class:`CaptureFormatError` when the file is not a readable capture, or when it breaks
+    off (truncated or corrupt, gzip included) before its first complete record; truncated or
+    corrupt records later in the file end the walk with a warning and a count in ``skipped``,
+    every complete record before them kept.
     """
     p = _check_path(path)
     source = _Source(p)
@@ -865,10 +925,14 @@ def iter_records(path: str | os.PathLike[str], chunk_records: int = 65536) -> It
             if not head:
                 raise CaptureFormatError(f"{p}: empty or corrupt gzip stream, not a capture")
         fmt = _detect(p, head)
-        if fmt == "pcap":
-            yield from _iter_pcap(p, source, head, chunk_records)
-        else:
-            yield from _iter_pcapng(p, source, head, chunk_records)
+        walk = _iter_pcap if fmt == "pcap" else _iter_pcapng
+        records, broken = 0, False
+        for chunk in walk(p, source, head, chunk_records):
+            records += len(chunk)
+            broken = broken or bool(chunk.skipped.get("truncated_record") or chunk.skipped.get("corrupt_record"))
+            yield chunk
+        if records == 0 and (broken or not source.clean):
+            raise CaptureFormatError(f"{p}: no complete record before the capture breaks off (truncated or corrupt)")
     finally:
         source.close()
 

@@ -115,6 +115,7 @@ _INT64_MAX = np.iinfo(np.int64).max
 _INT32_MAX = np.iinfo(np.int32).max
 _NEVER = _INT64_MAX  # position sentinel for "no such packet in the segment"
 _SWAP_DIRECTION = bytes([1, 0]) + bytes(254)  # bytes.translate table: 0 <-> 1
+_MAX_TIMEOUT_S = 1e9
 _MAX_BYTES_LIMIT = 1 << 30  # offsets are computed modulo 2**32 with a sign bit: keep far below
 ON_HOLE = ("stop", "skip")
 
@@ -131,9 +132,11 @@ class FlowOptions:
 
     def __post_init__(self) -> None:
         check_choice("on_hole", self.on_hole, ON_HOLE)
-        object.__setattr__(self, "idle_timeout_s", check_positive_number("idle_timeout_s", self.idle_timeout_s))
+        # Timeouts become int64 nanoseconds: bound them well inside that range (~31 years).
+        object.__setattr__(self, "idle_timeout_s",
+                           check_positive_number("idle_timeout_s", self.idle_timeout_s, max_value=_MAX_TIMEOUT_S))
         object.__setattr__(self, "active_timeout_s",
-                           check_positive_number("active_timeout_s", self.active_timeout_s))
+                           check_positive_number("active_timeout_s", self.active_timeout_s, max_value=_MAX_TIMEOUT_S))
         object.__setattr__(self, "max_bytes",
                            check_int("max_bytes", self.max_bytes, min_value=0, max_value=_MAX_BYTES_LIMIT))
         object.__setattr__(self, "max_packets", check_int("max_packets", self.max_packets, min_value=0))

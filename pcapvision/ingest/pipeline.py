@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -34,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pcapvision.console import progress
-from pcapvision.errors import InputNotFoundError, ParameterError, PcapvisionError
+from pcapvision.errors import CaptureFormatError, InputNotFoundError, OutputWriteError, ParameterError, PcapvisionError
 from pcapvision.ingest.flows import FLOW_SCHEMA_FIELDS, FlowOptions, assemble_flow_batches
 from pcapvision.ingest.labels import Labeler
 from pcapvision.ingest.packets import IPV4_MAPPED_PREFIX, PacketBatch
@@ -43,10 +44,13 @@ from pcapvision.io import (
     PARQUET_COMPRESSION,
     make_metadata,
     metadata_from_schema,
+    printable,
     sha256_file,
     temp_path_beside,
     with_metadata,
+    write_error,
 )
+from pcapvision.outputs import output_lock, remove_stale_temporaries, remove_stale_temporaries_in
 from pcapvision.validation import check_choice, check_positive_int
 
 log = logging.getLogger(__name__)
@@ -204,7 +208,7 @@ class IngestSummary:
         if self.internal_errors:
             lines.append(f"{self.internal_errors} internal error(s): a bug in pcapvision, please report it "
                          "with the traceback above")
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
 
 # --- input discovery -------------------------------------------------------------------------
@@ -227,6 +231,8 @@ def discover_captures(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
             found.append(path)
         elif path.is_dir():
             found.extend(_captures_under(path))
+        elif path.exists():  # a FIFO, socket or device: reading it could block or never end
+            raise CaptureFormatError(f"{text}: not a regular file or directory ({_file_kind(path)}); give a capture file")
         elif _GLOB_CHARS & set(text):
             # Shells that do not expand globs (Windows, quoted arguments) pass them through.
             matches = sorted(glob.glob(text, recursive=True))
@@ -250,6 +256,15 @@ def discover_captures(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     if not unique:
         raise InputNotFoundError(f"{', '.join(map(os.fspath, paths))}: no capture files found")
     return unique
+
+
+def _file_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def _captures_under(directory: Path, *, required: bool = True) -> list[Path]:
@@ -369,7 +384,7 @@ def iter_flow_tables(
     capture is read; ``on_chunk`` sees every packet chunk (progress bars).
     """
     options = options or IngestOptions()
-    source_file = os.fspath(path) if source_file is None else source_file
+    source_file = printable(os.fspath(path)) if source_file is None else source_file
     source_sha256 = source_sha256 or sha256_file(path)
     if stats is None:
         stats = CaptureStats(source_file, source_sha256)
@@ -441,7 +456,7 @@ def read_flows(
     """One capture -> its flows table in memory, with pcapvision schema metadata."""
     options = options or IngestOptions()
     sha = sha256_file(path)
-    stats = CaptureStats(os.fspath(path), sha)
+    stats = CaptureStats(printable(os.fspath(path)), sha)
     with _untraced_heap():
         batches = list(iter_flow_tables(path, options, labeler, source_sha256=sha, stats=stats))
     table = pa.Table.from_batches(batches, schema=FLOWS_SCHEMA)
@@ -480,11 +495,22 @@ class FlowsWriter:
                                         use_dictionary=_DICTIONARY_COLUMNS, write_statistics=_STATISTICS_COLUMNS)
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if self._writer is None:
-            self._open()
-        if batch.num_rows:
-            self._writer.write_batch(batch)
-            self._pending_rows += batch.num_rows
+        with self._writing():
+            if self._writer is None:
+                self._open()
+            if batch.num_rows:
+                self._writer.write_batch(batch)
+                self._pending_rows += batch.num_rows
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """An OSError while writing is the output's (disk full...), never the capture's fault."""
+        try:
+            yield
+        except OutputWriteError:
+            raise
+        except OSError as exc:
+            raise write_error(self.path, exc) from exc
 
     def commit(self) -> None:
         self._committed_rows += self._pending_rows
@@ -510,13 +536,14 @@ class FlowsWriter:
     def close(self, metadata: dict[str, Any]) -> Path:
         """Write the metadata, finish the file and rename it onto ``path``."""
         self.commit()
-        if self._writer is None:
-            self._open()
-        encoded = with_metadata(FLOWS_SCHEMA.empty_table(), metadata).schema.metadata
-        self._writer.add_key_value_metadata(encoded)
-        self._writer.close()
-        self._writer = None
-        os.replace(self._tmp, self.path)
+        with self._writing():
+            if self._writer is None:
+                self._open()
+            encoded = with_metadata(FLOWS_SCHEMA.empty_table(), metadata).schema.metadata
+            self._writer.add_key_value_metadata(encoded)
+            self._writer.close()
+            self._writer = None
+            os.replace(self._tmp, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -567,13 +594,15 @@ def _consume_capture(task: _Task, options: IngestOptions, labeler: Labeler | Non
                      write: Callable[[pa.RecordBatch], None],
                      on_chunk: Callable[[PacketBatch], None] | None = None) -> _Result:
     """Stream one capture's flows into ``write``. Never raises for a bad capture: returns why."""
-    stats = CaptureStats(task.path, task.source_sha256)
+    stats = CaptureStats(printable(task.path), task.source_sha256)
     try:
         with _untraced_heap():
             for batch in iter_flow_tables(task.path, options, labeler, source_sha256=task.source_sha256,
                                           stats=stats, on_chunk=on_chunk):
                 write(batch)
         return _Result(stats)
+    except OutputWriteError:
+        raise  # the output cannot be written: not this capture's failure
     except INPUT_ERRORS as exc:
         log.debug("%s failed", task.path, exc_info=True)
         return _Result(stats, _reason(exc, task.path))
@@ -589,11 +618,11 @@ def _write_part(task: _Task, options: IngestOptions, labeler: Labeler | None, pa
     try:
         result = _consume_capture(task, options, labeler, writer.write, on_chunk)
         if result.error is None:
-            writer.close(make_metadata(STAGE, params, source_file=task.path, source_sha256=task.source_sha256,
+            writer.close(make_metadata(STAGE, params, source_file=printable(task.path), source_sha256=task.source_sha256,
                                        sources=[result.stats.to_dict()]))
             return result
     except OSError as exc:  # the output side: disk full, permissions
-        result = _Result(CaptureStats(task.path, task.source_sha256), _reason(exc, task.path))
+        result = _Result(CaptureStats(printable(task.path), task.source_sha256), _reason(exc, task.path))
     except BaseException:
         writer.abort()
         raise
@@ -614,6 +643,7 @@ def ingest(
     jobs: int = 1,
     quiet: bool = False,
     force: bool = False,
+    lock: bool = True,
 ) -> IngestSummary:
     """Ingest captures into ``output``: one ``*.parquet`` file, or a dataset directory.
 
@@ -621,8 +651,39 @@ def ingest(
     exists with the same ingest parameters and labeler hash are skipped (unless ``force``), so
     re-running over a growing folder adds only new captures; a part made with other parameters or
     labels is re-ingested and atomically replaced. A capture that fails is reported in the summary and never costs the others their
-    output. ``jobs`` worker processes read captures in parallel.
+    output. ``jobs`` worker processes read captures in parallel. A second ingest into the same
+    output is refused (:class:`~pcapvision.errors.LockedError`) while this one runs; temporaries
+    left beside (or in) the output by a killed ingest are removed first. ``lock=False`` is for the
+    tasks of a distributed job writing parts of one dataset directory at once: the job holds the
+    lock (:func:`output_guard`) and no task touches another's temporaries.
     """
+    if not lock:
+        return _ingest(paths, output, options, labeler=labeler, jobs=jobs, quiet=quiet, force=force)
+    with output_guard(output):
+        return _ingest(paths, output, options, labeler=labeler, jobs=jobs, quiet=quiet, force=force)
+
+
+@contextlib.contextmanager
+def output_guard(output: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the lock of ingest output ``output`` and remove what a killed ingest left there."""
+    target = Path(output)
+    with output_lock(target, what="ingest into this output"):
+        remove_stale_temporaries(target)
+        if target.is_dir():
+            remove_stale_temporaries_in(target)
+        yield
+
+
+def _ingest(
+    paths: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    options: IngestOptions | None,
+    *,
+    labeler: Labeler | None,
+    jobs: int,
+    quiet: bool,
+    force: bool,
+) -> IngestSummary:
     options = options or IngestOptions()
     jobs = check_positive_int("jobs", jobs)
     started = time.perf_counter()

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from pcapvision.errors import DataContractError, ModelFormatError
+from pcapvision.errors import DataContractError, InputNotFoundError, ModelFormatError
 from pcapvision.io import make_metadata, write_bytes_atomic, write_json_atomic
+from pcapvision.outputs import check_writable_directory, output_lock, replace_files_together
 from pcapvision.robustness.attacks import (
     AttackSpec,
     BinaryTarget,
@@ -154,6 +155,9 @@ def load_eval_data(model_dir: str | os.PathLike[str], metadata: dict[str, Any], 
                 "data_sha256": info.get("data_sha256"), "is_sample": info.get("is_sample")}
         return EvalData(x_test, y_test, class_names, desc, x_train=x_train, y_train=y_train, is_mnist=True)
 
+    if metadata.get("representation") is None:
+        raise ModelFormatError(f"{model_dir}: an MNIST model cannot be tested on the images table {data}; "
+                               "omit DATA (or give 'mnist')")
     target = metadata.get("target", "label")
     images = load_images_dataset(data, target=target)
     check_representation(metadata, images.schema, str(data))
@@ -215,22 +219,32 @@ def run_suite(
     the file moved), else an images table. ``flows``: the flows table the images were rendered
     from, for network-level distortions. ``config`` overrides the named suite's sizes.
     ``positive_class`` overrides the malicious (positive) class stored with a two-class model.
-    Returns the ``robustness.json`` record.
+    Returns the ``robustness.json`` record. A second run into the same ``output_dir`` is refused
+    (:class:`~pcapvision.errors.LockedError`) while this one runs.
     """
-    import keras
+    with output_lock(Path(output_dir), what="robustness run into this directory"):
+        return _run_suite(model_dir, data, output_dir, suite, mnist_file=mnist_file, flows=flows, seed=seed,
+                          config=config, positive_class=positive_class)
 
+
+def _run_suite(model_dir, data, output_dir, suite, *, mnist_file, flows, seed, config, positive_class) -> dict[str, Any]:
     from pcapvision.classify import load_model
 
     seed = check_int("seed", seed, min_value=0)
     cfg = config if config is not None else suite_config(suite)
     check_choice("suite", suite, SUITES)
+    if data is not None and str(data) != "mnist" and not Path(data).exists():  # fail before TensorFlow starts
+        raise InputNotFoundError(f"{data}: no such file or directory")
     started = time.perf_counter()
+    model, metadata = load_model(model_dir)  # checks the model directory before TensorFlow is imported
+    import keras
+
     keras.utils.set_random_seed(seed)
-    model, metadata = load_model(model_dir)
     ev = load_eval_data(model_dir, metadata, data, mnist_file)
     names = ev.class_names
     binary = _binary_target(metadata, names, positive_class)
     out_dir = Path(output_dir)
+    check_writable_directory(out_dir)  # before minutes of attacks, not after
     eval_idx = _subsample(len(ev.y), cfg.n_eval, seed)
     x_eval, y_eval = ev.x[eval_idx], ev.y[eval_idx]
     # In random order: DeepFool and certification take the first images of the attacked set, and
@@ -293,14 +307,17 @@ def run_suite(
     record["summary"] = _summary_rows(record)
     record["seconds"] = round(time.perf_counter() - started, 1)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_examples(out_dir / EXAMPLES_FILE, y_att, proba_att, examples,
-                    _gallery(x_att, y_att, proba_att, report_result, fooling, binary), binary)
-    write_json_atomic(out_dir / JSON_FILE, record)
     from pcapvision.robustness.report import write_report
 
-    write_report(out_dir / HTML_FILE, record, x_att=x_att, y_att=y_att, proba_att=proba_att,
-                 report_result=report_result, fooling=fooling, binary=binary)
+    # The three files are one report: replaced together, never half new, half old.
+    replace_files_together(out_dir, {
+        EXAMPLES_FILE: lambda path: _write_examples(path, y_att, proba_att, examples,
+                                                    _gallery(x_att, y_att, proba_att, report_result, fooling, binary),
+                                                    binary),
+        JSON_FILE: lambda path: write_json_atomic(path, record),
+        HTML_FILE: lambda path: write_report(path, record, x_att=x_att, y_att=y_att, proba_att=proba_att,
+                                             report_result=report_result, fooling=fooling, binary=binary),
+    })
     log.info("robustness report written to %s (%.0fs)", out_dir, record["seconds"])
     return record
 

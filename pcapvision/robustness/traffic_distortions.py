@@ -214,13 +214,11 @@ def distort_flows(flows: pa.Table, name: str, severity: int, *, seed: int = 0) -
 def read_flows_table(path: str | os.PathLike[str], flow_ids: Sequence[str] | None = None) -> pa.Table:
     """A flows table (file or dataset directory), optionally only the rows of ``flow_ids``."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from pcapvision.io import parquet_files
+    from pcapvision.io import parquet_files, read_parquet_table
 
     parts = []
     for f in parquet_files(path):
-        part = pq.read_table(f).replace_schema_metadata(None)
+        part = read_parquet_table(f).replace_schema_metadata(None)
         if "flow_id" not in part.schema.names:
             raise DataContractError(f"{f}: not a flows table (no flow_id column)")
         if flow_ids is not None:

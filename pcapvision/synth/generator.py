@@ -123,6 +123,8 @@ def _resolve_mix(mix: dict[str, float] | None) -> dict[str, float]:
         check_choice("mix", name, FAMILIES)
         weights[name] = check_number(f"mix[{name}]", weight, min_value=0.0)
     total = sum(weights.values())
+    if not math.isfinite(total):
+        raise ParameterError(f"The 'mix' parameter must have weights whose sum is finite. Got {mix!r} instead.")
     if total <= 0:
         raise ParameterError(f"The 'mix' parameter must give some family a positive weight. Got {mix!r} instead.")
     return {name: w / total for name, w in weights.items()}

@@ -50,7 +50,7 @@ def test_swapped_model_file_fails_the_hash_check(saved, tmp_path):
         load_model(directory)
 
 
-def test_foreign_keras_archive_is_refused_by_safe_mode_or_format(saved, tmp_path):
+def test_foreign_keras_archive_is_refused_by_the_gate(saved, tmp_path):
     import zipfile
 
     directory = _copy(saved, tmp_path)
@@ -61,7 +61,7 @@ def test_foreign_keras_archive_is_refused_by_safe_mode_or_format(saved, tmp_path
 
     meta["model_sha256"] = sha256_file(directory / "model.keras")
     (directory / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelFormatError, match="cannot load the Keras model"):
+    with pytest.raises(ModelFormatError, match="refused: archive must hold exactly"):
         load_model(directory)
 
 
