@@ -30,7 +30,7 @@ from typing import Any
 
 from pcapvision import __version__
 from pcapvision.config import SUITE_SIZES, apply_overrides, default_config
-from pcapvision.errors import InputNotFoundError, PcapvisionError
+from pcapvision.errors import CaptureFormatError, InputNotFoundError, PcapvisionError
 from pcapvision.reuse import RunRecord, check_images, check_model, check_robustness, run_stage
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,11 @@ class _Run:
                                   executor=self.cfg["run"]["executor"], scheduler=self.cfg["run"]["scheduler"] or None,
                                   jobs=self.cfg["run"]["jobs"], quiet=self.quiet, force=self.force)
         self.record.finish("ingest", {"output": os.fspath(self.flows_dir), **summary.to_dict()})
+        usable = summary.files_ok + summary.files_skipped_already_ingested
+        if summary.files_failed and not usable:
+            raise CaptureFormatError(
+                f"every capture failed to ingest ({len(summary.files_failed)} of {len(summary.files_failed)}); "
+                "nothing to image (each failure is listed above)")
         if summary.files_failed:
             log.warning("%d capture(s) failed to ingest; continuing with the rest", len(summary.files_failed))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pcapvision.errors import CaptureFormatError
 from pcapvision.run import format_run, run_pipeline
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_pcaps"
@@ -240,3 +241,13 @@ def test_run_json_holds_the_robustness_headline_figures(small_sample, tmp_path, 
     again = run_pipeline([small_sample], out, epochs=1, suite="quick", seed=0, quiet=True, positive_class="malicious",
                          mnist=False)
     assert again["stages"]["robustness"]["reused"] and again["stages"]["robustness"]["headline"] and len(calls) == 1
+
+
+def test_a_run_whose_every_capture_fails_says_so_instead_of_a_missing_flows_table(tmp_path):
+    captures = tmp_path / "captures"
+    captures.mkdir()
+    (captures / "a.pcap").write_text("not a capture\n")
+    (captures / "b.pcap").write_bytes(b"\x00" * 64)
+    with pytest.raises(CaptureFormatError, match=r"every capture failed to ingest \(2 of 2\)"):
+        _run(captures, tmp_path / "out")
+    assert not (tmp_path / "out" / "images.parquet").exists()

@@ -6,7 +6,6 @@ import fnmatch
 import ipaddress
 import pickle
 import random
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -222,21 +221,18 @@ def test_vectorised_matching_equals_reference(tmp_path: Path) -> None:
     assert sum(e is not None for e in expected) > 200  # the random rules do exercise matching
 
 
-def test_thousands_of_exact_rules_are_fast(tmp_path: Path) -> None:
+def test_thousands_of_exact_rules_each_label_their_own_flow(tmp_path: Path) -> None:
+    # Speed of the exact-rule index is measured in bench/labels_import.py, not asserted here.
     n = 20_000
     rows = [(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "192.0.2.1", 1024 + i % 60000, 443, 6, T0 + i, None)
             for i in range(n)]
     lines = ["label,rule_id,file,src_ip,dst_ip,src_port,dst_port,protocol"]
     lines += [f"c{i % 7},flow{i},cap.pcap,{r[0]},{r[1]},{r[2]},{r[3]},tcp" for i, r in enumerate(rows)]
     rules = write_rules(tmp_path, "\n".join(lines) + "\n")
-    started = time.perf_counter()
     labeler = Labeler.from_rules_csv(rules)
     out = labeler.apply(flows(*rows), "cap.pcap")
-    elapsed = time.perf_counter() - started
     assert out.column("label").to_pylist() == [f"c{i % 7}" for i in range(n)]
-    assert out.column("label_source").to_pylist()[-1] == f"flow{n - 1}"
-    # A scan would be n*n = 4e8 comparisons; the index keeps this around a second even on a busy box.
-    assert elapsed < 15, f"labelling {n} flows with {n} exact rules took {elapsed:.1f} s"
+    assert out.column("label_source").to_pylist() == [f"flow{i}" for i in range(n)]
 
 
 def test_labeler_pickles(tmp_path: Path) -> None:
