@@ -31,13 +31,15 @@ def add_compare(subparsers: argparse._SubParsersAction, common: argparse.Argumen
     parser.add_argument("--group-by", choices=("capture", "server"), default="capture",
                         help="split unit when rendering a flows table: source capture or server address")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the shared group split")
+    parser.add_argument("--positive-class", default=None, metavar="CLASS",
+                        help="two-class target: the class whose F1 and FPR are reported (default: 'malicious')")
 
     def run(args: argparse.Namespace) -> int:
         from pcapvision.compare import compare
 
         record = compare(args.source, args.output, reprs=args.reprs, archs=args.archs, seeds=args.seeds,
                          epochs=args.epochs, target=args.target, group_by=args.group_by, split_seed=args.split_seed,
-                         quiet=args.quiet)
+                         positive_class=args.positive_class, quiet=args.quiet)
         print(record["verdict"]["text"])
         print(f"leaderboard: {args.output}/leaderboard.csv, {args.output}/leaderboard.html")
         return 0

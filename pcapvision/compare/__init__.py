@@ -44,21 +44,26 @@ def compare(
     target: str = "label",
     group_by: str = "capture",
     split_seed: int = 0,
+    positive_class: str | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Train every (representation x architecture) with ``seeds`` seeds on one shared split; write the leaderboard.
 
     ``source``: a flows table (every representation is rendered from it, and the per-flow
     statistics reference runs) or an images table (its one representation; no reference).
+    ``positive_class``: the class whose F1 and false-positive rate are reported for a two-class
+    target (default: the class named ``malicious``; otherwise it must be given).
     """
+    from pcapvision.classify import resolve_positive_class
     from pcapvision.imaging import dataset_sha256
     from pcapvision.io import library_versions, write_json_atomic
 
-    params = check_compare_params(reprs, archs, seeds, epochs, target, group_by, split_seed)
+    params = check_compare_params(reprs, archs, seeds, epochs, target, group_by, split_seed, positive_class)
     started = time.perf_counter()
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     data, info = load_compare_data(source, params)
+    params["positive_class"] = resolve_positive_class(data.class_names, params["positive_class"])
     split = make_split(data, params["split_seed"])
     results = run_grid(data, params, quiet=quiet)
     table = aggregate(results)

@@ -52,7 +52,7 @@ class CompareData:
 
 
 def check_compare_params(reprs: Sequence[str], archs: Sequence[str], seeds: int, epochs: int, target: str,
-                         group_by: str, split_seed: int) -> dict[str, Any]:
+                         group_by: str, split_seed: int, positive_class: str | None = None) -> dict[str, Any]:
     """All parameters checked in one place; returns them as the record stores them."""
     from pcapvision.classify import ARCHITECTURES
     from pcapvision.imaging import REPRESENTATIONS
@@ -70,7 +70,9 @@ def check_compare_params(reprs: Sequence[str], archs: Sequence[str], seeds: int,
     return {"reprs": reprs, "archs": archs, "seeds": check_positive_int("seeds", seeds),
             "epochs": check_positive_int("epochs", epochs), "target": check_choice("target", target, ("label", "family")),
             "group_by": check_choice("group_by", group_by, ("capture", "server")),
-            "split_seed": check_int("split_seed", split_seed, min_value=0)}
+            "split_seed": check_int("split_seed", split_seed, min_value=0),
+            # Checked against the classes once the data is read (resolve_positive_class); never guessed.
+            "positive_class": None if positive_class is None else str(positive_class)}
 
 
 def _read_table(path: str | os.PathLike[str]) -> pa.Table:
@@ -175,10 +177,10 @@ def make_split(data: CompareData, seed: int) -> dict[str, Any]:
     }
 
 
-def _scores(y: np.ndarray, proba: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+def _scores(y: np.ndarray, proba: np.ndarray, class_names: list[str], positive_class: str | None) -> dict[str, Any]:
     from pcapvision.classify import classification_metrics
 
-    m = classification_metrics(y, proba, class_names)
+    m = classification_metrics(y, proba, class_names, positive_class=positive_class)
     out = {"macro_f1": m["macro"]["f1"], "accuracy": m["accuracy"], "roc_auc": m["macro"]["roc_auc"]}
     if "positive" in m:
         out["positive_f1"] = m["positive"]["f1"]
@@ -192,6 +194,7 @@ def run_grid(data: CompareData, params: dict[str, Any], *, quiet: bool = False) 
 
     tr, va, te = data.split["train"], data.split["validation"], data.split["test"]
     names, k = data.class_names, len(data.class_names)
+    pos = params["positive_class"]
     y = data.y
     results: list[dict[str, Any]] = []
     n_jobs = params["seeds"] * (len(params["reprs"]) * (len(params["archs"]) + 1) + (data.features is not None))
@@ -209,17 +212,19 @@ def run_grid(data: CompareData, params: dict[str, Any], *, quiet: bool = False) 
             infer_s = time.perf_counter() - t0
             results.append({"model": "per-flow statistics + gradient-boosted trees", "kind": "reference",
                             "representation": None, "arch": None, "seed": seed, "what": statistics.DESCRIPTION,
-                            "validation": _scores(y[va], statistics.reference_proba(ref, data.features[va], k), names),
-                            "test": _scores(y[te], proba_te, names), "train_seconds": fit_s,
+                            "validation": _scores(y[va], statistics.reference_proba(ref, data.features[va], k), names, pos),
+                            "test": _scores(y[te], proba_te, names, pos), "train_seconds": fit_s,
                             "inference_per_s": len(te) / infer_s if infer_s > 0 else None})
             bar.update(1)
         for rep in params["reprs"]:
             x = data.images[rep]
             pl = data.payload_length[rep]
             val_rows = run_baselines(x[tr], y[tr], x[va], y[va], names, payload_length_train=None if pl is None else pl[tr],
-                                     payload_length_test=None if pl is None else pl[va], seed=seed)
+                                     payload_length_test=None if pl is None else pl[va], seed=seed,
+                                     positive_class=pos)
             test_rows = run_baselines(x[tr], y[tr], x[te], y[te], names, payload_length_train=None if pl is None else pl[tr],
-                                      payload_length_test=None if pl is None else pl[te], seed=seed)
+                                      payload_length_test=None if pl is None else pl[te], seed=seed,
+                                      positive_class=pos)
             for v_row, t_row in zip(val_rows, test_rows):
                 results.append({"model": f"{t_row['baseline']} [{rep}]", "kind": "baseline", "representation": rep,
                                 "arch": None, "seed": seed, "what": t_row["what"] if t_row["baseline"] != "majority class" else "majority class of the training rows",
@@ -235,8 +240,8 @@ def run_grid(data: CompareData, params: dict[str, Any], *, quiet: bool = False) 
                 results.append({"model": f"{arch} on {rep}", "kind": "model", "representation": rep, "arch": arch,
                                 "seed": seed, "what": f"{arch} trained on {rep} images ({history['epochs_run']} epochs, "
                                                       f"best {history['best_epoch']})",
-                                "validation": _scores(y[va], predict_proba(model, x[va]), names),
-                                "test": _scores(y[te], proba_te, names), "train_seconds": history["train_seconds"],
+                                "validation": _scores(y[va], predict_proba(model, x[va]), names, pos),
+                                "test": _scores(y[te], proba_te, names, pos), "train_seconds": history["train_seconds"],
                                 "inference_per_s": len(te) / infer_s if infer_s > 0 else None,
                                 "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"]})
                 bar.update(1)

@@ -126,3 +126,25 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
     pq.write_table(pa.table({"x": [1]}), tmp_path / "other.parquet")
     assert main(["compare", str(tmp_path / "other.parquet"), "-o", str(tmp_path / "out"), "--quiet"]) == 1
     assert "missing column(s) flow_id, label" in capsys.readouterr().err
+
+
+def test_the_positive_class_is_asked_for_never_guessed(tmp_path, capsys):
+    from pcapvision.compare import compare
+    from pcapvision.imaging import import_images
+
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    y = np.array(["benign", "benign", "attack"] * 20)  # 'benign' is the majority
+    groups = np.array([f"host{i % 10}" for i in range(60)])
+    np.savez(tmp_path / "d.npz", x=x, y=y, groups=groups)
+    import_images(tmp_path / "d.npz", tmp_path / "d.parquet")
+    with pytest.raises(SystemExit) as usage:
+        main(["compare", str(tmp_path / "d.parquet"), "-o", str(tmp_path / "no"), "--quiet"])
+    assert usage.value.code == 2
+    assert "--positive-class" in capsys.readouterr().err
+    record = compare(tmp_path / "d.parquet", tmp_path / "out", archs=["cnn"], seeds=1, epochs=1,
+                     positive_class="attack", quiet=True)
+    assert record["params"]["positive_class"] == "attack"
+    majority = next(r for r in record["runs"] if r["model"].startswith("majority class"))
+    # Always 'benign': the F1 of the positive class 'attack' is 0 (it would be > 0 for 'benign').
+    assert majority["test"]["positive_f1"] == 0.0
