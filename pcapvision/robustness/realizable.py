@@ -231,6 +231,10 @@ def _canonical_ip(address: str) -> str:
 
 def _flow_packets(capture: str | os.PathLike[str], flow: dict[str, Any], direction: int) -> list[tuple[Any, int]]:
     """The flow's TCP packets in capture order, each with 0 (from the sender) or 1 (from its peer)."""
+    # The link-layer dissectors register when scapy's layers are imported; a PcapReader opened
+    # before that (the first in a process) decodes every frame as Raw and finds no flow.
+    import scapy.layers.inet  # noqa: F401
+    import scapy.layers.inet6  # noqa: F401
     from scapy.utils import PcapReader
 
     a = (_canonical_ip(flow["src_ip"]), int(flow["src_port"]))

@@ -182,3 +182,21 @@ def test_rewrite_client_hello_changes_only_those_bytes(crafted, tmp_path):
     assert payload == original[:11] + b"\xff" * 32 + original[43:]
     with pytest.raises(DataContractError, match="spans several segments"):
         rewrite_client_hello(row["source_file"], row, {120: bytes(20)}, tmp_path / "x.pcap")
+
+
+def test_the_first_capture_read_in_a_fresh_process_is_dissected(crafted):
+    # scapy registers its link-layer dissectors only when its layers are imported; a reader opened
+    # before that decodes every frame as Raw, and the first flow of a run was then "not found".
+    import json
+    import subprocess
+    import sys
+
+    flows, _, _ = crafted
+    row = {k: v for k, v in flows.to_pylist()[0].items() if isinstance(v, (str, int, float)) or v is None}
+    code = ("import json, sys\n"
+            "from pcapvision.robustness.realizable import _flow_packets\n"
+            "print(len(_flow_packets(sys.argv[1], json.loads(sys.argv[2]), 0)))\n")
+    done = subprocess.run([sys.executable, "-c", code, row["source_file"], json.dumps(row)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip()) > 0
