@@ -17,38 +17,25 @@ import hashlib
 import re
 from pathlib import Path
 
-from pcapvision.errors import GroundTruthFormatError, InputNotFoundError, ParameterError
+from pcapvision.errors import GroundTruthFormatError, ParameterError
 from pcapvision.ingest.importers.records import (
     FileResult,
     ImportOptions,
     Record,
-    csv_rows,
     fail,
     label_from_word,
-    read_text,
+    side_table_rows,
 )
 from pcapvision.ingest.pipeline import discover_captures
 
 
 def read_class_map(path: str | Path) -> dict[str, str]:
     """``class -> label`` from a CSV with columns ``class`` and ``label`` (class names compare case-insensitively)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputNotFoundError(f"{path}: class map file not found")
-    rows = csv_rows(read_text(path))
-    header = [h.strip().lower() for h in next(rows, [])]
-    if "class" not in header or "label" not in header:
-        raise fail(path, 1, "a class map needs 'class' and 'label' columns")
     out = {}
-    for cells in rows:
-        if not any(c.strip() for c in cells):
-            continue
-        if len(cells) != len(header):
-            raise fail(path, rows.line_num, f"{len(cells)} cells, the header has {len(header)}")
-        label = cells[header.index("label")].strip()
-        if not label:
-            raise fail(path, rows.line_num, "empty label")
-        out[cells[header.index("class")].strip().lower()] = label_from_word(label) or label
+    for line, row in side_table_rows(path, "class map", ("class", "label")):
+        if not row["label"]:
+            raise fail(Path(path), line, "empty label")
+        out[row["class"].lower()] = label_from_word(row["label"]) or row["label"]
     return out
 
 

@@ -19,10 +19,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pcapvision.errors import GroundTruthFormatError, ParameterError
+from pcapvision.errors import GroundTruthFormatError, InputNotFoundError, ParameterError
 from pcapvision.validation import check_choice, check_int, check_number
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,25 @@ def read_text(path: Path) -> str:
 
 def csv_rows(text: str) -> csv.reader:
     return csv.reader(io.StringIO(text, newline=""))
+
+
+def side_table_rows(path: str | Path, what: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(line, {column: stripped cell})`` of a small CSV beside the ground truth (a uid labels file,
+    a class map); header names compare case-insensitively, blank lines are skipped, and a missing
+    file, a missing required column or a row of the wrong width is an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: {what} file not found")
+    rows = csv_rows(read_text(path))
+    header = [h.strip().lower() for h in next(rows, [])]
+    if any(c not in header for c in required):
+        raise fail(path, 1, f"a {what} CSV needs {' and '.join(repr(c) for c in required)} columns")
+    for cells in rows:
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(header):
+            raise fail(path, rows.line_num, f"{len(cells)} cells, the header has {len(header)}")
+        yield rows.line_num, {h: c.strip() for h, c in zip(header, cells)}
 
 
 @functools.lru_cache(maxsize=1 << 16)

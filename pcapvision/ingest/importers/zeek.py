@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pcapvision.errors import InputNotFoundError
 from pcapvision.io import sha256_file
 from pcapvision.ingest.importers.records import (
     PROTOCOLS,
@@ -25,12 +24,12 @@ from pcapvision.ingest.importers.records import (
     Record,
     Window,
     canonical_ip,
-    csv_rows,
     fail,
     label_from_word,
     local_ns,
     parse_port,
     read_text,
+    side_table_rows,
 )
 
 NEEDED = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto")
@@ -39,23 +38,10 @@ _UNSET = {"-", "", "(empty)"}
 
 def read_uid_labels(path: str | Path) -> dict[str, tuple[str, str | None]]:
     """``uid -> (label, family)`` from a CSV with columns ``uid``, ``label`` [, ``family`` | ``detailed-label``]."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputNotFoundError(f"{path}: uid labels file not found")
-    rows = csv_rows(read_text(path))
-    header = [h.strip().lower() for h in next(rows, [])]
-    if "uid" not in header or "label" not in header:
-        raise fail(path, 1, "a uid labels CSV needs 'uid' and 'label' columns")
-    family_col = next((header.index(c) for c in ("family", "detailed-label") if c in header), None)
     out = {}
-    for cells in rows:
-        if not any(c.strip() for c in cells):
-            continue
-        if len(cells) != len(header):
-            raise fail(path, rows.line_num, f"{len(cells)} cells, the header has {len(header)}")
-        family = cells[family_col].strip() if family_col is not None else ""
-        out[cells[header.index("uid")].strip()] = (cells[header.index("label")].strip(),
-                                                   None if family in _UNSET else family)
+    for _, row in side_table_rows(path, "uid labels", ("uid", "label")):
+        family = row.get("family", row.get("detailed-label", ""))
+        out[row["uid"]] = (row["label"], None if family in _UNSET else family)
     return out
 
 
