@@ -1,12 +1,10 @@
-"""Vectorised decoding of the common case: Ethernet (0-2 VLAN tags), Linux SLL/SLL2 or raw IP,
+"""Compiled decoding of the common case: Ethernet (0-2 VLAN tags), Linux SLL/SLL2 or raw IP,
 carrying IPv4 without fragmentation or IPv6 without extension headers, then TCP or UDP.
 
-:func:`classify_chunk` decodes the frames of a :class:`RecordChunk` in blocks of BLOCK_FRAMES:
-fixed-size windows of the link, IP and L4 headers are copied out of the capture buffer into small
-matrices and every field is computed column-wise. Each frame ends up accepted, skipped for a
-reason it can judge on clean headers (non-IP, ICMP, other protocols), or marked for the
-reference (dpkt) decoder: anything truncated, malformed, tunnelled, fragmented (reassembly) or
-otherwise unusual.
+:func:`classify_chunk` decodes every frame of a :class:`RecordChunk` in one compiled loop
+(:mod:`.jit`). Each frame ends up accepted, skipped for a reason it can judge on clean headers
+(non-IP, ICMP, other protocols), or marked for the reference (dpkt) decoder: anything truncated,
+malformed, tunnelled, fragmented (reassembly) or otherwise unusual.
 The rules are those of :func:`pcapvision.ingest.readers.decode_frame_dpkt`, which a test checks.
 """
 
@@ -20,18 +18,20 @@ from pcapvision.ingest.capture import (
     LINKTYPE_LINUX_SLL2,
     RAW_LINKTYPES,
     RecordChunk,
-    gather_rows,
 )
+from pcapvision.ingest.jit import compiled
+from pcapvision.ingest.packets import IPV4_MAPPED_PREFIX, PROTO_TCP, PROTO_UDP, VLAN_ETHERTYPES
 
 # Frame status codes in the array returned by classify_chunk.
 ACCEPT = 0
 FALLBACK = 1
 SKIP_REASONS = ("non_ip", "icmp", "other_ip_protocol")
 SKIP_CODE = {reason: 2 + i for i, reason in enumerate(SKIP_REASONS)}
+SKIP_NON_IP, SKIP_ICMP, SKIP_OTHER = (SKIP_CODE[reason] for reason in SKIP_REASONS)
 
-_VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
+_RAW = tuple(sorted(RAW_LINKTYPES))
 _IPV6_EXTENSION_HEADERS = (0, 43, 44, 51, 60)
-_IPV4_MAPPED_PREFIX = np.frombuffer(bytes(10) + b"\xff\xff" + bytes(4), np.uint8)
+IPV4_MAPPED_PREFIX_U8 = np.frombuffer(IPV4_MAPPED_PREFIX, np.uint8)
 
 
 class FastDecode:
@@ -41,134 +41,142 @@ class FastDecode:
                  "tcp_flags", "tcp_seq", "ip_bytes", "payload_offset", "payload_len", "vlan_id")
 
 
-# Frames decoded together: small enough that their headers stay in the CPU cache across the
-# dozens of passes below (one block of 65536 frames was ~2x slower).
-BLOCK_FRAMES = 4096
-
-
 def classify_chunk(chunk: RecordChunk) -> FastDecode:
     """Decode all frames of ``chunk``; ``status`` is ACCEPT, FALLBACK or a SKIP_CODE value."""
     n = len(chunk)
     out = FastDecode()
     empty_fields(out, n)
     out.status = np.full(n, FALLBACK, np.int8)
-    if n == 0 or chunk.buf.shape[0] < 4:
-        return out
-    for start in range(0, n, BLOCK_FRAMES):
-        block = slice(start, min(n, start + BLOCK_FRAMES))
-        part = FastDecode()
-        for name in FastDecode.__slots__:
-            setattr(part, name, getattr(out, name)[block])  # views: the block writes into ``out``
-        _classify_block(chunk.buf, chunk.offset[block], chunk.caplen[block], chunk.linktype[block], part)
+    if n:
+        _classify_frames(chunk.buf, chunk.offset, chunk.caplen, chunk.linktype, out.status, out.ip_version,
+                         out.src_addr, out.dst_addr, out.protocol, out.src_port, out.dst_port, out.tcp_flags,
+                         out.tcp_seq, out.ip_bytes, out.payload_offset, out.payload_len, out.vlan_id)
     return out
 
 
-def _be16(m: np.ndarray, k: int) -> np.ndarray:
-    """Big-endian 16-bit column at byte ``k`` of a row matrix, as int64."""
-    return (m[:, k].astype(np.int64) << 8) | m[:, k + 1]
+@compiled
+def _be16(buf: np.ndarray, at: int) -> int:
+    return (np.int64(buf[at]) << 8) | np.int64(buf[at + 1])
 
 
-def _classify_block(buf: np.ndarray, off: np.ndarray, cap: np.ndarray, lt: np.ndarray, out: FastDecode) -> None:
-    n = off.shape[0]
-    status = out.status
-    # Rows whose gather window would run past the buffer (the last tiny frames) go to dpkt.
-    link, clipped = gather_rows(buf, off, 24)
+@compiled
+def _classify_frames(buf, off, cap, lt, status, ip_version, src_addr, dst_addr, protocol, src_port, dst_port,
+                     tcp_flags, tcp_seq, ip_bytes, payload_offset, payload_len, vlan_id):  # pragma: no cover - compiled
+    """Per frame: the link layer, IP header and TCP/UDP header; fields written for accepted frames.
 
-    # --- link layer: where the IP header starts (l3) and the ethertype it announces ---------
-    l3 = np.zeros(n, np.int64)
-    ethertype = np.full(n, -1, np.int64)  # -1: the fast path cannot tell
-    vlan = None
-    single = int(lt[0]) if (lt == lt[0]).all() else None
-    eth = True if single == LINKTYPE_ETHERNET else (lt == LINKTYPE_ETHERNET)
-    if single == LINKTYPE_ETHERNET or (single is None and eth.any()):
-        t0 = _be16(link, 12)
-        tag1 = np.isin(t0, _VLAN_TYPES)
-        if tag1.any():
-            t1 = _be16(link, 16)
-            tag2 = tag1 & (t1 == 0x8100)
-            header = 14 + 4 * tag1 + 4 * tag2
-            et = np.where(tag2, _be16(link, 20), np.where(tag1, t1, t0))
-            vlan = np.where(tag1 & eth, _be16(link, 14) & 0x0FFF, 0)  # the outermost tag's id
+    Each header is read from a fixed-size window (link 24 bytes, IP 40, L4 16) that must lie inside
+    ``buf``; a frame whose window would not is left to the reference decoder. Lengths are judged
+    against the captured length, and the IP total length bounds the payload (no Ethernet padding).
+    """
+    size = buf.shape[0]
+    for i in range(off.shape[0]):
+        o = off[i]
+        c = cap[i]
+        t = lt[i]
+        if o < 0 or o > size - 24:
+            continue
+        # --- link layer: where the IP header starts (l3) and the ethertype it announces ---------
+        l3 = 0
+        ethertype = -1  # -1: the fast path cannot tell
+        vlan = 0
+        if t == LINKTYPE_ETHERNET:
+            et = _be16(buf, o + 12)
+            header = 14
+            if et == VLAN_ETHERTYPES[0] or et == VLAN_ETHERTYPES[1] or et == VLAN_ETHERTYPES[2]:
+                vlan = _be16(buf, o + 14) & 0x0FFF  # the outermost tag's id
+                inner = _be16(buf, o + 16)
+                if inner == VLAN_ETHERTYPES[0]:  # QinQ: a second (802.1Q) tag
+                    header = 22
+                    et = _be16(buf, o + 20)
+                else:
+                    header = 18
+                    et = inner
+            if c >= header:
+                l3 = header
+                ethertype = et
+        elif t == LINKTYPE_LINUX_SLL:
+            if c >= 16:
+                l3 = 16
+                ethertype = _be16(buf, o + 14)
+        elif t == LINKTYPE_LINUX_SLL2:
+            if c >= 20:
+                l3 = 20
+                ethertype = _be16(buf, o)
+        elif t in _RAW:
+            if c >= 1:
+                version = buf[o] >> 4
+                ethertype = 0x0800 if version == 4 else (0x86DD if version == 6 else 0)
+        if ethertype < 0:
+            continue
+        if ethertype != 0x0800 and ethertype != 0x86DD:
+            status[i] = SKIP_NON_IP
+            continue
+
+        ip = o + l3
+        ip_cap = c - l3  # captured bytes from the IP header on
+        if ip > size - 40:
+            continue
+        version = buf[ip] >> 4
+        if ethertype == 0x0800:
+            ihl = np.int64(buf[ip] & 0x0F) * 4
+            ipb = _be16(buf, ip + 2)
+            # Total length 0 (TSO) and fragments (MF or an offset: reassembly) go to dpkt.
+            v4 = (version == 4 and ip_cap >= 20 and ihl >= 20 and ip_cap >= ihl and ipb >= ihl
+                  and (buf[ip + 6] & 0x3F) == 0 and buf[ip + 7] == 0)
+            if not v4:
+                continue
+            proto = np.int64(buf[ip + 9])
+            l4 = l3 + ihl
+            if proto == 1:
+                status[i] = SKIP_ICMP
+                continue
+        else:  # IPv6 without extension headers
+            plen = _be16(buf, ip + 4)
+            proto = np.int64(buf[ip + 6])
+            if not (version == 6 and ip_cap >= 40 and plen > 0) or proto in _IPV6_EXTENSION_HEADERS:
+                continue
+            v4 = False
+            ipb = 40 + plen
+            l4 = l3 + 40
+            if proto == 58:
+                status[i] = SKIP_ICMP
+                continue
+        if proto != PROTO_TCP and proto != PROTO_UDP:
+            status[i] = SKIP_OTHER
+            continue
+
+        # --- TCP / UDP ------------------------------------------------------------------------------
+        avail = min(c, l3 + ipb) - l4
+        l4_at = o + l4
+        if l4_at > size - 16:
+            continue
+        if proto == PROTO_TCP:
+            header_len = np.int64(buf[l4_at + 12] >> 4) * 4
+            if not (avail >= 20 and header_len >= 20 and avail >= header_len):
+                continue
+            tcp_flags[i] = buf[l4_at + 13]
+            tcp_seq[i] = (_be16(buf, l4_at + 4) << 16) | _be16(buf, l4_at + 6)
         else:
-            header, et = 14, t0
-        ok = eth & (cap >= header)
-        l3 = np.where(ok, header, l3)
-        ethertype = np.where(ok, et, ethertype)
-    if single is None or single in RAW_LINKTYPES:
-        raw = np.isin(lt, tuple(RAW_LINKTYPES)) & (cap >= 1)
-        version = link[:, 0] >> 4
-        ethertype = np.where(raw, np.where(version == 4, 0x0800, np.where(version == 6, 0x86DD, 0)), ethertype)
-    if single is None or single == LINKTYPE_LINUX_SLL:
-        sll = (lt == LINKTYPE_LINUX_SLL) & (cap >= 16)
-        l3 = np.where(sll, 16, l3)
-        ethertype = np.where(sll, _be16(link, 14), ethertype)
-    if single is None or single == LINKTYPE_LINUX_SLL2:
-        sll2 = (lt == LINKTYPE_LINUX_SLL2) & (cap >= 20)
-        l3 = np.where(sll2, 20, l3)
-        ethertype = np.where(sll2, _be16(link, 0), ethertype)
-    ethertype[clipped] = -1
-    is4 = ethertype == 0x0800
-    is6 = ethertype == 0x86DD
-    status[(ethertype >= 0) & ~is4 & ~is6] = SKIP_CODE["non_ip"]
-
-    ip = off + l3
-    ip_cap = cap - l3  # captured bytes from the IP header on
-    iph, clipped = gather_rows(buf, ip, 40)
-    b0 = iph[:, 0]
-    version = b0 >> 4
-    ihl = (b0 & 0x0F).astype(np.int64) * 4
-    total = _be16(iph, 2)
-
-    # --- IPv4 ---------------------------------------------------------------------------------
-    v4 = is4 & ~clipped & (ip_cap >= 20) & (version == 4)
-    v4 &= (ihl >= 20) & (ip_cap >= ihl) & (total >= ihl)  # total length 0 (TSO) goes to dpkt
-    frag = v4 & (((iph[:, 6] & 0x3F) != 0) | (iph[:, 7] != 0))  # MF or a fragment offset: reassembly
-    v4 &= ~frag  # (fragments stay FALLBACK: the reference decoder hands them to the defragmenter)
-
-    # --- IPv6 without extension headers ----------------------------------------------------------
-    plen = _be16(iph, 4)
-    nh = iph[:, 6]
-    v6 = is6 & ~clipped & (ip_cap >= 40) & (version == 6) & (plen > 0) & ~np.isin(nh, _IPV6_EXTENSION_HEADERS)
-    proto = np.where(v4, iph[:, 9], nh)
-    ip_bytes = np.where(v4, total, 40 + plen)
-    l4 = l3 + np.where(v4, ihl, 40)
-
-    is_ip = v4 | v6
-    icmp = is_ip & np.where(v4, proto == 1, proto == 58)
-    status[icmp] = SKIP_CODE["icmp"]
-    tcp = is_ip & (proto == 6)
-    udp = is_ip & (proto == 17)
-    status[is_ip & ~icmp & ~tcp & ~udp] = SKIP_CODE["other_ip_protocol"]
-
-    # --- TCP / UDP ------------------------------------------------------------------------------
-    ip_end = np.minimum(cap, l3 + ip_bytes)  # the IP length bounds the payload: no padding
-    avail = ip_end - l4
-    l4_at = off + l4
-    l4h, clipped = gather_rows(buf, l4_at, 16)
-    doff = (l4h[:, 12] >> 4).astype(np.int64) * 4
-    tcp &= ~clipped & (avail >= 20) & (doff >= 20) & (avail >= doff)
-    udp &= ~clipped & (avail >= 8)
-    accept = tcp | udp
-    status[accept] = ACCEPT
-
-    out.protocol[:] = proto
-    out.ip_version[:] = np.where(v4, 4, 6)
-    out.src_port[:] = _be16(l4h, 0)
-    out.dst_port[:] = _be16(l4h, 2)
-    out.tcp_flags[:] = np.where(tcp, l4h[:, 13], 0)
-    seq = l4h[:, 4:8].copy().view(">u4")[:, 0]
-    out.tcp_seq[:] = np.where(tcp, seq, 0)
-    out.ip_bytes[:] = ip_bytes
-    if vlan is not None:
-        out.vlan_id[:] = vlan
-    header_len = np.where(tcp, doff, 8)
-    out.payload_offset[:] = l4_at + header_len
-    out.payload_len[:] = avail - header_len
-    src, dst = out.src_addr, out.dst_addr
-    src[:] = np.where(v4[:, None], _IPV4_MAPPED_PREFIX, iph[:, 8:24])[:, :16]
-    dst[:] = np.where(v4[:, None], _IPV4_MAPPED_PREFIX, iph[:, 24:40])
-    src[v4, 12:16] = iph[v4, 12:16]
-    dst[v4, 12:16] = iph[v4, 16:20]
+            if avail < 8:
+                continue
+            header_len = 8
+        status[i] = ACCEPT
+        protocol[i] = proto
+        ip_version[i] = 4 if v4 else 6
+        src_port[i] = _be16(buf, l4_at)
+        dst_port[i] = _be16(buf, l4_at + 2)
+        ip_bytes[i] = ipb
+        vlan_id[i] = vlan
+        payload_offset[i] = l4_at + header_len
+        payload_len[i] = avail - header_len
+        if v4:
+            src_addr[i, :12] = IPV4_MAPPED_PREFIX_U8
+            dst_addr[i, :12] = IPV4_MAPPED_PREFIX_U8
+            src_addr[i, 12:] = buf[ip + 12 : ip + 16]
+            dst_addr[i, 12:] = buf[ip + 16 : ip + 20]
+        else:
+            src_addr[i] = buf[ip + 8 : ip + 24]
+            dst_addr[i] = buf[ip + 24 : ip + 40]
 
 
 def empty_fields(out: FastDecode, n: int) -> None:
