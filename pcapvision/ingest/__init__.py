@@ -11,7 +11,7 @@ Modules: :mod:`.readers` (capture -> packet batches; :mod:`.defrag` reassembles 
 tools' ground truth -> label rules, with a match report).
 """
 
-from pcapvision.ingest.flows import FlowAssembler, FlowOptions, assemble_flows
+from pcapvision.ingest.assembler import FlowAssembler, FlowOptions, assemble_flows
 from pcapvision.ingest.labels import Labeler, LabelRulesError
 from pcapvision.ingest.packets import Packet, PacketBatch
 from pcapvision.ingest.pipeline import (

@@ -36,7 +36,8 @@ import pyarrow.parquet as pq
 
 from pcapvision.console import progress
 from pcapvision.errors import CaptureFormatError, InputNotFoundError, OutputWriteError, ParameterError, PcapvisionError
-from pcapvision.ingest.flows import FLOW_SCHEMA_FIELDS, FlowOptions, assemble_flow_batches
+from pcapvision.ingest.assembler import FlowOptions, assemble_flow_batches
+from pcapvision.ingest.flowschema import FLOW_SCHEMA_FIELDS
 from pcapvision.ingest.labels import Labeler
 from pcapvision.ingest.packets import IPV4_MAPPED_PREFIX, PacketBatch
 from pcapvision.ingest.readers import read_packets
