@@ -7,21 +7,22 @@ matrices and every field is computed column-wise. Each frame ends up accepted, s
 reason it can judge on clean headers (non-IP, ICMP, other protocols), or marked for the
 reference (dpkt) decoder: anything truncated, malformed, tunnelled, fragmented (reassembly) or
 otherwise unusual.
-The rules are those of :func:`pcapvision.ingest.readers.decode_frame_dpkt`, which a test checks.
+The rules are those of :func:`pcapvision.ingest.dpkt_decode.decode_frame_dpkt`, which a test checks.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pcapvision.ingest.capture import (
+from pcapvision.ingest.constants import (
+    IPV4_MAPPED_PREFIX,
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
     LINKTYPE_LINUX_SLL2,
     RAW_LINKTYPES,
-    RecordChunk,
-    gather_rows,
+    VLAN_ETHERTYPES,
 )
+from pcapvision.ingest.records import RecordChunk, gather_rows
 
 # Frame status codes in the array returned by classify_chunk.
 ACCEPT = 0
@@ -29,9 +30,8 @@ FALLBACK = 1
 SKIP_REASONS = ("non_ip", "icmp", "other_ip_protocol")
 SKIP_CODE = {reason: 2 + i for i, reason in enumerate(SKIP_REASONS)}
 
-_VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 _IPV6_EXTENSION_HEADERS = (0, 43, 44, 51, 60)
-_IPV4_MAPPED_PREFIX = np.frombuffer(bytes(10) + b"\xff\xff" + bytes(4), np.uint8)
+_IPV4_MAPPED_ROW = np.frombuffer(IPV4_MAPPED_PREFIX + bytes(4), np.uint8)  # the prefix, padded to 16 bytes
 
 
 class FastDecode:
@@ -82,7 +82,7 @@ def _classify_block(buf: np.ndarray, off: np.ndarray, cap: np.ndarray, lt: np.nd
     eth = True if single == LINKTYPE_ETHERNET else (lt == LINKTYPE_ETHERNET)
     if single == LINKTYPE_ETHERNET or (single is None and eth.any()):
         t0 = _be16(link, 12)
-        tag1 = np.isin(t0, _VLAN_TYPES)
+        tag1 = np.isin(t0, VLAN_ETHERTYPES)
         if tag1.any():
             t1 = _be16(link, 16)
             tag2 = tag1 & (t1 == 0x8100)
@@ -165,8 +165,8 @@ def _classify_block(buf: np.ndarray, off: np.ndarray, cap: np.ndarray, lt: np.nd
     out.payload_offset[:] = l4_at + header_len
     out.payload_len[:] = avail - header_len
     src, dst = out.src_addr, out.dst_addr
-    src[:] = np.where(v4[:, None], _IPV4_MAPPED_PREFIX, iph[:, 8:24])[:, :16]
-    dst[:] = np.where(v4[:, None], _IPV4_MAPPED_PREFIX, iph[:, 24:40])
+    src[:] = np.where(v4[:, None], _IPV4_MAPPED_ROW, iph[:, 8:24])[:, :16]
+    dst[:] = np.where(v4[:, None], _IPV4_MAPPED_ROW, iph[:, 24:40])
     src[v4, 12:16] = iph[v4, 12:16]
     dst[v4, 12:16] = iph[v4, 16:20]
 

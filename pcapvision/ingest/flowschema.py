@@ -1,14 +1,17 @@
 """The flows table that flow assembly emits: its Arrow schema and the ``end_reason`` codes.
 
-Each column is described in ``docs/contracts.md`` (the pipeline adds ``flow_id``, the source and
-the labels, see :data:`pcapvision.ingest.pipeline.FLOWS_SCHEMA`).
+:data:`FLOW_SCHEMA` holds the assembler's columns; :data:`FLOWS_SCHEMA` is the flows table the
+pipeline writes: those columns (all nullable) between ``flow_id`` and the source and label columns.
+Each column is described in ``docs/contracts.md``.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-__all__ = ["FLOW_COLUMNS", "FLOW_SCHEMA", "FLOW_SCHEMA_FIELDS", "END_REASONS"]
+__all__ = ["FLOW_COLUMNS", "FLOW_SCHEMA", "FLOW_SCHEMA_FIELDS", "FLOWS_SCHEMA", "END_REASONS", "STAGE"]
+
+STAGE = "ingest"  # the stage named in the flows table's metadata
 
 FLOW_SCHEMA_FIELDS: list[pa.Field] = [
     pa.field("community_id", pa.string(), nullable=False),
@@ -54,3 +57,17 @@ FLOW_SCHEMA = pa.schema(FLOW_SCHEMA_FIELDS)
 # end_reason codes; the closure codes double as the TCP closure state of an open flow.
 END_OPEN, END_FIN, END_RST, END_IDLE, END_ACTIVE, END_EOC = 0, 1, 2, 3, 4, 5
 END_REASONS = ("", "fin", "rst", "idle_timeout", "active_timeout", "end_of_capture")
+
+# The flows-table contract (docs/contracts.md): the assembler's columns between the id and the
+# provenance/label columns the pipeline adds. Every field is nullable in the file.
+FLOWS_SCHEMA = pa.schema([
+    pa.field("flow_id", pa.string()),
+    *(field.with_nullable(True) for field in FLOW_SCHEMA_FIELDS),
+    pa.field("source_file", pa.string()),
+    pa.field("source_sha256", pa.string()),
+    pa.field("label", pa.string()),
+    pa.field("family", pa.string()),
+    pa.field("label_source", pa.string()),
+])
+"""The flows table's columns and exact types (``docs/contracts.md``)."""
+

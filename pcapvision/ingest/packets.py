@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-IPV4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+from pcapvision.ingest.constants import IPV4_MAPPED_PREFIX
 
 # TCP flag bits as in the TCP header.
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
