@@ -5,25 +5,33 @@
     >>> summary = ingest(["captures/"], "out/flows", labeler=Labeler.from_label("normal"), jobs=2)
 
 The flows table's columns are described in ``docs/contracts.md``; usage in ``docs/ingest.md``.
-Modules: :mod:`.readers` (capture -> packet batches; :mod:`.defrag` reassembles IP fragments),
-:mod:`.flows` (packet batches -> flows; :mod:`.seqgaps` counts the TCP bytes a capture missed),
-:mod:`.labels` (flows -> labels), :mod:`.pipeline` (files -> Parquet), :mod:`.importers` (other
-tools' ground truth -> label rules, with a match report).
+Modules, by stage:
+
+* capture files -> record chunks: :mod:`.capture` (format detection, entry points), :mod:`.source`
+  (plain or gzip bytes), :mod:`.pcap`, :mod:`.pcapng` (the walkers), :mod:`.records` (the chunk type);
+* record chunks -> packet batches (:mod:`.packets`): :mod:`.readers` (reader dispatch, chunk
+  decoding), :mod:`.fastpath` (vectorised decoder), :mod:`.dpkt_decode` (reference decoder),
+  :mod:`.scapy_reader` (cross-check), :mod:`.defrag` (IP fragments);
+* packet batches -> flows: :mod:`.assembler` (cutting flows), :mod:`.flowkey` (grouping by key),
+  :mod:`.flowtable` (per-flow state), :mod:`.flowbuffers` (packet lists), :mod:`.reassembly`
+  (payload), :mod:`.seqgaps` (TCP bytes the capture missed), :mod:`.emission` (columns),
+  :mod:`.flowschema` (the flows table's schema), with :mod:`.community_id` and :mod:`.tls`;
+* flows -> Parquet: :mod:`.pipeline` (:func:`ingest`: plan, run, in worker processes),
+  :mod:`.discover` (input files), :mod:`.flowstream` (one capture's flows, labelled by
+  :mod:`.labels`), :mod:`.flowid`, :mod:`.writer`, :mod:`.options`, :mod:`.summary`;
+* :mod:`.importers`: other tools' ground truth -> label rules, with a match report;
+  :mod:`.constants`: values shared by several of the above.
 """
 
-from pcapvision.ingest.flows import FlowAssembler, FlowOptions, assemble_flows
+from pcapvision.ingest.assembler import FlowAssembler, FlowOptions, assemble_flows
 from pcapvision.ingest.labels import Labeler, LabelRulesError
 from pcapvision.ingest.packets import Packet, PacketBatch
-from pcapvision.ingest.pipeline import (
-    FLOWS_SCHEMA,
-    IngestOptions,
-    IngestSummary,
-    discover_captures,
-    ingest,
-    iter_flow_tables,
-    output_guard,
-    read_flows,
-)
+from pcapvision.ingest.discover import discover_captures
+from pcapvision.ingest.flowschema import FLOWS_SCHEMA
+from pcapvision.ingest.flowstream import iter_flow_tables, read_flows
+from pcapvision.ingest.options import IngestOptions
+from pcapvision.ingest.pipeline import ingest, output_guard
+from pcapvision.ingest.summary import IngestSummary
 from pcapvision.ingest.readers import read_packets
 from pcapvision.ingest.importers import (
     LABEL_FORMATS,

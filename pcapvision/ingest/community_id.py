@@ -15,13 +15,13 @@ import struct
 import numpy as np
 
 from pcapvision.errors import ParameterError
+from pcapvision.ingest.constants import IPV4_MAPPED_PREFIX
 from pcapvision.validation import check_int
 
 __all__ = ["community_id", "community_id_packed", "community_ids"]
 
 _PORT_PROTOCOLS = frozenset({6, 17, 132})  # TCP, UDP, SCTP
 _ICMP_PROTOCOLS = frozenset({1, 58})
-_IPV4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 _SEED = struct.Struct("!H")
 _PORT_TAIL = struct.Struct("!BxHH")
 _PROTO_TAIL = struct.Struct("!Bx")
@@ -36,7 +36,7 @@ def community_id_packed(
     are hashed as IPv4, as the spec requires. The order of the two endpoints does not matter.
     No validation: this is the per-flow hot path of the flow assembler.
     """
-    if len(addr_a) == 16 and addr_a[:12] == _IPV4_MAPPED_PREFIX and addr_b[:12] == _IPV4_MAPPED_PREFIX:
+    if len(addr_a) == 16 and addr_a[:12] == IPV4_MAPPED_PREFIX and addr_b[:12] == IPV4_MAPPED_PREFIX:
         addr_a, addr_b = addr_a[12:], addr_b[12:]
     if protocol in _PORT_PROTOCOLS:
         if (addr_b, port_b) < (addr_a, port_a):
@@ -61,7 +61,7 @@ def community_ids(addr_a: np.ndarray, addr_b: np.ndarray, port_a: np.ndarray, po
     n = len(addr_a)
     addr_a, addr_b = np.asarray(addr_a, np.uint8).reshape(n, 16), np.asarray(addr_b, np.uint8).reshape(n, 16)
     protocol = np.asarray(protocol, np.uint8)
-    prefix = np.frombuffer(_IPV4_MAPPED_PREFIX, np.uint8)
+    prefix = np.frombuffer(IPV4_MAPPED_PREFIX, np.uint8)
     v4 = (addr_a[:, :12] == prefix).all(axis=1) & (addr_b[:, :12] == prefix).all(axis=1)
     with_ports = np.isin(protocol, list(_PORT_PROTOCOLS))
     port_a = np.where(with_ports, port_a, 0).astype(np.int64)
@@ -138,6 +138,6 @@ def _packed(address: str | bytes, name: str) -> bytes:
             packed = ipaddress.ip_address(address).packed
         except ValueError:
             raise ParameterError(f"The '{name}' parameter must be an IP address. Got {address!r} instead.") from None
-    if len(packed) == 16 and packed[:12] == _IPV4_MAPPED_PREFIX:
+    if len(packed) == 16 and packed[:12] == IPV4_MAPPED_PREFIX:
         return packed[12:]
     return packed

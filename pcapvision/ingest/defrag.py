@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import struct
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from pcapvision.ingest.constants import LINKTYPE_RAW
 
 __all__ = ["FRAGMENT_REASONS", "Defragmenter", "Fragment"]
 
@@ -183,3 +186,18 @@ def _rebuild(first: Fragment, payload: bytes) -> bytes:
     header[first.next_header_at] = first.next_header  # the fragment header is gone
     struct.pack_into(">H", header, 4, len(header) - 40 + len(payload))
     return bytes(header) + payload
+
+
+def decode_reassembled(fragment: Fragment, fragments: Defragmenter, ts_ns: int,
+                       decode: Callable[[bytes, int], tuple | str | Fragment]) -> tuple[tuple, bytes] | str | None:
+    """Feed a fragment; when it completes a datagram, the datagram decoded by ``decode`` (as raw IP,
+    with the fragment's VLAN id) and its L4 payload; a skip reason; or None while incomplete."""
+    packet = fragments.add(fragment, ts_ns)
+    if packet is None:
+        return None
+    decoded = decode(packet, LINKTYPE_RAW)
+    if not isinstance(decoded, tuple):  # cannot be a fragment again: offsets and flags are cleared
+        return decoded if isinstance(decoded, str) else "fragment_bad"
+    at, length = decoded[9], decoded[10]
+    return (*decoded[:11], fragment.vlan_id), packet[at : at + length]
+

@@ -5,22 +5,24 @@ carrying IPv4 without fragmentation or IPv6 without extension headers, then TCP 
 (:mod:`.jit`). Each frame ends up accepted, skipped for a reason it can judge on clean headers
 (non-IP, ICMP, other protocols), or marked for the reference (dpkt) decoder: anything truncated,
 malformed, tunnelled, fragmented (reassembly) or otherwise unusual.
-The rules are those of :func:`pcapvision.ingest.readers.decode_frame_dpkt`, which a test checks.
+The rules are those of :func:`pcapvision.ingest.dpkt_decode.decode_frame_dpkt`, which a test checks.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pcapvision.ingest.capture import (
+from pcapvision.ingest.constants import (
+    IPV4_MAPPED_PREFIX,
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
     LINKTYPE_LINUX_SLL2,
     RAW_LINKTYPES,
-    RecordChunk,
+    VLAN_ETHERTYPES,
 )
 from pcapvision.ingest.jit import compiled
-from pcapvision.ingest.packets import IPV4_MAPPED_PREFIX, PROTO_TCP, PROTO_UDP, VLAN_ETHERTYPES
+from pcapvision.ingest.packets import PROTO_TCP, PROTO_UDP
+from pcapvision.ingest.records import RecordChunk
 
 # Frame status codes in the array returned by classify_chunk.
 ACCEPT = 0

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-IPV4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
-VLAN_ETHERTYPES = (0x8100, 0x88A8, 0x9100)  # 802.1Q, 802.1ad, the older QinQ tag
+from pcapvision.ingest.constants import IPV4_MAPPED_PREFIX
 
 # TCP flag bits as in the TCP header.
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80

@@ -12,7 +12,7 @@ was already seen) is vectorised and keeps no ranges; a direction whose segment s
 retransmissions) may fill.
 
 Offsets are taken modulo 2**32 as signed values relative to the base, as in payload
-reassembly (:mod:`pcapvision.ingest.flows`), which makes the result independent of how packets
+reassembly (:mod:`pcapvision.ingest.reassembly`), which makes the result independent of how packets
 are chunked: sequence space is tracked over the first 2 GiB of each direction (a segment beyond
 looks like one before the base and is ignored).
 """

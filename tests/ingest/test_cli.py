@@ -146,18 +146,18 @@ def test_a_bug_exits_3_with_the_traceback_and_keeps_the_other_files(inputs: dict
                                                                      capsys, monkeypatch) -> None:
     """A bug while reading one capture is an internal error, not bad input: exit 3, traceback on
     stderr, the other captures' flows written."""
-    from pcapvision.ingest import pipeline
+    from pcapvision.ingest import flowstream
 
     second = tmp_path / "second.pcap"
     second.write_bytes(inputs["good"].read_bytes()[:-1] + b"y")  # other bytes, other hash
-    real = pipeline.read_packets
+    real = flowstream.read_packets
 
     def buggy(path, **kwargs):
         if Path(path) == second:
             raise KeyError("a bug")
         return real(path, **kwargs)
 
-    monkeypatch.setattr(pipeline, "read_packets", buggy)
+    monkeypatch.setattr(flowstream, "read_packets", buggy)
     out = tmp_path / "flows.parquet"
     code, stdout, stderr = run(["ingest", str(inputs["good"]), str(second), "-o", str(out)], capsys)
     assert code == 3

@@ -1,7 +1,7 @@
 """Flow assembly: explicit scenarios, and the vectorised assembler against a per-packet reference.
 
 :class:`ReferenceAssembler` is the obviously-correct (slow) statement of the semantics documented
-in :mod:`pcapvision.ingest.flows`; random captures (several tuples interleaved, retransmissions,
+in :mod:`pcapvision.ingest.assembler`; random captures (several tuples interleaved, retransmissions,
 overlaps, reordering, holes, FIN/RST, tuple reuse, timeouts, backwards timestamps, random chunking)
 must give exactly the same records, call by call.
 """
@@ -19,15 +19,8 @@ import pytest
 
 from pcapvision.errors import ParameterError
 from pcapvision.ingest.community_id import community_id
-from pcapvision.ingest.flows import (
-    FLOW_COLUMNS,
-    FLOW_SCHEMA,
-    FLOW_SCHEMA_FIELDS,
-    FlowAssembler,
-    FlowOptions,
-    assemble_flow_batches,
-    assemble_flows,
-)
+from pcapvision.ingest.assembler import FlowAssembler, FlowOptions, assemble_flow_batches, assemble_flows
+from pcapvision.ingest.flowschema import FLOW_COLUMNS, FLOW_SCHEMA, FLOW_SCHEMA_FIELDS
 from pcapvision.ingest.packets import (
     ACK,
     FIN,
@@ -73,7 +66,7 @@ class _RefFlow:
 
 
 class ReferenceAssembler:
-    """Per-packet statement of the flow semantics (see the module docstring of flows.py)."""
+    """Per-packet statement of the flow semantics (see the module docstring of assembler.py)."""
 
     def __init__(self, options: FlowOptions = FlowOptions()) -> None:
         self.o = options
@@ -456,10 +449,10 @@ def test_sliced_flush_gives_the_same_rows_in_bounded_batches(max_flows, max_byte
 
 
 def test_hash_collisions_fall_back_to_exact_grouping(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pcapvision.ingest.flows as flows_module
+    import pcapvision.ingest.flowkey as flowkey_module
 
     # Every key hashes alike: grouping must notice and regroup by the exact key.
-    monkeypatch.setattr(flows_module, "_mix64", lambda x: np.zeros_like(x))
+    monkeypatch.setattr(flowkey_module, "_mix64", lambda x: np.zeros_like(x))
     packets = random_capture(7)
     options = FlowOptions(idle_timeout_s=1.0, active_timeout_s=1.5)
     got, want = _run_both(_chunks(packets, np.random.default_rng(7)), options)
@@ -778,9 +771,10 @@ def test_options_to_dict() -> None:
                                        "max_bytes": 4096, "max_packets": 64, "on_hole": "stop"}
 
 
-def test_flows_module_does_not_import_packet_parsers() -> None:
-    source = (REPO / "pcapvision" / "ingest" / "flows.py").read_text()
-    assert not re.search(r"^\s*(import|from)\s+(dpkt|scapy)", source, flags=re.M)
+def test_flow_modules_do_not_import_packet_parsers() -> None:
+    for name in ("assembler", "emission", "flowbuffers", "flowkey", "flowschema", "flowtable", "reassembly"):
+        source = (REPO / "pcapvision" / "ingest" / f"{name}.py").read_text()
+        assert not re.search(r"^\s*(import|from)\s+(dpkt|scapy)", source, flags=re.M), name
 
 
 # --- real captures (shared corpus; skipped when absent) ------------------------------------------

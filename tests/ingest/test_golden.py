@@ -25,7 +25,9 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, fragment6
 from scapy.layers.l2 import ARP, CookedLinux, Dot1Q, Ether
 from scapy.utils import wrpcap
 
-from pcapvision.ingest.pipeline import CaptureStats, IngestOptions, flow_id, ingest, iter_flow_tables, read_flows
+from pcapvision.ingest import IngestOptions, ingest, iter_flow_tables, read_flows
+from pcapvision.ingest.flowid import flow_id
+from pcapvision.ingest.summary import CaptureStats
 from pcapvision.io import metadata_from_schema, sha256_file
 from tests.ingest import crafted as c
 

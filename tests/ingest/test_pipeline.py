@@ -15,17 +15,18 @@ from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
 from pcapvision.errors import InputNotFoundError, ParameterError
-from pcapvision.ingest import pipeline
+from pcapvision.ingest import flowstream, pipeline
 from pcapvision.ingest.labels import Labeler
-from pcapvision.ingest.pipeline import (
+from pcapvision.ingest import (
     FLOWS_SCHEMA,
     IngestOptions,
     discover_captures,
-    flow_id,
     ingest,
     iter_flow_tables,
     read_flows,
 )
+from pcapvision.ingest.flowid import flow_id
+from pcapvision.ingest.summary import CaptureStats
 from pcapvision.io import metadata_from_schema, sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,8 +165,8 @@ def test_flow_id_is_direction_free_and_deterministic() -> None:
 
 def test_streaming_batches_are_bounded(captures: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
     path = udp_capture(tmp_path / "many.pcap", 25)
-    monkeypatch.setattr(pipeline, "OUTPUT_BATCH_FLOWS", 4)
-    stats = pipeline.CaptureStats(str(path), sha256_file(path))
+    monkeypatch.setattr(flowstream, "OUTPUT_BATCH_FLOWS", 4)
+    stats = CaptureStats(str(path), sha256_file(path))
     batches = list(iter_flow_tables(path, IngestOptions(chunk_packets=7), None, stats=stats))
     assert [b.num_rows for b in batches] == [4] * 6 + [1]
     assert stats.packets == 50 and stats.flows == 25
@@ -322,7 +323,7 @@ def test_capture_failing_half_way_leaves_no_rows_behind(captures: dict[str, Path
                 raise RuntimeError("boom")
             yield batch
 
-    monkeypatch.setattr(pipeline, "OUTPUT_BATCH_FLOWS", 2)
+    monkeypatch.setattr(flowstream, "OUTPUT_BATCH_FLOWS", 2)
     monkeypatch.setattr(pipeline, "iter_flow_tables", breaks_after_two_batches)
     out = tmp_path / "flows.parquet"
     summary = ingest([captures["udp"], many, captures["tcp"]], out)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pcapvision.errors import CaptureFormatError, InputNotFoundError, ParameterError
-from pcapvision.ingest import capture
+from pcapvision.ingest import capture, pcap, pcapng
 from pcapvision.ingest.packets import Packet
 from pcapvision.ingest.readers import READERS, capture_info, read_packets
 from tests.ingest import crafted as c
@@ -31,11 +31,12 @@ def read_all(path: Path, reader: str = "auto", chunk_packets: int = 65536) -> tu
 @pytest.fixture
 def tiny_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Exercise the guessing walker, gzip windows and decode blocks on tiny captures."""
-    monkeypatch.setattr(capture._PcapWalker, "MIN_SPECULATION_BYTES", 64)
-    monkeypatch.setattr(capture._PcapWalker, "SPECULATE_BELOW_BYTES", float("inf"))
-    monkeypatch.setattr(capture._PcapWalker, "LOOP_RECORDS", 3)
-    monkeypatch.setattr(capture._PcapWalker, "SCAN_PIECE", 512)
-    monkeypatch.setattr(capture, "GZIP_BLOCK_BYTES", 300)
+    monkeypatch.setattr(pcap.PcapWalker, "MIN_SPECULATION_BYTES", 64)
+    monkeypatch.setattr(pcap.PcapWalker, "SPECULATE_BELOW_BYTES", float("inf"))
+    monkeypatch.setattr(pcap.PcapWalker, "LOOP_RECORDS", 3)
+    monkeypatch.setattr(pcap.PcapWalker, "SCAN_PIECE", 512)
+    monkeypatch.setattr(pcap, "GZIP_BLOCK_BYTES", 300)
+    monkeypatch.setattr(pcapng, "GZIP_BLOCK_BYTES", 300)
     from pcapvision.ingest import fastpath
 
     monkeypatch.setattr(fastpath, "BLOCK_FRAMES", 5)

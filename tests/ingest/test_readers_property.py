@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pcapvision.errors import CaptureFormatError
-from pcapvision.ingest import capture
+from pcapvision.ingest import pcap, pcapng
 from pcapvision.ingest.packets import PacketBatch
 from pcapvision.ingest.readers import read_packets
 from tests.ingest import crafted as c
@@ -75,10 +75,11 @@ SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[Heal
 @pytest.fixture(autouse=True)
 def _small_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     # Make the guessing walker and gzip windows work on these small inputs too.
-    monkeypatch.setattr(capture._PcapWalker, "MIN_SPECULATION_BYTES", 64)
-    monkeypatch.setattr(capture._PcapWalker, "SPECULATE_BELOW_BYTES", float("inf"))
-    monkeypatch.setattr(capture._PcapWalker, "LOOP_RECORDS", 3)
-    monkeypatch.setattr(capture, "GZIP_BLOCK_BYTES", 256)
+    monkeypatch.setattr(pcap.PcapWalker, "MIN_SPECULATION_BYTES", 64)
+    monkeypatch.setattr(pcap.PcapWalker, "SPECULATE_BELOW_BYTES", float("inf"))
+    monkeypatch.setattr(pcap.PcapWalker, "LOOP_RECORDS", 3)
+    monkeypatch.setattr(pcap, "GZIP_BLOCK_BYTES", 256)
+    monkeypatch.setattr(pcapng, "GZIP_BLOCK_BYTES", 256)
 
 
 @pytest.mark.parametrize("reader", ["auto", "dpkt"])

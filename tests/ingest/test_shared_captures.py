@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pcapvision.ingest.pipeline import IngestOptions, ingest, read_flows
+from pcapvision.ingest import IngestOptions, ingest, read_flows
 
 pytestmark = pytest.mark.shared
 

@@ -26,7 +26,7 @@ from pcapvision.ingest.importers.records import (
     label_from_word,
     side_table_rows,
 )
-from pcapvision.ingest.pipeline import discover_captures
+from pcapvision.ingest.discover import discover_captures
 
 
 def read_class_map(path: str | Path) -> dict[str, str]:
