@@ -2,15 +2,15 @@
 
 Packets are grouped into bidirectional flows by their canonical 5-tuple, split by timeouts and TCP
 closure, counted per direction, and their payload is kept (TCP reassembled by sequence number).
-The work is vectorised per chunk: packets are grouped by key with one sort, counters are updated
-with ``bincount``, in-order payload is located with array arithmetic; Python runs per (flow,
-chunk) while a flow still fills its ``packet_*`` lists or payload, per packet only for TCP
-directions with a sequence hole, and per flow when it is emitted (as a dict, or as a row of an
-Arrow record batch with :meth:`FlowAssembler.add_columns` / :func:`assemble_flow_batches`).
-This module cuts flows (keys looked up, timeouts, closure, counters) and drives the others:
-:mod:`.flowkey` groups a batch's packets by canonical key, :mod:`.flowtable` holds the per-slot
-state of the flows, :mod:`.flowbuffers` their ``packet_*`` lists, :mod:`.reassembly` collects their
-payload, :mod:`.emission` builds the columns of :mod:`.flowschema`'s table when flows end.
+Each batch is assembled by one compiled loop over its packets in capture order (:mod:`.jit`):
+no Python runs per packet, and per flow only when it is emitted (address text, Community ID,
+TLS metadata). This module cuts flows (keys looked up, timeouts, closure, counters, packet lists)
+and drives the others: :mod:`.flowkey` computes each packet's canonical key, :mod:`.flowtable`
+holds the per-slot state of the flows and the table of open ones, :mod:`.flowbuffers` the pages
+their bytes and lists live in, :mod:`.reassembly` places their payload, :mod:`.seqgaps` counts
+the TCP bytes the capture missed, :mod:`.emission` builds the columns of :mod:`.flowschema`'s
+table when flows end (as dicts with :meth:`FlowAssembler.add`, or Arrow record batches with
+:meth:`FlowAssembler.add_columns` / :func:`assemble_flow_batches`).
 
 The semantics (also in ``docs/ingest-flows.md``):
 
@@ -50,30 +50,64 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from itertools import repeat
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from pcapvision.errors import ParameterError
+from pcapvision.ingest import flowbuffers
 from pcapvision.ingest.emission import finish_flows, output_order, to_record_batch, to_records
-from pcapvision.ingest.flowbuffers import FlowBuffers, collect_lists
-from pcapvision.ingest.flowkey import group_packets
+from pcapvision.ingest.flowbuffers import GAPS, LISTS, PAGES, RUNS, Pools, add_listed, new_pools
+from pcapvision.ingest.flowkey import packet_keys
 from pcapvision.ingest.flowschema import END_ACTIVE, END_EOC, END_FIN, END_IDLE, END_OPEN, END_RST
-from pcapvision.ingest.flowtable import INT64_MAX, FlowTable
+from pcapvision.ingest.flowtable import (
+    EMPTY,
+    F_BASE,
+    F_BYTES,
+    F_CODE,
+    F_DONE,
+    F_END,
+    F_FIN,
+    F_FIRST_DIR,
+    F_FIRST_FRAME,
+    F_FIRST_TS,
+    F_HASH,
+    F_HOLE,
+    F_LISTED,
+    F_MAX_TS,
+    F_PAYLEN,
+    F_PAYLOAD_BYTES,
+    F_PKTS,
+    F_PREV_TS,
+    F_SEEN_HI,
+    F_SYN_DIR,
+    INT64_MAX,
+    PAGE_TABLE,
+    Slots,
+    grow_slots,
+    new_slots,
+    new_table,
+    rehash,
+    remove_open,
+)
+from pcapvision.ingest.jit import compiled, compiled_inline
 from pcapvision.ingest.packets import ACK, FIN, PROTO_TCP, RST, SYN, PacketBatch
-from pcapvision.ingest.reassembly import collect_payload
+from pcapvision.ingest.reassembly import OUT_OF_ORDER, OVERLAPPING, RETRANSMITTED, place_tcp, place_udp
+from pcapvision.ingest.seqgaps import note_segment
 from pcapvision.validation import check_choice, check_int, check_positive_number
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ON_HOLE", "FlowOptions", "FlowAssembler", "assemble_flows", "assemble_flow_batches"]
 
-_NEVER = INT64_MAX  # position sentinel for "no such packet in the segment"
 _MAX_TIMEOUT_S = 1e9
 _MAX_BYTES_LIMIT = 1 << 30  # offsets are computed modulo 2**32 with a sign bit: keep far below
 ON_HOLE = ("stop", "skip")
+# Pool entries one packet may take at most: stream and mask pages, a run page, a list page, two
+# gap nodes. The compiled loop stops before a packet when a pool has less, to be grown.
+_NEED = {PAGES: 2 * PAGE_TABLE, RUNS: 1, LISTS: 1, GAPS: 2}
+_COUNTERS = ("retransmitted_segments", "overlapping_segments", "out_of_order_segments")
 
 
 @dataclass(frozen=True)
@@ -101,18 +135,13 @@ class FlowOptions:
         return asdict(self)
 
 
-def _segment_reduce(values: np.ndarray, starts: np.ndarray, ufunc: np.ufunc) -> np.ndarray:
-    return ufunc.reduceat(values, starts) if len(values) else values[:0]
-
-
-class FlowAssembler(FlowTable):
+class FlowAssembler:
     """Incremental flow assembler: feed batches with :meth:`add`, then call :meth:`flush`.
 
     ``stats`` counts ``packets``, ``flows``, and, within the collected payload prefix of TCP
     directions, ``retransmitted_segments`` (no new byte), ``overlapping_segments`` (some new
     bytes, some already there), ``out_of_order_segments`` (starting beyond the contiguous prefix),
-    ``flows_with_payload_hole`` (a direction ended with bytes stranded after a hole), and
-    ``hash_collision_batches`` (batches regrouped exactly after a 64-bit key hash collision).
+    and ``flows_with_payload_hole`` (a direction ended with bytes stranded after a hole).
     """
 
     def __init__(self, options: FlowOptions = FlowOptions()) -> None:
@@ -122,16 +151,21 @@ class FlowAssembler(FlowTable):
         self.stats: Counter[str] = Counter()
         self._idle_ns = int(round(options.idle_timeout_s * 1e9))
         self._active_ns = int(round(options.active_timeout_s * 1e9))
+        self._max_bytes = options.max_bytes
         self._max_packets = options.max_packets
         self._clock: int | None = None
-        super().__init__(options.max_bytes)
+        self.slots: Slots = new_slots(1024)
+        self.pools: Pools = new_pools(flowbuffers.page_bytes(options.max_bytes))
+        self.table = new_table(2048)
+        self._open_count = np.zeros(1, np.int64)
+        self._counters = np.zeros(len(_COUNTERS), np.int64)
 
     # --- public API ---------------------------------------------------------------------------
 
     @property
     def open_flows(self) -> int:
         """Number of flows currently open (memory is proportional to it)."""
-        return len(self._open)
+        return int(self._open_count[0])
 
     def add(self, batch: PacketBatch) -> list[dict[str, Any]]:
         """Assemble one batch; return the flows that ended during it, as dicts."""
@@ -154,14 +188,21 @@ class FlowAssembler(FlowTable):
         ``max_flows`` flows and about ``max_bytes`` payload bytes (a flow larger than that alone).
 
         At the end of a capture most flows may still be open: building all their columns at
-        once would hold a second copy of every buffer (and fault in that much fresh memory);
-        slices are built one at a time, each freeing its flows' buffers.
+        once would hold a second copy of every buffer; slices are built one at a time, each
+        freeing its flows' pages.
         """
-        slots, codes = self._end_all()
+        return self._emit(*self._end_all(), max_flows, max_bytes)
+
+    def _emitted_bytes(self, slots: np.ndarray) -> np.ndarray:
+        """Bytes each flow will emit: its contiguous stream prefixes and its interleaved payload."""
+        state = self.slots.state
+        return state[slots, F_END] + state[slots, F_END + 1] + state[slots, F_PAYLEN]
+
+    def _emit(self, slots: np.ndarray, codes: np.ndarray, max_flows: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
+        """The ended flows in ``slots``, in output order, as record batches within the bounds."""
         order = output_order(self, slots)
         slots, codes = slots[order], codes[order]
-        # Bytes each flow will emit: the contiguous stream prefixes and the interleaved payload.
-        emitted = np.cumsum(self._end[slots].sum(axis=1) + self._paylen[slots])
+        emitted = np.cumsum(self._emitted_bytes(slots))
         start = 0
         while start < len(slots):
             before = int(emitted[start - 1]) if start else 0
@@ -170,236 +211,190 @@ class FlowAssembler(FlowTable):
             yield to_record_batch(finish_flows(self, slots[start:stop], codes[start:stop]))
             start = stop
 
+    # --- per batch ----------------------------------------------------------------------------
+
     def _advance(self, batch: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
         """Assemble one batch; the slots of the flows that ended and their end codes."""
-        if len(batch) == 0:
+        n = len(batch)
+        if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int8)
-        self.stats["packets"] += len(batch)
-        ended_slots, ended_codes = self._assemble(batch)
+        self.stats["packets"] += n
+        self._reserve(n)
+        words, direction, hashes = packet_keys(batch)
+        order = _grouped_order(hashes)
+        ended = np.empty(n, np.int64)
+        ended_codes = np.empty(n, np.int8)
+        counts = np.zeros(2, np.int64)  # flows ended, flows started
+        start = 0
+        while True:
+            start = _assemble_packets(
+                start, order, words, direction, hashes, batch.ts_ns, batch.frame_index, batch.tcp_flags,
+                batch.payload_len, batch.ip_bytes, batch.tcp_seq, batch.payload_offset, batch.data,
+                self._idle_ns, self._active_ns, self._max_bytes, self._max_packets,
+                self.slots, self.pools, self.table, self._open_count, self._counters, ended, ended_codes, counts)
+            if start == n:
+                break
+            for kind, need in _NEED.items():  # a pool ran short before packet ``start``: grow it
+                self.pools = flowbuffers.reserve(self.pools, kind, max(need, 4096))
+        self.stats["flows"] += int(counts[1])
+        for name, total in zip(_COUNTERS, self._counters.tolist()):
+            self.stats[name] = total  # running totals kept by the compiled loop
+        ended, ended_codes = ended[: counts[0]], ended_codes[: counts[0]]
         batch_max = int(batch.ts_ns.max())
         self._clock = batch_max if self._clock is None else max(self._clock, batch_max)
-        # Expire flows idle for longer than the timeout on the capture clock.
-        expired = np.flatnonzero(self._prev_ts < self._clock - self._idle_ns)
+        # Expire flows idle for longer than the timeout on the capture clock (free and ended
+        # slots have prev_ts = INT64_MAX).
+        expired = np.flatnonzero(self.slots.state[:, F_PREV_TS] < self._clock - self._idle_ns)
         if len(expired):
-            for slot in expired.tolist():
-                key = self._keys[slot]
-                if self._open.get(key) == slot:
-                    del self._open[key]
-            ended_slots = np.concatenate([ended_slots, expired])
+            remove_open(self.table, expired, self.slots.state)
+            self.slots.state[expired, F_PREV_TS] = INT64_MAX  # ended, whenever they are emitted
+            self._open_count[0] -= len(expired)
+            ended = np.concatenate([ended, expired])
             ended_codes = np.concatenate([ended_codes, np.full(len(expired), END_IDLE, np.int8)])
-        return ended_slots, ended_codes
+        return ended, ended_codes
+
+    def _reserve(self, n: int) -> None:
+        """Room for ``n`` more flows: free slots, and a hash table at most half full."""
+        free = int(self.slots.free_count[0])
+        if free < n:
+            size = self.slots.state.shape[0]
+            self.slots = grow_slots(self.slots, max(2 * size, size + n - free))
+        if 2 * (self.open_flows + n) > self.table.shape[0]:
+            table = new_table(4 * (self.open_flows + n))
+            rehash(self.table, table, self.slots.state)
+            self.table = table
 
     def _end_all(self) -> tuple[np.ndarray, np.ndarray]:
-        slots = np.array(list(self._open.values()), np.int64)
-        self._open.clear()
+        slots = self.table[self.table != EMPTY]
+        self.table[:] = EMPTY
+        self._open_count[0] = 0
         return slots, np.full(len(slots), END_EOC, np.int8)
 
 
-    # --- per-batch assembly -------------------------------------------------------------------
+@compiled
+def _assemble_packets(start, order, words, direction, hashes, ts, frame, flags, plen, ipb, seq, poff, data,
+                      idle, active, max_bytes, max_packets, S, P, table, open_count, counters, ended,
+                      ended_codes, counts):  # pragma: no cover - compiled
+    """Assemble the packets ``order[start:]`` of a batch; return the position in ``order`` of the
+    first packet not assembled: ``len(ts)``, or earlier when a pool may run short for the next one."""
+    # Plain arrays, not tuple fields, in the loop (each field access would update reference counts).
+    state, keys, tables = S.state, S.words, S.tables
+    slot_free, slot_free_count = S.free, S.free_count
+    pages, runs, run_next, free, free_count = P.pages, P.runs, P.run_next, P.free, P.free_count
+    list_time, list_bytes, list_lengths, list_next = P.list_time, P.list_bytes, P.list_lengths, P.list_next
+    gaps, gap_next = P.gaps, P.gap_next
+    mask = table.shape[0] - 1
+    for k in range(start, ts.shape[0]):
+        i = order[k]
+        if (free_count[PAGES] < 2 * PAGE_TABLE or free_count[RUNS] < 1 or free_count[LISTS] < 1
+                or free_count[GAPS] < 2):
+            return k
+        t = ts[i]
+        d = direction[i]
+        f = flags[i]
+        syn = (f & (SYN | ACK)) == SYN
+        # Look the key up; ``j`` ends on its entry, or on the empty entry where it goes.
+        j = hashes[i] & mask
+        s = -1
+        while table[j] != EMPTY:
+            c = table[j]
+            if (keys[c, 0] == words[i, 0] and keys[c, 1] == words[i, 1] and keys[c, 2] == words[i, 2]
+                    and keys[c, 3] == words[i, 3] and keys[c, 4] == words[i, 4]):
+                s = c
+                break
+            j = (j + 1) & mask
+        if s >= 0:
+            gap_idle = t - state[s, F_PREV_TS] > idle
+            if gap_idle or (syn and state[s, F_CODE] != END_OPEN) or t - state[s, F_FIRST_TS] > active:
+                ended[counts[0]] = s
+                ended_codes[counts[0]] = END_IDLE if gap_idle else END_ACTIVE
+                counts[0] += 1
+                state[s, F_PREV_TS] = INT64_MAX  # ended: out of this batch's expiry
+                s = -1
+        if s < 0:
+            slot_free_count[0] -= 1
+            s = slot_free[slot_free_count[0]]
+            if table[j] == EMPTY:
+                open_count[0] += 1
+            table[j] = s
+            counts[1] += 1
+            keys[s] = words[i]
+            _start_flow(state, s, hashes[i], t, frame[i], d, max_bytes)
+        # Counters, times, TCP closure.
+        state[s, F_MAX_TS] = max(state[s, F_MAX_TS], t)
+        state[s, F_PREV_TS] = t
+        state[s, F_PKTS + d] += 1
+        state[s, F_BYTES + d] += ipb[i]
+        state[s, F_PAYLOAD_BYTES + d] += plen[i]
+        if syn and state[s, F_SYN_DIR] < 0:
+            state[s, F_SYN_DIR] = d
+        if state[s, F_CODE] == END_OPEN:
+            if f & RST:  # whichever of "an RST" or "FINs from both sides" comes first closes
+                state[s, F_CODE] = END_RST
+            elif f & FIN:
+                state[s, F_FIN + d] = 1
+                if state[s, F_FIN] and state[s, F_FIN + 1]:
+                    state[s, F_CODE] = END_FIN
+        if state[s, F_LISTED] < max_packets:
+            add_listed(list_time, list_bytes, list_lengths, list_next, free, free_count, state, s,
+                       (t - state[s, F_FIRST_TS]) / 1e6, d, plen[i], ipb[i], f)
+        # Payload and TCP sequence space.
+        n = np.int64(plen[i])
+        if ((keys[s, 4] >> np.uint64(32)) & np.uint64(0xFF)) == PROTO_TCP:
+            syn_flag = (f & SYN) != 0
+            if n > 0 or syn_flag:
+                dseq = (np.int64(seq[i]) + (1 if syn_flag else 0)) & 0xFFFFFFFF  # data follows a SYN
+                if state[s, F_BASE + d] < 0:  # the initial sequence number: first SYN or data segment
+                    state[s, F_BASE + d] = dseq
+                if n > 0:
+                    rel = (dseq - state[s, F_BASE + d]) & 0xFFFFFFFF
+                    if rel >= 0x80000000:
+                        rel -= 0x100000000
+                    if rel + n > max(rel, 0):
+                        note_segment(gaps, gap_next, free, free_count, state, s, d, max(rel, 0), rel + n)
+                    if not state[s, F_DONE + d]:
+                        place_tcp(state, tables, pages, runs, run_next, free, free_count, s, d, data, poff[i], rel,
+                                  n, max_bytes, counters)
+        elif n > 0 and not state[s, F_DONE + d]:
+            place_udp(state, tables, pages, runs, run_next, free, free_count, s, d, data, poff[i], n, max_bytes)
+    return ts.shape[0]
 
-    def _assemble(self, batch: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
-        idle, active = self._idle_ns, self._active_ns
-        order, gstart, dc, sorted_words = group_packets(batch, self.stats)
-        n = len(order)
-        G = len(gstart)
-        ts = batch.ts_ns[order].astype(np.int64, copy=False)
-        fl = batch.tcp_flags[order]
-        plen = batch.payload_len[order].astype(np.int64)
 
-        rep_words = np.take(sorted_words, gstart, axis=0)
-        keys = rep_words.view(np.dtype((np.void, 40))).ravel().tolist()
-        slot_in = np.fromiter(map(self._open.get, keys, repeat(-1)), np.int64, G)
+def _grouped_order(hashes: np.ndarray) -> np.ndarray:
+    """An order of the batch's packets that keeps each key's packets together and in capture
+    order: flows are independent, and a flow's state stays in the cache while its packets are
+    assembled (in capture order, every packet would touch another flow's state: ~20 cache
+    misses each). One plain sort of (hash, position) keys: the low bits hold the position."""
+    n = hashes.shape[0]
+    bits = max(1, (n - 1).bit_length())
+    low = (1 << bits) - 1
+    keys = (hashes & ~low) | np.arange(n, dtype=np.int64)
+    keys.sort()
+    return keys & low
 
-        syn = (fl & (SYN | ACK)) == SYN
-        gid = np.zeros(n, np.int64)
-        gid[gstart[1:]] = 1
-        gid = np.cumsum(gid)
-        gend = np.append(gstart[1:], n)
 
-        # Group starts on an open flow: does the first packet continue it?
-        cont = slot_in >= 0
-        ended_at_start = np.zeros(G, bool)
-        start_idle = np.zeros(G, bool)
-        if cont.any():
-            ci = np.flatnonzero(cont)
-            cs = slot_in[ci]
-            t0 = ts[gstart[ci]]
-            gap_idle = t0 - self._prev_ts[cs] > idle
-            split = gap_idle | (syn[gstart[ci]] & (self._code[cs] != END_OPEN)) | (t0 - self._first_ts[cs] > active)
-            ended_at_start[ci[split]] = True
-            start_idle[ci[split & gap_idle]] = True
-            cont[ci[split]] = False
-
-        # Boundaries: group starts and idle gaps within groups (unconditional).
-        bnd = np.zeros(n, bool)
-        bnd[gstart] = True
-        gap = np.zeros(n, np.int64)
-        gap[1:] = ts[1:] - ts[:-1]
-        idle_gap = gap > idle
-        idle_gap[gstart] = False
-        bnd |= idle_gap
-
-        # Carried-in state of each group's first segment (fresh for new flows).
-        cont_idx = np.flatnonzero(cont)
-        g_closed = np.zeros(G, bool)
-        g_f0 = np.zeros(G, bool)
-        g_f1 = np.zeros(G, bool)
-        g_first = ts[gstart].copy()
-        if len(cont_idx):
-            cs = slot_in[cont_idx]
-            g_closed[cont_idx] = self._code[cs] != END_OPEN
-            g_f0[cont_idx] = self._fin[cs, 0]
-            g_f1[cont_idx] = self._fin[cs, 1]
-            g_first[cont_idx] = self._first_ts[cs]
-
-        # Closure (SYN after close) and active-timeout splits: find segments that have one
-        # vectorised, then scan only those segments packet by packet (they are rare).
-        is_rst = (fl & RST) != 0
-        is_fin = (fl & FIN) != 0
-        fin0 = is_fin & (dc == 0)
-        fin1 = is_fin & (dc == 1)
-        seg_start = np.flatnonzero(bnd)
-        seg_id = np.cumsum(bnd) - 1
-        first_of_group = np.zeros(len(seg_start), bool)
-        seg_gid = gid[seg_start]
-        first_of_group[np.searchsorted(seg_start, gstart)] = True
-        s_closed = np.where(first_of_group, g_closed[seg_gid], False)
-        s_f0 = np.where(first_of_group, g_f0[seg_gid], False)
-        s_f1 = np.where(first_of_group, g_f1[seg_gid], False)
-        s_first = np.where(first_of_group, g_first[seg_gid], ts[seg_start])
-
-        def before(x: np.ndarray) -> np.ndarray:
-            """Per position: does any earlier packet of its segment have ``x``?"""
-            c = np.cumsum(x) - x
-            return (c - c[seg_start][seg_id]) > 0
-
-        closed_before = (s_closed[seg_id] | before(is_rst)
-                         | ((s_f0[seg_id] | before(fin0)) & (s_f1[seg_id] | before(fin1))))
-        cand = ((syn & closed_before) | (ts - s_first[seg_id] > active)) & ~bnd
-        cause_active = np.zeros(n, bool)  # boundary caused by the active timeout
-        if cand.any():
-            segs = np.unique(seg_id[cand])
-            seg_end_all = np.append(seg_start[1:], n)
-            new_b, new_active = self._scan_splits(
-                segs, seg_start, seg_end_all, ts, fl, dc, syn, s_closed, s_f0, s_f1, s_first)
-            bnd[new_b] = True
-            cause_active[new_active] = True
-            seg_start = np.flatnonzero(bnd)
-            seg_id = np.cumsum(bnd) - 1
-            seg_gid = gid[seg_start]
-            first_of_group = np.zeros(len(seg_start), bool)
-            first_of_group[np.searchsorted(seg_start, gstart)] = True
-
-        S = len(seg_start)
-        seg_end = np.append(seg_start[1:], n)
-        last_of_group = np.zeros(S, bool)
-        last_of_group[np.searchsorted(seg_start, gend) - 1] = True
-        seg_cont = first_of_group & cont[seg_gid]
-
-        # Slots: continued flows keep theirs; every other segment is a new flow.
-        slots = np.where(seg_cont, slot_in[seg_gid], -1)
-        new_seg = np.flatnonzero(~seg_cont)
-        new_slots = self._alloc(len(new_seg))
-        slots[new_seg] = new_slots
-        self.stats["flows"] += len(new_seg)
-        first_pos = seg_start[new_seg]
-        self._first_ts[new_slots] = ts[first_pos]
-        self._max_ts[new_slots] = ts[first_pos]
-        self._first_frame[new_slots] = batch.frame_index[order[first_pos]]
-        self._first_dir[new_slots] = dc[first_pos]
-        self._words[new_slots] = np.take(sorted_words, first_pos, axis=0)
-        bufs, slot_keys = self._bufs, self._keys
-        for g, slot in zip(seg_gid[new_seg].tolist(), new_slots.tolist()):
-            slot_keys[slot] = keys[g]
-            bufs[slot] = FlowBuffers()
-
-        # Counters, times, TCP state.
-        key2 = seg_id * 2 + dc
-        ipb = batch.ip_bytes[order].astype(np.int64)
-        self._pkts[slots] += np.bincount(key2, minlength=2 * S).reshape(S, 2)
-        self._bytes[slots] += np.bincount(key2, weights=ipb, minlength=2 * S).astype(np.int64).reshape(S, 2)
-        self._pbytes[slots] += np.bincount(key2, weights=plen, minlength=2 * S).astype(np.int64).reshape(S, 2)
-        self._max_ts[slots] = np.maximum(self._max_ts[slots], _segment_reduce(ts, seg_start, np.maximum))
-        self._prev_ts[slots] = ts[seg_end - 1]
-        pos = np.arange(n, dtype=np.int64)
-        first_syn = _segment_reduce(np.where(syn, pos, _NEVER), seg_start, np.minimum)
-        has_syn = (first_syn != _NEVER) & (self._syn_dir[slots] < 0)
-        self._syn_dir[slots[has_syn]] = dc[first_syn[has_syn]]
-        # Closure: whichever of "an RST" or "FINs from both sides" came first.
-        code = self._code[slots]
-        f_rst = _segment_reduce(np.where(is_rst, pos, _NEVER), seg_start, np.minimum)
-        f0 = np.where(self._fin[slots, 0], -1, _segment_reduce(np.where(fin0, pos, _NEVER), seg_start, np.minimum))
-        f1 = np.where(self._fin[slots, 1], -1, _segment_reduce(np.where(fin1, pos, _NEVER), seg_start, np.minimum))
-        f_both = np.maximum(f0, f1)
-        newly = (code == END_OPEN) & ((f_rst != _NEVER) | (f_both != _NEVER))
-        code[newly] = np.where(f_rst[newly] <= f_both[newly], END_RST, END_FIN)
-        self._code[slots] = code
-        self._fin[slots, 0] |= f0 != _NEVER
-        self._fin[slots, 1] |= f1 != _NEVER
-
-        if self._max_packets:
-            collect_lists(self, slots, seg_start, seg_id, ts, dc, fl, plen, ipb)
-        seg_tcp = ((sorted_words[seg_start, 4] >> np.uint64(32)) & np.uint64(0xFF)) == PROTO_TCP
-        syn_flag = (fl & SYN) != 0
-        # Sequence space seen per TCP direction (missed bytes); fixes each direction's initial
-        # sequence number as payload collection would.
-        seq_entries = np.flatnonzero(seg_tcp[seg_id] & ((plen > 0) | syn_flag))
-        if len(seq_entries):
-            self._gaps.add(self._base, slots[seg_id[seq_entries]], dc[seq_entries].astype(np.int64),
-                           (batch.tcp_seq[order[seq_entries]].astype(np.int64) + syn_flag[seq_entries]) & 0xFFFFFFFF,
-                           plen[seq_entries])
-        if self._max_bytes:
-            collect_payload(self, batch, order, slots, seg_id, dc, syn_flag, plen, seg_tcp)
-
-        # Open flows: the last segment of each group.
-        for g, slot in zip(seg_gid[last_of_group].tolist(), slots[last_of_group].tolist()):
-            self._open[keys[g]] = slot
-
-        # Ended flows: carried flows split at their group's start, and segments followed by
-        # another one of the same tuple; the reason is closure, else what caused the split.
-        old = np.flatnonzero(ended_at_start)
-        old_slots = slot_in[old]
-        old_codes = np.where(start_idle[old], END_IDLE, END_ACTIVE).astype(np.int8)
-        mid = np.flatnonzero(~last_of_group)
-        nxt = seg_start[mid + 1]
-        mid_codes = np.where(cause_active[nxt], END_ACTIVE, END_IDLE).astype(np.int8)
-        ended = np.concatenate([old_slots, slots[mid]])
-        self._prev_ts[ended] = INT64_MAX  # ended here: keep them out of this batch's expiry
-        return ended, np.concatenate([old_codes, mid_codes])
-
-    def _scan_splits(
-        self, segs: np.ndarray, seg_start: np.ndarray, seg_end: np.ndarray, ts: np.ndarray, fl: np.ndarray,
-        dc: np.ndarray, syn: np.ndarray, s_closed: np.ndarray, s_f0: np.ndarray, s_f1: np.ndarray,
-        s_first: np.ndarray,
-    ) -> tuple[list[int], list[int]]:
-        """Walk the segments ``segs`` packet by packet; return the positions where a new flow
-        starts (SYN on a closed flow, or active timeout) and those caused by the active timeout."""
-        active = self._active_ns
-        boundaries: list[int] = []
-        by_active: list[int] = []
-        for s in segs.tolist():
-            a, e = int(seg_start[s]), int(seg_end[s])
-            closed, f0, f1, first = bool(s_closed[s]), bool(s_f0[s]), bool(s_f1[s]), int(s_first[s])
-            for j, (t, f, d, is_syn) in enumerate(zip(ts[a:e].tolist(), fl[a:e].tolist(), dc[a:e].tolist(),
-                                                     syn[a:e].tolist())):
-                if j:
-                    timed_out = t - first > active
-                    if (is_syn and closed) or timed_out:
-                        boundaries.append(a + j)
-                        if timed_out and not closed:
-                            by_active.append(a + j)
-                        closed = f0 = f1 = False
-                        first = t
-                if f & RST:
-                    closed = True
-                if f & FIN:
-                    if d:
-                        f1 = True
-                    else:
-                        f0 = True
-                    if f0 and f1:
-                        closed = True
-        return boundaries, by_active
+@compiled_inline
+def _start_flow(state, s, h, t, frame, d, max_bytes):  # pragma: no cover - compiled
+    """A new flow in slot ``s`` (its list, run, gap heads and page tables were reset when freed)."""
+    state[s, F_FIRST_TS] = t
+    state[s, F_MAX_TS] = t
+    state[s, F_FIRST_FRAME] = frame
+    state[s, F_FIRST_DIR] = d
+    state[s, F_SYN_DIR] = -1
+    state[s, F_CODE] = END_OPEN
+    state[s, F_PAYLEN] = 0
+    state[s, F_LISTED] = 0
+    state[s, F_HASH] = h
+    for k in range(2):
+        state[s, F_PKTS + k] = 0
+        state[s, F_BYTES + k] = 0
+        state[s, F_PAYLOAD_BYTES + k] = 0
+        state[s, F_FIN + k] = 0
+        state[s, F_DONE + k] = max_bytes == 0
+        state[s, F_BASE + k] = -1
+        state[s, F_END + k] = 0
+        state[s, F_HOLE + k] = 0
+        state[s, F_SEEN_HI + k] = 0
 
 
 def assemble_flows(batches: Iterable[PacketBatch], options: FlowOptions = FlowOptions()) -> Iterator[dict[str, Any]]:
@@ -415,17 +410,33 @@ def assemble_flow_batches(
     batches: Iterable[PacketBatch], options: FlowOptions = FlowOptions(), *,
     flush_flows: int | None = None, flush_bytes: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """The flows of :func:`assemble_flows` as Arrow record batches of :data:`FLOW_SCHEMA` (one per
-    input batch that ended flows, then the flush: one batch, or slices of at most ``flush_flows``
-    flows and about ``flush_bytes`` payload bytes when given); skips building a dict per flow."""
+    """The flows of :func:`assemble_flows` as Arrow record batches of :data:`FLOW_SCHEMA`; skips
+    building a dict per flow. Without bounds, one batch per input batch that ended flows, then
+    the flush. With ``flush_flows`` / ``flush_bytes``, ended flows are held back until that many
+    flows or payload bytes are pending, and every batch has at most ``flush_flows`` flows and
+    about ``flush_bytes`` payload bytes (fewer, larger batches: no regrouping copy downstream)."""
     assembler = FlowAssembler(options)
-    for batch in batches:
-        ended = assembler.add_columns(batch)
-        if ended.num_rows:
-            yield ended
     if flush_flows is None and flush_bytes is None:
-        flushed: Iterable[pa.RecordBatch] = [assembler.flush_columns()]
+        for batch in batches:
+            ended = assembler.add_columns(batch)
+            if ended.num_rows:
+                yield ended
+        flushed = assembler.flush_columns()
+        if flushed.num_rows:
+            yield flushed
     else:
-        flushed = assembler.flush_column_batches(flush_flows or INT64_MAX, flush_bytes or INT64_MAX)
-    yield from (ended for ended in flushed if ended.num_rows)
+        max_flows, max_bytes = flush_flows or INT64_MAX, flush_bytes or INT64_MAX
+        pending: list[tuple[np.ndarray, np.ndarray]] = []
+        flows = size = 0
+        for batch in batches:
+            slots, codes = assembler._advance(batch)
+            if len(slots):
+                pending.append((slots, codes))
+                flows += len(slots)
+                size += int(assembler._emitted_bytes(slots).sum())
+            if flows >= max_flows or size >= max_bytes:
+                yield from assembler._emit(*map(np.concatenate, zip(*pending)), max_flows, max_bytes)
+                pending, flows, size = [], 0, 0
+        pending.append(assembler._end_all())
+        yield from assembler._emit(*map(np.concatenate, zip(*pending)), max_flows, max_bytes)
     log.debug("flow assembly: %s", dict(assembler.stats))

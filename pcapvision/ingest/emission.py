@@ -12,16 +12,46 @@ from __future__ import annotations
 
 import functools
 import socket
-from array import array
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
 from pcapvision.ingest.community_id import community_ids
-from pcapvision.ingest.flowbuffers import INT32_CODE
+from pcapvision.ingest.flowbuffers import (
+    LIST_PAGE,
+    RUN_PAGE,
+    find_mask,
+    read_bytes,
+    release_list,
+    release_runs,
+    release_table,
+)
 from pcapvision.ingest.flowschema import END_OPEN, END_REASONS, FLOW_COLUMNS, FLOW_SCHEMA, FLOW_SCHEMA_FIELDS
-from pcapvision.ingest.flowtable import INT64_MAX
+from pcapvision.ingest.flowtable import (
+    F_BYTES,
+    F_CODE,
+    F_END,
+    F_FIRST_DIR,
+    F_FIRST_FRAME,
+    F_FIRST_TS,
+    F_HOLE,
+    F_LIST_HEAD,
+    F_LISTED,
+    F_MAX_TS,
+    F_PAYLEN,
+    F_PAYLOAD_BYTES,
+    F_PKTS,
+    F_PREV_TS,
+    F_RUN_COUNT,
+    F_RUN_HEAD,
+    F_SYN_DIR,
+    INT64_MAX,
+    T_MASK,
+    T_STREAM,
+)
+from pcapvision.ingest.jit import compiled, compiled_inline, copy_bytes
+from pcapvision.ingest.seqgaps import missed_bytes, release_gaps
 from pcapvision.ingest.packets import PROTO_TCP, format_address
 from pcapvision.ingest.tls import client_hello_metadata
 
@@ -31,7 +61,6 @@ if TYPE_CHECKING:
 __all__ = ["finish_flows", "output_order", "to_record_batch", "to_records"]
 
 _INT32_MAX = np.iinfo(np.int32).max
-_SWAP_DIRECTION = bytes([1, 0]) + bytes(254)  # bytes.translate table: 0 <-> 1
 
 
 def _address_text(packed: bytes, ip_version: int) -> str:
@@ -47,32 +76,37 @@ def _ipv6_text(packed: bytes) -> str:
 
 def output_order(asm: FlowAssembler, slots: np.ndarray) -> np.ndarray:
     """The order flows are emitted in: (first_seen_ns, frame index of the first packet, tuple)."""
-    words = asm._words[slots]
+    words = asm.slots.words[slots]
+    state = asm.slots.state
     return np.lexsort((words[:, 4], words[:, 3], words[:, 2], words[:, 1], words[:, 0],
-                       asm._first_frame[slots], asm._first_ts[slots]))
+                       state[slots, F_FIRST_FRAME], state[slots, F_FIRST_TS]))
 
 
 def finish_flows(asm: FlowAssembler, slots: np.ndarray, codes: np.ndarray) -> dict[str, Any]:
     """Columns of the flows in ``slots``, in output order; frees the slots.
 
-    Numeric columns are numpy arrays, the others lists with one entry per flow; the payload
-    and ``packet_*`` entries are each flow's own buffers (``bytearray``/``array``/``bytes``;
-    directions already src/dst), copied once when a column is built.
+    Numeric columns are numpy arrays, the payload and ``packet_*`` columns Arrow arrays (built
+    by one compiled pass that copies every flow's pages into the column buffers), the others
+    lists with one entry per flow.
     """
+    S, P = asm.slots, asm.pools
+    state = S.state
     slots = slots.astype(np.int64)
-    closure = asm._code[slots]
+    closure = state[slots, F_CODE].astype(np.int8)
     codes = np.where(closure != END_OPEN, closure, codes)
     order = output_order(asm, slots)
     slots, codes = slots[order], codes[order]
-    words = asm._words[slots]
+    n = len(slots)
+    words = S.words[slots]
     # Map canonical (A, B) to (src, dst) by the initiator's side.
-    init = np.where(asm._syn_dir[slots] >= 0, asm._syn_dir[slots], asm._first_dir[slots]).astype(np.int64)
-    rows = np.arange(len(slots))
+    syn_dir = state[slots, F_SYN_DIR]
+    init = np.where(syn_dir >= 0, syn_dir, state[slots, F_FIRST_DIR])
+    rows = np.arange(n)
     w4 = words[:, 4]
     port_a = ((w4 >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.uint16)
     port_b = (w4 & np.uint64(0xFFFF)).astype(np.uint16)
     swap = init == 1
-    first, last = asm._first_ts[slots], asm._max_ts[slots]
+    first, last = state[slots, F_FIRST_TS], state[slots, F_MAX_TS]
     cols: dict[str, Any] = {
         "src_port": np.where(swap, port_b, port_a),
         "dst_port": np.where(swap, port_a, port_b),
@@ -83,16 +117,43 @@ def finish_flows(asm: FlowAssembler, slots: np.ndarray, codes: np.ndarray) -> di
         "last_seen_ns": last,
         "duration_ms": (last - first) / 1e6,
     }
-    for name, counts in (("packets", asm._pkts[slots]), ("bytes", asm._bytes[slots]),
-                         ("payload_bytes", asm._pbytes[slots]), ("missed_bytes", asm._gaps.missed(slots))):
+
+    # Sizes of every flow's outputs, then one pass copying its pages into the column buffers.
+    skip = asm.options.on_hole == "skip"
+    sizes = np.zeros((n, _SIZES), np.int64)
+    _measure(slots, init, S, P, skip, asm.options.max_bytes, sizes)
+    offsets = np.zeros((_SIZES, n + 1), np.int64)
+    np.cumsum(sizes.T, axis=1, out=offsets[:, 1:])
+    for k, name in enumerate(_BINARY):
+        if offsets[k, -1] > _INT32_MAX:  # the int32 offsets of an Arrow binary column would wrap
+            raise ValueError(f"{name}: {offsets[k, -1]:,} bytes in one batch of flows, more than a binary "
+                             f"column holds (2 GiB); lower max_bytes")
+    out = _Outputs(*(np.empty(offsets[k, -1], dtype) for k, dtype in enumerate(_DTYPES)))
+    missed = np.zeros((n, 2), np.int64)
+    _fill(slots, init, S, P, skip, asm.options.max_bytes, offsets, out, missed)
+    _release(slots, S, P)
+
+    for name, field in (("packets", F_PKTS), ("bytes", F_BYTES), ("payload_bytes", F_PAYLOAD_BYTES)):
+        counts = state[slots, field : field + 2]
         cols[f"src2dst_{name}"] = counts[rows, init]
         cols[f"dst2src_{name}"] = counts[rows, 1 - init]
+    cols["src2dst_missed_bytes"] = missed[rows, init]
+    cols["dst2src_missed_bytes"] = missed[rows, 1 - init]
     cols["bidirectional_packets"] = cols["src2dst_packets"] + cols["dst2src_packets"]
     cols["bidirectional_bytes"] = cols["src2dst_bytes"] + cols["dst2src_bytes"]
     cols["end_reason"] = [END_REASONS[c] for c in codes.tolist()]
+    for k, (name, arrow_type) in enumerate(zip(_COLUMNS, _ARROW_TYPES)):
+        values = getattr(out, _OUTPUT_FIELDS[k])
+        if arrow_type == pa.binary():
+            cols[name] = pa.Array.from_buffers(arrow_type, n, [None, pa.py_buffer(offsets[k].astype(np.int32)),
+                                                               pa.py_buffer(values)])
+        else:
+            cols[name] = pa.ListArray.from_arrays(pa.array(offsets[k].astype(np.int32)),
+                                                  pa.array(values, type=arrow_type.value_type))
+    holed = (sizes[:, _HOLES_S2D] > 0) | (sizes[:, _HOLES_D2S] > 0)
+    asm.stats["flows_with_payload_hole"] += int(np.count_nonzero(holed))
 
-    # Per-flow Python work, one comprehension per column: Community ID and address text from
-    # packed addresses, the buffers handed over as they are (joined once per column below).
+    # Per-flow Python work: Community ID and address text from packed addresses, TLS metadata.
     addr_a = np.ascontiguousarray(words[:, 0:2].astype(">u8")).view(np.uint8)
     addr_b = np.ascontiguousarray(words[:, 2:4].astype(">u8")).view(np.uint8)
     cols["community_id"] = community_ids(addr_a, addr_b, port_a, port_b, cols["protocol"])
@@ -101,54 +162,196 @@ def finish_flows(asm: FlowAssembler, slots: np.ndarray, codes: np.ndarray) -> di
     ipver = cols["ip_version"].tolist()
     cols["src_ip"] = list(map(_address_text, src_addr.view(np.dtype((np.void, 16))).ravel().tolist(), ipver))
     cols["dst_ip"] = list(map(_address_text, dst_addr.view(np.dtype((np.void, 16))).ravel().tolist(), ipver))
-
-    slot_list = slots.tolist()
-    bufs = asm._bufs
-    flows = [bufs[slot] for slot in slot_list]
-    for slot in slot_list:
-        bufs[slot] = None
-        asm._keys[slot] = None
-    streams = [buf.streams for buf in flows]
-    flip = swap.tolist()
-    no_holes = array(INT32_CODE)
-    holes = [(no_holes, no_holes)] * len(flows)
-    payload = [None] * len(flows)
-    holed = [i for i, buf in enumerate(flows) if buf.holes is not None]
-    if holed:  # hole mode: a max_bytes buffer of which the first _end bytes are contiguous
-        ends = asm._end[slots].tolist()
-        skip = asm.options.on_hole == "skip"
-        for i in holed:
-            (s0, holes0), (s1, holes1) = (flows[i].stream_bytes(0, ends[i][0], skip),
-                                          flows[i].stream_bytes(1, ends[i][1], skip))
-            if holes0 or holes1:
-                asm.stats["flows_with_payload_hole"] += 1
-                if skip:  # bytes after the holes join the interleaved payload at its end
-                    after = tuple(d for d in ((1, 0) if flip[i] else (0, 1)) if (holes0, holes1)[d])
-                    payload[i] = flows[i].payload((s0, s1), after, asm._max_bytes)
-            streams[i] = (s0, s1)
-            holes[i] = (array(INT32_CODE, holes0), array(INT32_CODE, holes1))
-    s2d = [pair[f] for pair, f in zip(streams, flip)]
-    cols["src2dst_payload"] = s2d
-    cols["dst2src_payload"] = [pair[not f] for pair, f in zip(streams, flip)]
-    cols["src2dst_payload_holes"] = [pair[f] for pair, f in zip(holes, flip)]
-    cols["dst2src_payload_holes"] = [pair[not f] for pair, f in zip(holes, flip)]
-    cols["payload"] = [buf.payload(pair) if done is None else done
-                       for buf, pair, done in zip(flows, streams, payload)]
-    cols["packet_time_ms"] = [buf.times for buf in flows]
-    cols["packet_direction"] = [buf.dirs.translate(_SWAP_DIRECTION) if f else buf.dirs
-                                for buf, f in zip(flows, flip)]
-    cols["packet_payload_bytes"] = [buf.plens for buf in flows]
-    cols["packet_ip_bytes"] = [buf.ipbytes for buf in flows]
-    cols["packet_tcp_flags"] = [buf.flags for buf in flows]
     # The initiator's stream holds a ClientHello only if it starts with a handshake record.
-    tcp = (cols["protocol"] == PROTO_TCP).tolist()
-    hellos = [client_hello_metadata(data) if is_tcp and data[:1] == b"\x16" else None
-              for data, is_tcp in zip(s2d, tcp)]
+    s2d, s2d_at = out.s2d, offsets[_S2D]
+    hello_rows = np.flatnonzero((cols["protocol"] == PROTO_TCP) & (sizes[:, _S2D] > 0))
+    hello_rows = hello_rows[s2d[s2d_at[hello_rows]] == 0x16]
+    hellos: list[tuple | None] = [None] * n
+    for i, a, b in zip(hello_rows.tolist(), s2d_at[hello_rows].tolist(), s2d_at[hello_rows + 1].tolist()):
+        hellos[i] = client_hello_metadata(s2d[a:b].tobytes())
     for k, name in enumerate(("tls_sni", "tls_version", "tls_ja3", "tls_ja3_hash")):
         cols[name] = [None if hello is None else hello[k] for hello in hellos]
-    asm._prev_ts[slots] = INT64_MAX
-    asm._free.extend(slot_list)
     return cols
+
+
+# Output columns built by the compiled pass, in the order of the sizes/offsets rows.
+_COLUMNS = ("src2dst_payload", "dst2src_payload", "payload", "src2dst_payload_holes", "dst2src_payload_holes",
+            "packet_time_ms", "packet_direction", "packet_payload_bytes", "packet_ip_bytes", "packet_tcp_flags")
+_OUTPUT_FIELDS = ("s2d", "d2s", "payload", "holes_s2d", "holes_d2s", "times", "dirs", "plens", "ipbytes", "flags")
+_S2D, _D2S, _PAYLOAD, _HOLES_S2D, _HOLES_D2S, _LISTED = 0, 1, 2, 3, 4, 5
+_SIZES = len(_COLUMNS)
+_BINARY = _COLUMNS[:3]
+_ARROW_TYPES = tuple(FLOW_SCHEMA.field(name).type for name in _COLUMNS)
+_DTYPES = (np.uint8, np.uint8, np.uint8, np.int32, np.int32, np.float64, np.uint8, np.int32, np.int32, np.uint8)
+
+
+class _Outputs(NamedTuple):
+    s2d: np.ndarray
+    d2s: np.ndarray
+    payload: np.ndarray
+    holes_s2d: np.ndarray
+    holes_d2s: np.ndarray
+    times: np.ndarray
+    dirs: np.ndarray
+    plens: np.ndarray
+    ipbytes: np.ndarray
+    flags: np.ndarray
+
+
+@compiled_inline
+def _stream_size(state, tables, pages, s, d, skip, max_bytes):  # pragma: no cover - compiled
+    """(bytes, holes) a direction emits: its contiguous prefix, and [its length] as the one hole
+    when bytes after a hole are stranded; with ``skip``, every received byte (holes closed) and
+    the offset of each join."""
+    end = state[s, F_END + d]
+    if not state[s, F_HOLE + d]:
+        return end, 0
+    mask = tables[s, T_MASK + d]
+    if not skip:
+        return end, (1 if find_mask(pages, mask, 1, end, max_bytes) != -1 else 0)
+    total = 0
+    joins = 0
+    i = 0
+    while True:
+        z = find_mask(pages, mask, 1, i, max_bytes)
+        if z == -1:
+            break
+        if z > i:
+            joins += 1
+        o = find_mask(pages, mask, 0, z, max_bytes)
+        o = max_bytes if o == -1 else o
+        total += o - z
+        i = o
+    return total, joins
+
+
+@compiled_inline
+def _taken_by_runs(runs, run_next, state, s):  # pragma: no cover - compiled
+    """Bytes of each direction in flow ``s``'s interleaved payload."""
+    taken = np.zeros(2, np.int64)
+    page = state[s, F_RUN_HEAD]
+    for r in range(state[s, F_RUN_COUNT]):
+        if r and r % RUN_PAGE == 0:
+            page = run_next[page]
+        run = runs[page, r % RUN_PAGE]
+        taken[run & 1] += run >> 1
+    return taken
+
+
+@compiled
+def _measure(slots, init, S, P, skip, max_bytes, sizes):  # pragma: no cover - compiled
+    state, tables, pages, runs, run_next = S.state, S.tables, P.pages, P.runs, P.run_next
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        src = init[i]
+        lengths = np.zeros(2, np.int64)
+        holes = np.zeros(2, np.int64)
+        for d in range(2):
+            lengths[d], holes[d] = _stream_size(state, tables, pages, s, d, skip, max_bytes)
+        sizes[i, _S2D], sizes[i, _D2S] = lengths[src], lengths[1 - src]
+        sizes[i, _HOLES_S2D], sizes[i, _HOLES_D2S] = holes[src], holes[1 - src]
+        payload = state[s, F_PAYLEN]
+        if skip and (holes[0] or holes[1]):  # bytes after the holes join the payload at its end
+            taken = _taken_by_runs(runs, run_next, state, s)
+            for d in (src, 1 - src):
+                if holes[d]:
+                    payload += min(max_bytes - payload, lengths[d] - taken[d])
+        sizes[i, _PAYLOAD] = payload
+        for k in range(_LISTED, _SIZES):  # the packet lists share their lengths
+            sizes[i, k] = state[s, F_LISTED]
+
+
+@compiled
+def _fill(slots, init, S, P, skip, max_bytes, offsets, out, missed):  # pragma: no cover - compiled
+    state, tables, pages, runs, run_next = S.state, S.tables, P.pages, P.runs, P.run_next
+    list_time, list_bytes, list_lengths, list_next = P.list_time, P.list_bytes, P.list_lengths, P.list_next
+    gaps, gap_next = P.gaps, P.gap_next
+    s2d, d2s, payload = out.s2d, out.d2s, out.payload
+    holes_s2d, holes_d2s = out.holes_s2d, out.holes_d2s
+    times, dirs, plens, ipbytes, flags = out.times, out.dirs, out.plens, out.ipbytes, out.flags
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        src = init[i]
+        at = np.zeros(2, np.int64)  # where each canonical direction's stream starts in its column
+        for d in range(2):
+            side = 0 if d == src else 1  # 0: src2dst
+            column = s2d if side == 0 else d2s
+            holes = holes_s2d if side == 0 else holes_d2s
+            pos = offsets[_S2D + side, i]
+            at[d] = pos
+            hole_at = offsets[_HOLES_S2D + side, i]
+            stream = tables[s, T_STREAM + d]
+            end = state[s, F_END + d]
+            if not state[s, F_HOLE + d] or not skip:
+                read_bytes(pages, stream, 0, end, column, pos)
+                if offsets[_HOLES_S2D + side, i + 1] > hole_at:
+                    holes[hole_at] = end
+            else:
+                mask = tables[s, T_MASK + d]
+                start = pos
+                j = 0
+                while True:
+                    z = find_mask(pages, mask, 1, j, max_bytes)
+                    if z == -1:
+                        break
+                    if z > j:
+                        holes[hole_at] = pos - start
+                        hole_at += 1
+                    o = find_mask(pages, mask, 0, z, max_bytes)
+                    o = max_bytes if o == -1 else o
+                    read_bytes(pages, stream, z, o - z, column, pos)
+                    pos += o - z
+                    j = o
+            missed[i, d] = missed_bytes(gaps, gap_next, state, s, d)
+        # The interleaved payload: runs cut from the streams just written, then (skip) the rest.
+        pos = offsets[_PAYLOAD, i]
+        taken = np.zeros(2, np.int64)
+        page = state[s, F_RUN_HEAD]
+        for r in range(state[s, F_RUN_COUNT]):
+            if r and r % RUN_PAGE == 0:
+                page = run_next[page]
+            run = runs[page, r % RUN_PAGE]
+            d, length = run & 1, run >> 1
+            column = s2d if d == src else d2s
+            copy_bytes(payload, pos, column, at[d] + taken[d], length)
+            taken[d] += length
+            pos += length
+        stop = offsets[_PAYLOAD, i + 1]
+        for d in (src, 1 - src):
+            side = 0 if d == src else 1
+            if pos < stop and offsets[_HOLES_S2D + side, i + 1] > offsets[_HOLES_S2D + side, i]:
+                column = s2d if side == 0 else d2s
+                length = min(stop - pos, offsets[_S2D + side, i + 1] - at[d] - taken[d])
+                copy_bytes(payload, pos, column, at[d] + taken[d], length)
+                pos += length
+        # Packet lists, directions mapped to src (0) / dst (1).
+        pos = offsets[_LISTED, i]
+        page = state[s, F_LIST_HEAD]
+        for k in range(state[s, F_LISTED]):
+            if k and k % LIST_PAGE == 0:
+                page = list_next[page]
+            j = k % LIST_PAGE
+            times[pos + k] = list_time[page, j]
+            dirs[pos + k] = list_bytes[page, j, 0] ^ src
+            flags[pos + k] = list_bytes[page, j, 1]
+            plens[pos + k] = list_lengths[page, j, 0]
+            ipbytes[pos + k] = list_lengths[page, j, 1]
+
+
+@compiled
+def _release(slots, S, P):  # pragma: no cover - compiled
+    """Give the flows' pages, runs, list pages, gap nodes and slots back."""
+    state, tables, free, free_count = S.state, S.tables, P.free, P.free_count
+    for s in slots:
+        for d in range(2):
+            release_table(free, free_count, tables[s, T_STREAM + d])
+            release_table(free, free_count, tables[s, T_MASK + d])
+            release_gaps(P.gap_next, free, free_count, state, s, d)
+        release_runs(P.run_next, free, free_count, state, s)
+        release_list(P.list_next, free, free_count, state, s)
+        state[s, F_PREV_TS] = INT64_MAX
+        S.free[S.free_count[0]] = s
+        S.free_count[0] += 1
 
 
 def to_records(cols: dict[str, Any]) -> list[dict[str, Any]]:
@@ -159,37 +362,13 @@ def to_records(cols: dict[str, Any]) -> list[dict[str, Any]]:
     for name, value in cols.items():
         if isinstance(value, np.ndarray):
             values[name] = value.tolist()
-    for name in ("packet_time_ms", "packet_payload_bytes", "packet_ip_bytes", "src2dst_payload_holes",
-                 "dst2src_payload_holes"):
-        values[name] = [a.tolist() for a in cols[name]]
-    for name in ("packet_direction", "packet_tcp_flags"):
-        values[name] = [list(a) for a in cols[name]]
-    for name in ("payload", "src2dst_payload", "dst2src_payload"):
-        values[name] = [bytes(a) for a in cols[name]]
+        elif isinstance(value, pa.Array):
+            values[name] = value.to_pylist()
     return [dict(zip(FLOW_COLUMNS, row)) for row in zip(*(values[c] for c in FLOW_COLUMNS))]
 
 
 def to_record_batch(cols: dict[str, Any]) -> pa.RecordBatch:
     """An Arrow record batch of :data:`FLOW_SCHEMA` from :func:`finish_flows` columns."""
-    arrays = []
-    for field in FLOW_SCHEMA_FIELDS:
-        value = cols[field.name]
-        if pa.types.is_list(field.type) or pa.types.is_binary(field.type):
-            # One join of the flows' buffers and their offsets: no bytes object per flow.
-            offsets = np.zeros(len(value) + 1, np.int64)
-            np.cumsum(np.fromiter(map(len, value), np.int64, len(value)), out=offsets[1:])
-            data = b"".join(value)
-            if pa.types.is_binary(field.type):
-                if offsets[-1] > _INT32_MAX:  # the offsets below would wrap around
-                    raise ValueError(f"{field.name}: {offsets[-1]:,} bytes in one batch of flows, more "
-                                     f"than a binary column holds (2 GiB); lower max_bytes")
-                arrays.append(pa.Array.from_buffers(field.type, len(value), [
-                    None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]))
-            else:
-                value_type = field.type.value_type
-                flat = np.frombuffer(data, dtype=value_type.to_pandas_dtype())
-                arrays.append(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
-                                                       pa.array(flat, type=value_type)))
-        else:
-            arrays.append(pa.array(value, type=field.type))
+    arrays = [value if isinstance(value := cols[field.name], pa.Array) else pa.array(value, type=field.type)
+              for field in FLOW_SCHEMA_FIELDS]
     return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)

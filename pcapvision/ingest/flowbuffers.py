@@ -1,140 +1,277 @@
-"""Per-flow Python storage of the open flows: the ``packet_*`` lists and the payload buffers.
+"""Per-flow buffers, kept in pages shared by all flows: payload streams, hole masks, the runs of
+the interleaved payload, the packet lists and the TCP sequence gaps.
 
-:class:`FlowBuffers` is one flow's storage; :func:`collect_lists` appends a batch's packets to the
-lists of the flows that hold fewer than ``max_packets``. The payload buffers are filled by
-:mod:`pcapvision.ingest.reassembly` and turned into columns by :mod:`pcapvision.ingest.emission`.
+Everything a flow collects lives in fixed-size pages of a few pools (numpy arrays), so the
+compiled assembler can fill them without Python objects and a flow holds memory in proportion
+to what it collected:
+
+* **streams and hole masks**: a direction's stream (up to ``max_bytes``) is addressed through a
+  page table of :data:`PAGE_TABLE` entries per (slot, direction); pages are taken when a byte
+  lands in them. The page size is the smallest power of two from 256 bytes that lets
+  :data:`PAGE_TABLE` pages hold ``max_bytes``. A TCP direction that receives a segment beyond its
+  contiguous prefix switches to hole mode: a second page table maps a mask of the bytes received.
+* **runs**: the interleaved ``payload`` only ever takes a direction's next contiguous bytes, so a
+  flow keeps runs (``length << 1 | direction``; consecutive pieces of one direction merged) in a
+  linked list of pages, and the column is cut from the streams at emission.
+* **packet lists** (the ``packet_*`` columns): linked pages of :data:`LIST_PAGE` packets.
+* **gaps**: the TCP sequence ranges never seen below the highest one seen (see
+  :mod:`~pcapvision.ingest.seqgaps`), a linked list of nodes per (slot, direction).
+
+Heads, tails and counts live in the flow's state row (:mod:`~pcapvision.ingest.flowtable`).
+
+Each pool has a stack of free entries; :func:`reserve` grows a pool (doubling) when the compiled
+assembler reports it short, and emission returns a finished flow's entries.
 """
 
 from __future__ import annotations
 
-from array import array
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from pcapvision.ingest.assembler import FlowAssembler
+from pcapvision.ingest.flowtable import (
+    F_LIST_HEAD,
+    F_LIST_TAIL,
+    F_LISTED,
+    F_RUN_COUNT,
+    F_RUN_HEAD,
+    F_RUN_TAIL,
+    NONE,
+    PAGE_TABLE,
+)
+from pcapvision.ingest.jit import compiled_inline, copy_bytes
 
-__all__ = ["INT32_CODE", "FlowBuffers", "collect_lists"]
+__all__ = ["LIST_PAGE", "RUN_PAGE", "Pools", "new_pools", "page_bytes", "reserve"]
 
-INT32_CODE = "i" if array("i").itemsize == 4 else "l"  # array typecode of a C int32
+RUN_PAGE = 16  # runs per run page
+LIST_PAGE = 16  # packets per list page
 
-
-class FlowBuffers:
-    """Python-side per-flow storage: the packet lists and the payload being collected.
-
-    Only containers the garbage collector does not track (``array``, ``bytearray``) are kept per
-    flow, so that many open flows do not slow every collection down.
-
-    ``streams[d]`` is the contiguous prefix of canonical direction ``d``. A TCP direction that
-    receives a segment beyond its prefix switches to hole mode: its stream becomes a ``max_bytes``
-    buffer and ``holes[d]`` a mask of the bytes received (the contiguous length is ``_end``).
-
-    The interleaved payload only ever takes a direction's next contiguous bytes, so it is kept as
-    ``runs`` (``length << 1 | direction``) and cut from the streams at emission: no third copy
-    of the bytes while the flow is open, and one slice per run instead of one per packet.
-    """
-
-    __slots__ = ("times", "dirs", "plens", "ipbytes", "flags", "streams", "holes", "runs")
-
-    def __init__(self) -> None:
-        self.times = array("d")  # ms since first_seen_ns
-        self.dirs = bytearray()  # canonical directions; mapped to src/dst at emission
-        self.plens = array(INT32_CODE)
-        self.ipbytes = array(INT32_CODE)
-        self.flags = bytearray()
-        self.streams = (bytearray(), bytearray())
-        self.holes: list[bytearray | None] | None = None
-        self.runs = array("q")
-
-    def add_run(self, d: int, length: int) -> None:
-        """The next ``length`` bytes of direction ``d`` join the interleaved payload."""
-        runs = self.runs
-        if runs and runs[-1] & 1 == d:
-            runs[-1] += length << 1
-        else:
-            runs.append(length << 1 | d)
-
-    def to_hole_mode(self, d: int, max_bytes: int, end: int) -> bytearray:
-        stream = self.streams[d]
-        stream.extend(bytes(max_bytes - len(stream)))
-        have = bytearray(max_bytes)
-        have[:end] = b"\x01" * end
-        if self.holes is None:
-            self.holes = [None, None]
-        self.holes[d] = have
-        return have
-
-    def payload(self, streams: tuple[bytes | bytearray, bytes | bytearray],
-                after_holes: tuple[int, ...] = (), max_bytes: int = 0) -> bytes:
-        """The interleaved payload, cut from the contiguous ``streams`` by ``runs``; then, for
-        the directions in ``after_holes`` (in that order), the bytes of the stream no run took
-        (those after a skipped hole), up to ``max_bytes`` in all."""
-        taken = [0, 0]
-        parts = []
-        for run in self.runs:
-            d, length = run & 1, run >> 1
-            start = taken[d]
-            parts.append(streams[d][start : start + length])
-            taken[d] = start + length
-        out = b"".join(parts)
-        for d in after_holes:
-            room = max_bytes - len(out)
-            if room > 0:
-                out += streams[d][taken[d] : taken[d] + room]
-        return out
-
-    def stream_bytes(self, d: int, end: int, skip: bool) -> tuple[bytes, list[int]]:
-        """Direction ``d``'s bytes and the offsets in them where a hole is: with ``skip``, every
-        run of received bytes, holes closed (each join's offset listed); otherwise the contiguous
-        prefix ([its length] when bytes after a hole were stranded)."""
-        have = self.holes[d] if self.holes is not None else None
-        if have is None:
-            return bytes(self.streams[d]), []
-        stream = self.streams[d]
-        if not skip:
-            return bytes(stream[:end]), [end] if have.find(1, end) != -1 else []
-        out = bytearray()
-        joins = []
-        i = 0
-        while True:
-            z = have.find(1, i)
-            if z == -1:
-                break
-            if z > i:
-                joins.append(len(out))
-            o = have.find(0, z)
-            o = len(have) if o == -1 else o
-            out += stream[z:o]
-            i = o
-        return bytes(out), joins
+# Pool kinds: indices of the free-stack sizes in Pools.free_count.
+PAGES, RUNS, LISTS, GAPS = 0, 1, 2, 3
 
 
-def collect_lists(asm: FlowAssembler, slots, seg_start, seg_id, ts, dc, fl, plen, ipb) -> None:
-    """Append the packets of flows that hold fewer than ``max_packets`` to their lists."""
-    room = asm._max_packets - asm._listed[slots]
-    seg_len = np.diff(np.append(seg_start, len(ts)))
-    take = np.minimum(seg_len, np.maximum(room, 0))
-    segs = np.flatnonzero(take > 0)
-    if not len(segs):
+class Pools(NamedTuple):
+    """The page pools of one assembler (arrays only: handed to compiled code as they are)."""
+
+    pages: np.ndarray  # (P, page_bytes) uint8: stream bytes and hole masks
+    runs: np.ndarray  # (R, RUN_PAGE) int64
+    run_next: np.ndarray  # (R,) int32
+    list_time: np.ndarray  # (L, LIST_PAGE) float64: ms since the flow's first packet
+    list_bytes: np.ndarray  # (L, LIST_PAGE, 2) uint8: canonical direction, TCP flags
+    list_lengths: np.ndarray  # (L, LIST_PAGE, 2) int32: payload bytes, IP bytes
+    list_next: np.ndarray  # (L,) int32
+    gaps: np.ndarray  # (G, 2) int64: [lo, hi) never seen
+    gap_next: np.ndarray  # (G,) int32
+    free: np.ndarray  # (4, N) int32: free stack of each kind (N: the largest pool)
+    free_count: np.ndarray  # (4,) int64: entries on each free stack
+
+
+_FIELDS = {PAGES: ("pages",), RUNS: ("runs", "run_next"),
+           LISTS: ("list_time", "list_bytes", "list_lengths", "list_next"), GAPS: ("gaps", "gap_next")}
+
+
+def page_bytes(max_bytes: int) -> int:
+    """Page size for streams of ``max_bytes``: a power of two from 256, PAGE_TABLE pages hold them."""
+    size = 256
+    while size * PAGE_TABLE < max_bytes:
+        size *= 2
+    return size
+
+
+def new_pools(page: int, capacity: int = 256) -> Pools:
+    """Empty pools with ``capacity`` free entries each."""
+    pools = Pools(
+        pages=np.empty((0, page), np.uint8), runs=np.empty((0, RUN_PAGE), np.int64), run_next=np.empty(0, np.int32),
+        list_time=np.empty((0, LIST_PAGE), np.float64), list_bytes=np.empty((0, LIST_PAGE, 2), np.uint8),
+        list_lengths=np.empty((0, LIST_PAGE, 2), np.int32), list_next=np.empty(0, np.int32),
+        gaps=np.empty((0, 2), np.int64), gap_next=np.empty(0, np.int32),
+        free=np.empty((4, 0), np.int32), free_count=np.zeros(4, np.int64),
+    )
+    for kind in (PAGES, RUNS, LISTS, GAPS):
+        pools = reserve(pools, kind, capacity)
+    return pools
+
+
+def reserve(pools: Pools, kind: int, count: int) -> Pools:
+    """``pools`` with at least ``count`` free entries of ``kind`` (a pool grows by doubling)."""
+    free = int(pools.free_count[kind])
+    if free >= count:
+        return pools
+    size = getattr(pools, _FIELDS[kind][0]).shape[0]
+    new_size = max(2 * size, size + count - free, 64)
+    changes = {}
+    for name in _FIELDS[kind]:
+        old = getattr(pools, name)
+        grown = np.empty((new_size, *old.shape[1:]), old.dtype)  # entries are written before read
+        grown[:size] = old
+        changes[name] = grown
+    stacks = pools.free
+    if stacks.shape[1] < new_size:
+        stacks = np.empty((4, max(new_size, 2 * stacks.shape[1])), np.int32)
+        stacks[:, : pools.free.shape[1]] = pools.free
+    # A stack pops from its end: new entries go below the old free ones, so recently freed
+    # (warm) entries are reused first, and new ones in increasing order.
+    added = new_size - size
+    stacks[kind, added : added + free] = stacks[kind, :free].copy()
+    stacks[kind, :added] = np.arange(new_size - 1, size - 1, -1, dtype=np.int32)
+    pools.free_count[kind] = free + added
+    return pools._replace(free=stacks, **changes)
+
+
+# --- compiled primitives (inlined into the assembler's and emission's loops) -------------------------
+
+
+@compiled_inline
+def take(free, free_count, kind):  # pragma: no cover - compiled
+    free_count[kind] -= 1
+    return free[kind, free_count[kind]]
+
+
+@compiled_inline
+def give(free, free_count, kind, entry):  # pragma: no cover - compiled
+    free[kind, free_count[kind]] = entry
+    free_count[kind] += 1
+
+
+@compiled_inline
+def write_bytes(pages, free, free_count, table, at, src, src_at, n):  # pragma: no cover - compiled
+    """Copy ``src[src_at : src_at + n]`` to offset ``at`` of the paged buffer of ``table``."""
+    page = pages.shape[1]
+    while n > 0:
+        k = at // page
+        if table[k] == NONE:
+            table[k] = take(free, free_count, PAGES)
+        within = at - k * page
+        step = min(n, page - within)
+        copy_bytes(pages[table[k]], within, src, src_at, step)
+        at += step
+        src_at += step
+        n -= step
+
+
+@compiled_inline
+def read_bytes(pages, table, at, n, out, out_at):  # pragma: no cover - compiled
+    """Copy ``n`` bytes from offset ``at`` of the paged buffer of ``table`` to ``out[out_at:]``."""
+    page = pages.shape[1]
+    while n > 0:
+        k = at // page
+        within = at - k * page
+        step = min(n, page - within)
+        copy_bytes(out, out_at, pages[table[k]], within, step)
+        at += step
+        out_at += step
+        n -= step
+
+
+@compiled_inline
+def mark(pages, free, free_count, table, lo, hi):  # pragma: no cover - compiled
+    """Set the mask bytes [lo, hi) of the hole mask of ``table`` (its pages start zeroed)."""
+    page = pages.shape[1]
+    while lo < hi:
+        k = lo // page
+        if table[k] == NONE:
+            table[k] = take(free, free_count, PAGES)
+            pages[table[k]] = 0
+        within = lo - k * page
+        step = min(hi - lo, page - within)
+        pages[table[k], within : within + step] = 1
+        lo += step
+
+
+@compiled_inline
+def find_mask(pages, table, value, lo, hi):  # pragma: no cover - compiled
+    """First offset in [lo, hi) whose mask byte equals ``value`` (0 or 1), else -1."""
+    page = pages.shape[1]
+    i = lo
+    while i < hi:
+        k = i // page
+        end = min(hi, (k + 1) * page)
+        if table[k] == NONE:
+            if value == 0:
+                return i
+            i = end
+            continue
+        p = table[k]
+        for j in range(i - k * page, end - k * page):
+            if pages[p, j] == value:
+                return k * page + j
+        i = end
+    return -1
+
+
+@compiled_inline
+def release_table(free, free_count, table):  # pragma: no cover - compiled
+    for k in range(table.shape[0]):
+        if table[k] != NONE:
+            give(free, free_count, PAGES, table[k])
+            table[k] = NONE
+
+
+@compiled_inline
+def add_run(runs, run_next, free, free_count, state, s, d, length):  # pragma: no cover - compiled
+    """The next ``length`` bytes of direction ``d`` join flow ``s``'s interleaved payload."""
+    if length <= 0:
         return
-    rank = np.arange(len(ts)) - seg_start[seg_id]
-    need = rank < take[seg_id]
-    # Raw little columns; each flow copies its slice without creating Python objects.
-    times_ms = memoryview(((ts[need] - asm._first_ts[slots[seg_id[need]]]) / 1e6).tobytes())
-    d = memoryview(dc[need].tobytes())
-    f = memoryview(fl[need].tobytes())
-    p = memoryview(plen[need].astype(np.int32).tobytes())
-    b = memoryview(ipb[need].astype(np.int32).tobytes())
-    asm._listed[slots] += take
-    ends = np.cumsum(take[segs]).tolist()
-    bufs = asm._bufs
-    lo = 0
-    for slot, hi in zip(slots[segs].tolist(), ends):
-        buf = bufs[slot]
-        buf.times.frombytes(times_ms[8 * lo : 8 * hi])
-        buf.dirs += d[lo:hi]
-        buf.plens.frombytes(p[4 * lo : 4 * hi])
-        buf.ipbytes.frombytes(b[4 * lo : 4 * hi])
-        buf.flags += f[lo:hi]
-        lo = hi
+    count = state[s, F_RUN_COUNT]
+    if count:
+        tail = state[s, F_RUN_TAIL]
+        last = (count - 1) % RUN_PAGE
+        if runs[tail, last] & 1 == d:
+            runs[tail, last] += length << 1
+            return
+    if count % RUN_PAGE == 0:
+        page = take(free, free_count, RUNS)
+        run_next[page] = NONE
+        if count == 0:
+            state[s, F_RUN_HEAD] = page
+        else:
+            run_next[state[s, F_RUN_TAIL]] = page
+        state[s, F_RUN_TAIL] = page
+    runs[state[s, F_RUN_TAIL], count % RUN_PAGE] = (length << 1) | d
+    state[s, F_RUN_COUNT] = count + 1
+
+
+@compiled_inline
+def release_runs(run_next, free, free_count, state, s):  # pragma: no cover - compiled
+    page = state[s, F_RUN_HEAD]
+    while page != NONE:
+        nxt = run_next[page]
+        give(free, free_count, RUNS, page)
+        page = nxt
+    state[s, F_RUN_HEAD] = NONE
+    state[s, F_RUN_TAIL] = NONE
+    state[s, F_RUN_COUNT] = 0
+
+
+@compiled_inline
+def add_listed(list_time, list_bytes, list_lengths, list_next, free, free_count, state, s, time_ms, d, plen,
+               ipb, flags):  # pragma: no cover - compiled
+    """Append one packet to flow ``s``'s packet lists."""
+    count = state[s, F_LISTED]
+    if count % LIST_PAGE == 0:
+        page = take(free, free_count, LISTS)
+        list_next[page] = NONE
+        if count == 0:
+            state[s, F_LIST_HEAD] = page
+        else:
+            list_next[state[s, F_LIST_TAIL]] = page
+        state[s, F_LIST_TAIL] = page
+    page = state[s, F_LIST_TAIL]
+    k = count % LIST_PAGE
+    list_time[page, k] = time_ms
+    list_bytes[page, k, 0] = d
+    list_bytes[page, k, 1] = flags
+    list_lengths[page, k, 0] = plen
+    list_lengths[page, k, 1] = ipb
+    state[s, F_LISTED] = count + 1
+
+
+@compiled_inline
+def release_list(list_next, free, free_count, state, s):  # pragma: no cover - compiled
+    page = state[s, F_LIST_HEAD]
+    while page != NONE:
+        nxt = list_next[page]
+        give(free, free_count, LISTS, page)
+        page = nxt
+    state[s, F_LIST_HEAD] = NONE
+    state[s, F_LIST_TAIL] = NONE

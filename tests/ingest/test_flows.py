@@ -448,18 +448,58 @@ def test_sliced_flush_gives_the_same_rows_in_bounded_batches(max_flows, max_byte
     assert len(slices) > 1 and all(0 < b.num_rows <= max_flows for b in slices)
 
 
-def test_hash_collisions_fall_back_to_exact_grouping(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("seed", range(4))
+def test_bounded_batches_hold_ended_flows_back_and_lose_none(seed: int) -> None:
+    # Flows that end by a split or by expiry are emitted batches later, all within the bounds.
+    packets = random_capture(seed + 50, n_tuples=10)
+    options = FlowOptions(idle_timeout_s=0.3, active_timeout_s=1.0, max_bytes=40, max_packets=4, on_hole="skip")
+    chunks = _chunks(packets, np.random.default_rng(seed))
+    want = [f for call in _run_both(chunks, options)[1] for f in call]
+    batches = list(assemble_flow_batches([PacketBatch.from_packets(c) for c in chunks], options,
+                                         flush_flows=3, flush_bytes=100))
+    assert all(0 < b.num_rows <= 3 for b in batches)
+    got = pa.Table.from_batches(batches, schema=FLOW_SCHEMA).to_pylist()
+    key = lambda f: (f["first_seen_ns"], f["src_ip"], f["src_port"], f["dst_ip"], f["dst_port"], f["protocol"])
+    assert sorted(got, key=key) == sorted(want, key=key)
+
+
+@pytest.mark.parametrize("hash_value", [0, 12345])
+def test_hash_collisions_only_cost_probes(monkeypatch: pytest.MonkeyPatch, hash_value: int) -> None:
+    import pcapvision.ingest.assembler as assembler_module
     import pcapvision.ingest.flowkey as flowkey_module
 
-    # Every key hashes alike: grouping must notice and regroup by the exact key.
-    monkeypatch.setattr(flowkey_module, "_mix64", lambda x: np.zeros_like(x))
+    # Every key hashes alike: the open-flow table must still tell the keys apart (and find
+    # each one again after others were deleted from the table).
+    def colliding(batch: PacketBatch):
+        words, direction, hashes = flowkey_module.packet_keys(batch)
+        return words, direction, np.full_like(hashes, hash_value)
+
+    monkeypatch.setattr(assembler_module, "packet_keys", colliding)
     packets = random_capture(7)
     options = FlowOptions(idle_timeout_s=1.0, active_timeout_s=1.5)
     got, want = _run_both(_chunks(packets, np.random.default_rng(7)), options)
     _assert_same(got, want)
-    assembler = FlowAssembler(options)
-    assembler.add(PacketBatch.from_packets(packets))
-    assert assembler.stats["hash_collision_batches"] == 1
+
+
+def test_open_flow_table_deletes_without_losing_entries() -> None:
+    from pcapvision.ingest.flowtable import EMPTY, F_HASH, new_slots, new_table, rehash, remove_open
+
+    rng = np.random.default_rng(5)
+    state = new_slots(40).state
+    hashes = state[:, F_HASH] = rng.integers(0, 6, 40)  # few home positions: long probe chains
+    table = new_table(64)
+    rehash(np.arange(40, dtype=np.int64), table, state)  # insert slots 0..39
+    alive = set(range(40))
+    for batch in np.array_split(rng.permutation(40), 5):
+        remove_open(table, batch.astype(np.int64), state)
+        alive -= set(batch.tolist())
+        assert set(table[table != EMPTY].tolist()) == alive
+        mask = len(table) - 1
+        for slot in alive:  # reachable from its home position without crossing an empty entry
+            j = hashes[slot] & mask
+            while table[j] != slot:
+                assert table[j] != EMPTY
+                j = (j + 1) & mask
 
 
 @pytest.mark.parametrize("seed", range(5))
