@@ -2,18 +2,32 @@
 
     .venv/bin/python bench/ingest.py                 # generate (cached in bench/out/) and measure
     .venv/bin/python bench/ingest.py --pcap my.pcap  # measure a capture of your own
+    .venv/bin/python bench/ingest.py --stages        # CPU of each ingest stage, per capture
+    .venv/bin/python bench/ingest.py --profile 200000  # cProfile of one ingest
 
 Generates Ethernet/IPv4 captures of TCP flows (handshake, a TLS ClientHello with SNI, TLS records
 both ways, FIN close) and UDP flows, written record by record with numpy (no per-packet Python),
-at two sizes (default 0.5M and 1M packets, 40 packets per flow on average, ~100 new flows a
-second, so open-flow state is the same at both sizes). Every measurement runs in its own
-subprocess and reports that process's peak RSS (``os.wait4``; with ``--jobs 2`` the largest of
-the parent and its workers). Prints one table: packets/s, MB/s, peak RSS per method and size.
+at three sizes (default 0.5M, 1M and 2M packets, 40 packets per flow on average, ~100 new flows
+a second, so open-flow state is the same at every size: peak memory must not grow with the
+size). Every measurement runs in its own subprocess and reports the peak RSS and anonymous RSS
+of its process tree. Prints one table (packets/s, MB/s, peak memory per method and size), then
+per capture the ratio of ``pcapvision ingest --jobs 1`` to the dpkt loop per CPU second, both
+without ingest's start-up (interpreter, imports) and as a whole process, and the marginal rate
+between the two largest captures (extra packets / extra CPU seconds), the per-packet rate once
+fixed costs (imports, loading compiled code, first calls) are paid.
+
+``--stages`` instead runs, in one child process per capture, the stages of ingest one after the
+other as ``pcapvision ingest`` chains them (streamed, memory bounded as in ingest) and prints the
+CPU seconds (``time.process_time``) each stage spends on its own: sha256 of the capture, record
+walk, decode, flow assembly (with rebatching), flow ids and labels (a small CIDR/port rule set),
+Parquet write. The first call of the compiled loops (loading them from numba's cache) is paid on
+a small capture first and printed on its own line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import mmap
@@ -25,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -336,7 +351,7 @@ def measure_ingest(paths: list[Path], jobs: int, packets: int) -> dict:
     # The summary's own time excludes interpreter start-up and imports, like the other methods'.
     inside = float(re.search(r"MB, ([0-9.]+) s", stdout).group(1))
     return {"packets": packets, "bytes": size, "seconds": inside, "cpu": cpu - startup_cpu(), "wall_s": seconds,
-            "rss": rss, "anon": anon}
+            "rss": rss, "anon": anon, "process_cpu": cpu}
 
 
 @functools.lru_cache(maxsize=None)
@@ -380,19 +395,26 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pcap", type=Path, help="measure this capture instead of generated ones")
-    parser.add_argument("--sizes", default="500000,1000000",
+    parser.add_argument("--sizes", default="500000,1000000,2000000",
                         help="packets of the generated captures, comma-separated (default: %(default)s)")
     parser.add_argument("--scapy-packets", type=int, default=20_000, help="scapy slice size (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="generator seed (default: %(default)s)")
     parser.add_argument("--profile", type=int, metavar="PACKETS", default=0,
                         help="instead, print a cProfile of ingest on a generated capture of PACKETS packets")
+    parser.add_argument("--stages", action="store_true",
+                        help="instead, print the CPU seconds of each ingest stage, per capture")
     parser.add_argument("--child", choices=sorted(CHILD_METHODS), help=argparse.SUPPRESS)
+    parser.add_argument("--stages-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--packets", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child_main(args.child, str(args.pcap), args.limit)
+        return
+    if args.stages_child:
+        stages_child(args.pcap, args.warmup)
         return
     if args.generate:
         generate_capture(args.generate, args.packets, args.seed)
@@ -406,12 +428,18 @@ def main() -> None:
     else:
         sizes = [int(s) for s in args.sizes.split(",")]
         captures = [cached_capture(size, args.seed) for size in sizes]
+    if args.stages:
+        stages(captures, cached_capture(STAGES_WARMUP_PACKETS, args.seed)[0])
+        return
+    if not args.pcap:
         # --jobs parallelises over files: the smallest size again with another seed makes a pair.
         pair = [captures[0][0], cached_capture(sizes[0], args.seed + 1)[0]]
     print(f"machine: {machine()}")
     rows = []
+    measured: dict[tuple[str, str], dict] = {}
 
     def add(name: str, capture: str, r: dict) -> None:
+        measured[name, capture] = r
         rows.append((name, capture, r["packets"], r["packets"] / r["seconds"], r["packets"] / r["cpu"],
                      r["bytes"] / 1e6 / r["seconds"], r["rss"] / 2**20, r["anon"] / 2**20, r["seconds"], r["cpu"]))
 
@@ -435,14 +463,31 @@ def main() -> None:
     for name, capture, packets, pps, cpu_pps, mbs, rss, anon, seconds, cpu in rows:
         print(f"| {name} | {capture} | {packets:,} | {pps:,.0f} | {cpu_pps:,.0f} | {mbs:,.1f} | {rss:,.0f} | "
               f"{anon:,.0f} | {seconds:.1f} | {cpu:.1f} |")
-    baseline = {c: (pps, cpu_pps) for n, c, _, pps, cpu_pps, *_ in rows if n.startswith("dpkt")}
-    for name, capture, _, pps, cpu_pps, *_ in rows:
-        if name == "pcapvision ingest --jobs 1" and capture in baseline:
-            print(f"ingest --jobs 1 / dpkt loop on {capture.split(' ')[0]}: {pps / baseline[capture][0]:.1f}x "
-                  f"(wall), {cpu_pps / baseline[capture][1]:.1f}x (CPU)")
+    ingest_name, dpkt_name = "pcapvision ingest --jobs 1", "dpkt loop (baseline)"
+    compared = []  # (packets, ingest, dpkt) per capture measured by both
+    for (name, capture), ingest_r in measured.items():
+        dpkt_r = measured.get((dpkt_name, capture))
+        if name != ingest_name or dpkt_r is None:
+            continue
+        compared.append((ingest_r["packets"], ingest_r, dpkt_r))
+        dpkt_cpu_pps = dpkt_r["packets"] / dpkt_r["cpu"]
+        print(f"ingest --jobs 1 / dpkt loop on {capture.split(' ')[0]}: "
+              f"{(ingest_r['packets'] / ingest_r['seconds']) / (dpkt_r['packets'] / dpkt_r['seconds']):.1f}x (wall), "
+              f"{(ingest_r['packets'] / ingest_r['cpu']) / dpkt_cpu_pps:.1f}x (CPU, ingest without start-up), "
+              f"{(ingest_r['packets'] / ingest_r['process_cpu']) / dpkt_cpu_pps:.1f}x "
+              f"(CPU, ingest as a whole process: {ingest_r['process_cpu']:.2f} s)")
+    if len({packets for packets, _, _ in compared}) >= 2:
+        # The two largest captures: what each extra packet costs once fixed costs are paid.
+        (small, ingest_a, dpkt_a), (large, ingest_b, dpkt_b) = sorted(compared, key=lambda c: c[0])[-2:]
+        extra = large - small
+        ingest_rate = extra / (ingest_b["process_cpu"] - ingest_a["process_cpu"])
+        dpkt_rate = extra / (dpkt_b["cpu"] - dpkt_a["cpu"])
+        print(f"marginal rate {small:,} -> {large:,} pkts ({extra:,} extra packets / extra CPU s): ingest --jobs 1 "
+              f"{ingest_rate:,.0f} packets/s, dpkt loop {dpkt_rate:,.0f} packets/s, {ingest_rate / dpkt_rate:.1f}x")
     print("wall s: inside the process, without interpreter start-up and imports (ingest: the time its summary "
           "prints); CPU s: user+system of the process and its workers (ingest: minus start-up and imports, "
-          f"{startup_cpu():.2f} s); MB/s on wall time; memory sampled every 20 ms over the process tree")
+          f"{startup_cpu():.2f} s; 'as a whole process' keeps them); dpkt loop CPU: its loop only; MB/s on wall "
+          "time; memory sampled every 20 ms over the process tree")
 
 
 def profile(path: Path) -> None:
@@ -463,6 +508,129 @@ def profile(path: Path) -> None:
         profiler.disable()
     print(summary.format())
     pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+
+
+# --- --stages: CPU per ingest stage ------------------------------------------------------------
+STAGES = ("sha256", "record walk", "decode", "assemble", "flow ids + labels", "write")
+STAGES_WARMUP_PACKETS = 20_000
+# A small rule set of the shapes rules files use (CIDRs, ports, protocols), matching the
+# generated traffic: clients in 10/8, servers in 192.0.0.0/16, UDP to 53, 443 and 3478.
+STAGES_RULES = """label,family,src_ip,dst_ip,port,protocol
+dns,,,,53,udp
+stun,,,,3478,udp
+quic,web,,,443,udp
+tls,web,10.0.0.0/8,192.0.0.0/16,443,tcp
+"""
+
+
+class StageClock:
+    """CPU seconds (``time.process_time``) each stage spends on its own: while a stage waits for
+    its upstream (a generator it pulls from), the time counts for the upstream."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self._active: list[str] = []
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self._active.append(name)
+        started = time.process_time()
+        try:
+            yield
+        finally:
+            spent = time.process_time() - started
+            self._active.pop()
+            self.seconds[name] += spent
+            if self._active:
+                self.seconds[self._active[-1]] -= spent
+
+    def wrap(self, name: str, items: Iterable) -> Iterator:
+        """``items``, the time spent producing each counted for ``name``."""
+        items, done = iter(items), object()
+        while True:
+            with self.stage(name):
+                item = next(items, done)
+            if item is done:
+                return
+            yield item
+
+
+def run_stages(path: Path) -> tuple[dict[str, float], int, int]:
+    """Ingest ``path`` into a Parquet file stage by stage: (CPU seconds per stage, packets, flows)."""
+    from pcapvision.ingest import assembler, capture, flowstream, writer
+    from pcapvision.ingest.flowschema import STAGE
+    from pcapvision.ingest.labels import Labeler
+    from pcapvision.ingest.options import IngestOptions, ingest_params
+    from pcapvision.ingest.readers import read_packets
+    from pcapvision.io import make_metadata, sha256_file
+
+    clock = StageClock()
+    options = IngestOptions()
+    packets = flows = 0
+    iter_records = capture.iter_records  # read_packets walks through capture.iter_records
+    capture.iter_records = lambda *a, **k: clock.wrap("record walk", iter_records(*a, **k))
+    try:
+        with tempfile.TemporaryDirectory(dir=OUT_DIR) as tmp, flowstream.untraced_heap():
+            rules = Path(tmp) / "rules.csv"
+            rules.write_text(STAGES_RULES)
+            labeler = Labeler.from_rules_csv(rules)
+            with clock.stage("sha256"):
+                sha = sha256_file(path)
+            sink = writer.FlowsWriter(Path(tmp) / "flows.parquet")
+            decoded = clock.wrap("decode", read_packets(path, reader=options.reader,
+                                                        chunk_packets=options.chunk_packets))
+
+            def counted(batches: Iterable) -> Iterator:
+                nonlocal packets
+                for batch in batches:
+                    packets += len(batch)
+                    yield batch
+
+            ended = assembler.assemble_flow_batches(counted(decoded), options.flow_options(),
+                                                    flush_flows=flowstream.OUTPUT_BATCH_FLOWS,
+                                                    flush_bytes=flowstream.OUTPUT_BATCH_BYTES)
+            for batch in clock.wrap("assemble", flowstream._rebatch(clock.wrap("assemble", ended))):
+                with clock.stage("flow ids + labels"):
+                    batch = flowstream._to_flows_schema(batch, str(path), sha, labeler)
+                flows += batch.num_rows
+                with clock.stage("write"):
+                    sink.write(batch)
+            with clock.stage("write"):
+                sink.close(make_metadata(STAGE, ingest_params(options, labeler), sources=[]))
+    finally:
+        capture.iter_records = iter_records
+    return clock.seconds, packets, flows
+
+
+def stages_child(path: Path, warmup: Path) -> None:
+    sys.path.insert(0, str(REPO))  # run from a checkout, installed or not
+    import pyarrow as pa
+
+    pa.array([0])  # pyarrow imports pandas on its first array: not a stage
+    first = sum(run_stages(warmup)[0].values())
+    again = sum(run_stages(warmup)[0].values())
+    seconds, packets, flows = run_stages(path)
+    print(json.dumps({"seconds": seconds, "packets": packets, "flows": flows, "first_call": first - again}))
+
+
+def stages(captures: list[tuple[Path, dict]], warmup: Path) -> None:
+    """Per capture, in a child process: the CPU seconds of each ingest stage."""
+    print(f"machine: {machine()}")
+    for path, _ in captures:
+        argv = [sys.executable, __file__, "--stages-child", "--pcap", str(path), "--warmup", str(warmup)]
+        wall, rss, anon, stdout, _ = run_child(argv)
+        r = json.loads(stdout.strip().splitlines()[-1])
+        total = sum(r["seconds"].values())
+        print(f"\n{path.name}: {r['packets']:,} packets, {r['flows']:,} flows, {path.stat().st_size / 1e6:.0f} MB; "
+              f"{total:.2f} CPU s in the stages ({r['packets'] / total:,.0f} packets per CPU s); "
+              f"peak RSS {rss / 2**20:,.0f} MiB, anonymous {anon / 2**20:,.0f} MiB")
+        print(f"first compiled call (numba loading): {r['first_call']:.2f} CPU s (paid before timing: the stages "
+              f"on {warmup.name} run once, minus a second run)")
+        print("| stage | CPU s | share |")
+        print("|---|---:|---:|")
+        for name in STAGES:
+            print(f"| {name} | {r['seconds'][name]:.2f} | {r['seconds'][name] / total:.0%} |")
+        print(f"| total | {total:.2f} | 100% |")
 
 
 if __name__ == "__main__":

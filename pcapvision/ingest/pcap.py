@@ -1,13 +1,8 @@
 """pcap files: the file header, and record boundaries walked into :class:`RecordChunk` s.
 
-Walking plain pcap record headers in a Python loop costs ~0.5 us a record. Where records are
-small, :meth:`PcapWalker._speculate` instead guesses every record start in a span at once
-(positions where the high 16 bits of the timestamp's seconds match those of the record at hand,
-found with a vectorised scan of every byte), computes where each guess says the next record
-starts, and keeps the prefix of guesses that chain from the known record: each kept record is the
-true successor of the one before, so the result is exact; where the chain breaks (timestamps
-crossing a 2**16 s boundary, corrupt records, the end of the data) the loop takes over.
-A gzip capture is walked in windows of decompressed bytes; a chunk may gather records of several.
+Record headers are walked, and their timestamps and captured lengths read, by compiled loops
+(:mod:`.jit`). A gzip capture is walked in windows of decompressed bytes; a chunk may gather
+records of several.
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ import numpy as np
 
 from pcapvision.errors import CaptureFormatError
 from pcapvision.ingest.constants import SUPPORTED_LINKTYPES
+from pcapvision.ingest.jit import compiled
 from pcapvision.ingest.records import (
     ABSURD_CAPLEN,
     CORRUPT,
@@ -31,7 +27,6 @@ from pcapvision.ingest.records import (
     OK,
     TRUNCATED,
     RecordChunk,
-    gather_rows,
     stack_windows,
     warn_stop,
 )
@@ -75,151 +70,33 @@ def parse_pcap_header(path: Path, head: bytes) -> PcapHeader:
 class PcapWalker:
     """Finds record boundaries of a pcap body held in a uint8 buffer."""
 
-    # Guessed spans below this many bytes are walked by the plain loop instead.
-    MIN_SPECULATION_BYTES = 1 << 16
-    # Guessing scans every byte (~1 ns each); the loop costs ~0.5 us a record whatever its size.
-    # Measured here: 80-byte records 4.9 M/s guessing vs 2.3 M/s looping; ~500-byte records about
-    # equal. Guess only where records are smaller than this on average.
-    SPECULATE_BELOW_BYTES = 600.0
-    LOOP_RECORDS = 256
-    SCAN_PIECE = 1 << 20
-
     def __init__(self, header: PcapHeader):
         self.header = header
         self.limit = header.caplen_limit
-        e = ">" if header.big_endian else "<"
-        self._u32 = struct.Struct(e + "I")
-        self._u4 = np.dtype(e + "u4")
-        self.avg_record_bytes = float("inf")  # unknown until the loop has measured it
-        self._measured = False
-        # Offset of the two high bytes of ts_sec inside a record header.
-        self._hi_at = 0 if header.big_endian else 2
 
     def walk(self, buf: np.ndarray, pos: int, final: bool, max_records: int) -> tuple[np.ndarray, int, str]:
         """Record starts from ``pos``: at most ``max_records``, then the next position and status."""
         end = buf.shape[0]
-        pieces: list[np.ndarray] = []
-        count = 0
-        status = OK
-        while count < max_records:
-            want = max_records - count
-            speculate = (self._measured and self.avg_record_bytes <= self.SPECULATE_BELOW_BYTES
-                         and end - pos >= self.MIN_SPECULATION_BYTES)
-            if speculate:
-                span = int(want * self.avg_record_bytes * 1.2) + 4096
-                starts, pos = self._speculate(buf, pos, min(end, pos + span), want)
-                if starts.shape[0]:
-                    pieces.append(starts)
-                    count += starts.shape[0]
-                    if starts.shape[0] >= 64:
-                        continue
-            # The loop takes over where guessing broke down, for the tail, and for large records
-            # (its first call also measures the record size that decides between the two).
-            n_loop = want if (self._measured and not speculate) else min(want, self.LOOP_RECORDS)
-            before = pos
-            starts_list, pos, status = self._loop(buf, pos, end, final, n_loop)
-            if starts_list:
-                pieces.append(np.array(starts_list, np.int64))
-                count += len(starts_list)
-                self.avg_record_bytes = max(32.0, (pos - before) / len(starts_list))
-                self._measured = True
-            if status != OK:
-                break
-        starts = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
-        if status == OK and pos == end:
-            status = END
-        return starts, pos, status
-
-    def _loop(self, buf: np.ndarray, pos: int, end: int, final: bool, max_records: int) -> tuple[list[int], int, str]:
-        unpack = self._u32.unpack_from
-        view = memoryview(buf)  # struct reads a memoryview faster than a numpy array
-        limit = self.limit
-        starts: list[int] = []
-        append = starts.append
-        last_header = end - 16
-        left = max_records
-        while left:
-            if pos > last_header:
-                break
-            (caplen,) = unpack(view, pos + 8)
-            nxt = pos + 16 + caplen
-            if caplen > limit or nxt > end:
-                break
-            append(pos)
-            pos = nxt
-            left -= 1
-        else:
-            return starts, pos, OK
+        # Every record takes at least its 16-byte header: the buffer holds fewer records than
+        # (end - pos) // 16 + 1, so a full ``starts`` means max_records were found.
+        starts = np.empty(max(0, min(max_records, (end - pos) // 16 + 1)), np.int64)
+        n, pos, stop = _walk_records(buf, pos, starts, self.limit, self.header.big_endian)
+        starts = starts[:n]
         if pos == end:
             return starts, pos, END
-        if pos <= last_header and unpack(view, pos + 8)[0] > limit:
+        if stop == STOP_MAX_RECORDS:
+            return starts, pos, OK
+        if stop == STOP_CAPLEN:
             return starts, pos, CORRUPT
         return starts, pos, (TRUNCATED if final else NEED_MORE)
-
-    def _speculate(self, buf: np.ndarray, pos: int, stop: int, max_records: int) -> tuple[np.ndarray, int]:
-        """Exact record starts in [pos, stop) found by guessing and verifying (see module doc)."""
-        end = buf.shape[0]
-        hi = self._hi_at
-        pattern = buf[pos + hi : pos + hi + 2].view(np.uint16)[0]
-        found = []
-        for s in range(pos + hi, min(stop, end - 16) + hi, self.SCAN_PIECE):
-            e = min(s + self.SCAN_PIECE, min(stop, end - 16) + hi + 1)
-            for a in (0, 1):
-                m = (e - s - a) // 2
-                if m <= 0:
-                    continue
-                h = np.flatnonzero(buf[s + a : s + a + 2 * m].view(np.uint16) == pattern)
-                if h.shape[0]:
-                    h *= 2
-                    h += s + a - hi
-                    found.append(h)
-        if not found:
-            return np.zeros(0, np.int64), pos
-        cand = np.sort(np.concatenate(found))
-        cand = cand[(cand >= pos) & (cand <= end - 16)]
-        if cand.shape[0] == 0 or cand[0] != pos:
-            return np.zeros(0, np.int64), pos
-        caplen = self._u32_at(buf, cand + 8)
-        nxt = cand + 16 + caplen
-        m = cand.shape[0]
-        idx = np.searchsorted(cand, nxt)
-        hit = idx < m
-        hit[hit] = cand[idx[hit]] == nxt[hit]
-        # Guesses in payloads are almost never pointed to by another guess; two rounds drop them.
-        kept = np.zeros(m, bool)
-        kept[0] = True
-        kept[idx[hit]] = True
-        kept2 = np.zeros(m, bool)
-        kept2[0] = True
-        kept2[idx[hit & kept]] = True
-        starts, nxt, caplen = cand[kept2], nxt[kept2], caplen[kept2]
-        # Keep the prefix in which each start is its predecessor's successor.
-        good = nxt[:-1] == starts[1:]
-        n_ok = starts.shape[0] if good.all() else int(np.argmin(good)) + 1
-        # ...whose records are sane and complete; the loop judges the first one that is not.
-        bad = (caplen[:n_ok] > self.limit) | (nxt[:n_ok] > end)
-        if bad.any():
-            n_ok = int(np.argmax(bad))
-        n_ok = min(n_ok, max_records)
-        if n_ok == 0:
-            return np.zeros(0, np.int64), pos
-        starts = starts[:n_ok]
-        new_pos = int(nxt[n_ok - 1])
-        self.avg_record_bytes = max(32.0, (new_pos - pos) / n_ok)
-        return starts, new_pos
-
-    def _u32_at(self, buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return gather_rows(buf, idx, 4)[0].view(self._u4)[:, 0].astype(np.int64)
 
     def chunk(self, buf: np.ndarray, starts: np.ndarray, first_index: int) -> RecordChunk:
         """A RecordChunk for pcap records starting at ``starts`` in ``buf``."""
         n = starts.shape[0]
+        ts_ns = np.zeros(n, np.int64)
+        caplen = np.zeros(n, np.int64)
         if n:
-            header = gather_rows(buf, starts, 16)[0].view(self._u4)
-            sec, frac, caplen = (header[:, k].astype(np.int64) for k in range(3))
-        else:
-            sec = frac = caplen = np.zeros(0, np.int64)
-        ts_ns = sec * 1_000_000_000 + (frac if self.header.nanosecond else frac * 1000)
+            _record_headers(buf, starts, self.header.big_endian, self.header.nanosecond, ts_ns, caplen)
         return RecordChunk(
             buf=buf,
             offset=starts + 16,
@@ -228,6 +105,53 @@ class PcapWalker:
             linktype=np.full(n, self.header.linktype, np.int32),
             frame_index=np.arange(first_index, first_index + n, dtype=np.int64),
         )
+
+
+# Why _walk_records stopped: enough records, a record header with an impossible captured length
+# (corrupt), or a record (or its header) running past the end of the buffer (more data needed).
+STOP_MAX_RECORDS, STOP_CAPLEN, STOP_PAST_END = 0, 1, 2
+
+
+@compiled
+def _u32(buf: np.ndarray, at: int, big_endian: bool) -> int:
+    b0, b1, b2, b3 = np.int64(buf[at]), np.int64(buf[at + 1]), np.int64(buf[at + 2]), np.int64(buf[at + 3])
+    if big_endian:
+        return (b0 << 24) | (b1 << 16) | (b2 << 8) | b3
+    return (b3 << 24) | (b2 << 16) | (b1 << 8) | b0
+
+
+@compiled
+def _walk_records(buf, pos, starts, limit, big_endian):  # pragma: no cover - compiled
+    """Record starts from ``pos`` into ``starts`` (at most its length): (count, next position, STOP_*)."""
+    end = buf.shape[0]
+    n = 0
+    while n < starts.shape[0]:
+        if pos > end - 16:
+            return n, pos, STOP_PAST_END
+        caplen = _u32(buf, pos + 8, big_endian)
+        if caplen > limit:
+            return n, pos, STOP_CAPLEN
+        nxt = pos + 16 + caplen
+        if nxt > end:
+            return n, pos, STOP_PAST_END
+        starts[n] = pos
+        n += 1
+        pos = nxt
+    return n, pos, STOP_MAX_RECORDS
+
+
+@compiled
+def _record_headers(buf, starts, big_endian, nanosecond, ts_ns, caplen):  # pragma: no cover - compiled
+    """Timestamp (ns) and captured length of the records at ``starts`` (headers outside ``buf``: 0)."""
+    end = buf.shape[0]
+    for i in range(starts.shape[0]):
+        at = starts[i]
+        if at < 0 or at > end - 16:
+            continue
+        sec = _u32(buf, at, big_endian)
+        frac = _u32(buf, at + 4, big_endian)
+        ts_ns[i] = sec * 1_000_000_000 + (frac if nanosecond else frac * 1000)
+        caplen[i] = _u32(buf, at + 8, big_endian)
 
 
 def iter_pcap(path: Path, source: Source, head: bytes, chunk_records: int) -> Iterator[RecordChunk]:

@@ -30,16 +30,9 @@ def read_all(path: Path, reader: str = "auto", chunk_packets: int = 65536) -> tu
 
 @pytest.fixture
 def tiny_windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Exercise the guessing walker, gzip windows and decode blocks on tiny captures."""
-    monkeypatch.setattr(pcap.PcapWalker, "MIN_SPECULATION_BYTES", 64)
-    monkeypatch.setattr(pcap.PcapWalker, "SPECULATE_BELOW_BYTES", float("inf"))
-    monkeypatch.setattr(pcap.PcapWalker, "LOOP_RECORDS", 3)
-    monkeypatch.setattr(pcap.PcapWalker, "SCAN_PIECE", 512)
+    """Exercise gzip windows on tiny captures."""
     monkeypatch.setattr(pcap, "GZIP_BLOCK_BYTES", 300)
     monkeypatch.setattr(pcapng, "GZIP_BLOCK_BYTES", 300)
-    from pcapvision.ingest import fastpath
-
-    monkeypatch.setattr(fastpath, "BLOCK_FRAMES", 5)
 
 
 LINKTYPES = [c.LINKTYPE_ETHERNET, c.LINKTYPE_LINUX_SLL, c.LINKTYPE_LINUX_SLL2, c.LINKTYPE_NULL,
@@ -81,9 +74,9 @@ def test_walker_windows_and_blocks_do_not_change_the_result(tmp_path: Path, tiny
         assert got == read_all(plain, "scapy", chunk)
 
 
-def test_guessing_walker_finds_exactly_the_records_of_a_plain_walk(tmp_path: Path, tiny_windows: None) -> None:
-    # Payloads full of the timestamp's high bytes make many false guesses; timestamps cross a
-    # 2**16-second boundary (where the guessed pattern changes); sizes vary from 0 to 1500.
+def test_walker_finds_exactly_the_records_of_a_plain_walk(tmp_path: Path, tiny_windows: None) -> None:
+    # Payloads full of the timestamp's bytes look like record headers; timestamps cross a
+    # 2**16-second boundary; sizes vary from 0 to 1500; chunks end mid-capture.
     rng = np.random.default_rng(3)
     boundary_ns = (0x6553_0000 * 1_000_000_000) - 500_000_000
     records = []

@@ -74,10 +74,7 @@ SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[Heal
 
 @pytest.fixture(autouse=True)
 def _small_windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Make the guessing walker and gzip windows work on these small inputs too.
-    monkeypatch.setattr(pcap.PcapWalker, "MIN_SPECULATION_BYTES", 64)
-    monkeypatch.setattr(pcap.PcapWalker, "SPECULATE_BELOW_BYTES", float("inf"))
-    monkeypatch.setattr(pcap.PcapWalker, "LOOP_RECORDS", 3)
+    # Make gzip windows work on these small inputs too.
     monkeypatch.setattr(pcap, "GZIP_BLOCK_BYTES", 256)
     monkeypatch.setattr(pcapng, "GZIP_BLOCK_BYTES", 256)
 
