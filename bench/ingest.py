@@ -589,7 +589,7 @@ def run_stages(path: Path) -> tuple[dict[str, float], int, int]:
             ended = assembler.assemble_flow_batches(counted(decoded), options.flow_options(),
                                                     flush_flows=flowstream.OUTPUT_BATCH_FLOWS,
                                                     flush_bytes=flowstream.OUTPUT_BATCH_BYTES)
-            for batch in clock.wrap("assemble", flowstream._rebatch(clock.wrap("assemble", ended))):
+            for batch in clock.wrap("assemble", ended):
                 with clock.stage("flow ids + labels"):
                     batch = flowstream._to_flows_schema(batch, str(path), sha, labeler)
                 flows += batch.num_rows

@@ -107,7 +107,8 @@ ON_HOLE = ("stop", "skip")
 # Pool entries one packet may take at most: stream and mask pages, a run page, a list page, two
 # gap nodes. The compiled loop stops before a packet when a pool has less, to be grown.
 _NEED = {PAGES: 2 * PAGE_TABLE, RUNS: 1, LISTS: 1, GAPS: 2}
-_COUNTERS = ("retransmitted_segments", "overlapping_segments", "out_of_order_segments")
+_COUNTERS = {RETRANSMITTED: "retransmitted_segments", OVERLAPPING: "overlapping_segments",
+             OUT_OF_ORDER: "out_of_order_segments"}
 
 
 @dataclass(frozen=True)
@@ -237,8 +238,8 @@ class FlowAssembler:
             for kind, need in _NEED.items():  # a pool ran short before packet ``start``: grow it
                 self.pools = flowbuffers.reserve(self.pools, kind, max(need, 4096))
         self.stats["flows"] += int(counts[1])
-        for name, total in zip(_COUNTERS, self._counters.tolist()):
-            self.stats[name] = total  # running totals kept by the compiled loop
+        for index, name in _COUNTERS.items():
+            self.stats[name] = int(self._counters[index])  # running totals kept by the compiled loop
         ended, ended_codes = ended[: counts[0]], ended_codes[: counts[0]]
         batch_max = int(batch.ts_ns.max())
         self._clock = batch_max if self._clock is None else max(self._clock, batch_max)

@@ -1,9 +1,9 @@
 """One capture -> a stream of flows-table record batches (or one table in memory).
 
 The capture flows through ``read_packets`` (chunks of decoded packets) -> ``assemble_flow_batches``
-(Arrow batches of the flows that ended) -> batches bounded by :data:`OUTPUT_BATCH_FLOWS` flows and
-:data:`OUTPUT_BATCH_BYTES` payload bytes, stamped with ``flow_id``/``source_*`` and labels. Memory
-is bounded by the open flows plus one chunk, never a whole capture.
+(Arrow batches of the flows that ended, each of at most :data:`OUTPUT_BATCH_FLOWS` flows and about
+:data:`OUTPUT_BATCH_BYTES` payload bytes) -> the same batches stamped with ``flow_id``/``source_*``
+and labels. Memory is bounded by the open flows plus one chunk, never a whole capture.
 """
 
 from __future__ import annotations
@@ -32,37 +32,6 @@ __all__ = ["OUTPUT_BATCH_BYTES", "OUTPUT_BATCH_FLOWS", "iter_flow_tables", "read
 # comes first: 4096 flows of full 3 x 4 KiB payloads would hold ~100 MB in flight twice over.
 OUTPUT_BATCH_FLOWS = 4096
 OUTPUT_BATCH_BYTES = 8 << 20
-
-
-def _payload_bytes(batch: pa.RecordBatch) -> int:
-    return sum(pc.sum(pc.binary_length(batch.column(name))).as_py() or 0
-               for name in ("payload", "src2dst_payload", "dst2src_payload"))
-
-
-def _rebatch(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Regroup the assembler's batches (one per packet chunk, of any size) into batches of at most
-    :data:`OUTPUT_BATCH_FLOWS` flows or about :data:`OUTPUT_BATCH_BYTES` payload bytes."""
-    pending: list[pa.RecordBatch] = []
-    rows = 0
-    size = 0.0
-    for batch in batches:
-        n = batch.num_rows
-        per_row = _payload_bytes(batch) / n if n else 0.0
-        start = 0
-        while start < n:
-            room = OUTPUT_BATCH_FLOWS - rows
-            if per_row:
-                room = min(room, int((OUTPUT_BATCH_BYTES - size) / per_row))
-            take = max(1, min(n - start, room))
-            pending.append(batch.slice(start, take))
-            rows += take
-            size += take * per_row
-            start += take
-            if rows >= OUTPUT_BATCH_FLOWS or size >= OUTPUT_BATCH_BYTES:
-                yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
-                pending, rows, size = [], 0, 0.0
-    if pending:
-        yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
 
 
 def _to_flows_schema(flows: pa.RecordBatch, source_file: str, source_sha256: str,
@@ -118,7 +87,7 @@ def iter_flow_tables(
     packets = read_packets(path, reader=options.reader, chunk_packets=options.chunk_packets)
     flows_stream = assemble_flow_batches(counted(packets), options.flow_options(),
                                          flush_flows=OUTPUT_BATCH_FLOWS, flush_bytes=OUTPUT_BATCH_BYTES)
-    for flows in _rebatch(flows_stream):
+    for flows in flows_stream:  # already bounded: OUTPUT_BATCH_FLOWS flows, ~OUTPUT_BATCH_BYTES
         missed = pc.add(flows.column("src2dst_missed_bytes"), flows.column("dst2src_missed_bytes"))
         stats.tcp_flows_with_holes += pc.sum(pc.greater(missed, 0)).as_py() or 0
         stats.tcp_missed_bytes += pc.sum(missed).as_py() or 0
