@@ -222,14 +222,13 @@ class FlowAssembler:
         self.stats["packets"] += n
         self._reserve(n)
         words, direction, hashes = packet_keys(batch)
-        order = _grouped_order(hashes)
         ended = np.empty(n, np.int64)
         ended_codes = np.empty(n, np.int8)
         counts = np.zeros(2, np.int64)  # flows ended, flows started
         start = 0
         while True:
             start = _assemble_packets(
-                start, order, words, direction, hashes, batch.ts_ns, batch.frame_index, batch.tcp_flags,
+                start, words, direction, hashes, batch.ts_ns, batch.frame_index, batch.tcp_flags,
                 batch.payload_len, batch.ip_bytes, batch.tcp_seq, batch.payload_offset, batch.data,
                 self._idle_ns, self._active_ns, self._max_bytes, self._max_packets,
                 self.slots, self.pools, self.table, self._open_count, self._counters, ended, ended_codes, counts)
@@ -273,11 +272,11 @@ class FlowAssembler:
 
 
 @compiled
-def _assemble_packets(start, order, words, direction, hashes, ts, frame, flags, plen, ipb, seq, poff, data,
+def _assemble_packets(start, words, direction, hashes, ts, frame, flags, plen, ipb, seq, poff, data,
                       idle, active, max_bytes, max_packets, S, P, table, open_count, counters, ended,
                       ended_codes, counts):  # pragma: no cover - compiled
-    """Assemble the packets ``order[start:]`` of a batch; return the position in ``order`` of the
-    first packet not assembled: ``len(ts)``, or earlier when a pool may run short for the next one."""
+    """Assemble packets ``start``... of a batch in capture order; return the index of the first
+    packet not assembled: ``len(ts)``, or earlier when a pool may run short for the next one."""
     # Plain arrays, not tuple fields, in the loop (each field access would update reference counts).
     state, keys, tables = S.state, S.words, S.tables
     slot_free, slot_free_count = S.free, S.free_count
@@ -285,11 +284,10 @@ def _assemble_packets(start, order, words, direction, hashes, ts, frame, flags, 
     list_time, list_bytes, list_lengths, list_next = P.list_time, P.list_bytes, P.list_lengths, P.list_next
     gaps, gap_next = P.gaps, P.gap_next
     mask = table.shape[0] - 1
-    for k in range(start, ts.shape[0]):
-        i = order[k]
+    for i in range(start, ts.shape[0]):
         if (free_count[PAGES] < 2 * PAGE_TABLE or free_count[RUNS] < 1 or free_count[LISTS] < 1
                 or free_count[GAPS] < 2):
-            return k
+            return i
         t = ts[i]
         d = direction[i]
         f = flags[i]
@@ -359,19 +357,6 @@ def _assemble_packets(start, order, words, direction, hashes, ts, frame, flags, 
         elif n > 0 and not state[s, F_DONE + d]:
             place_udp(state, tables, pages, runs, run_next, free, free_count, s, d, data, poff[i], n, max_bytes)
     return ts.shape[0]
-
-
-def _grouped_order(hashes: np.ndarray) -> np.ndarray:
-    """An order of the batch's packets that keeps each key's packets together and in capture
-    order: flows are independent, and a flow's state stays in the cache while its packets are
-    assembled (in capture order, every packet would touch another flow's state: ~20 cache
-    misses each). One plain sort of (hash, position) keys: the low bits hold the position."""
-    n = hashes.shape[0]
-    bits = max(1, (n - 1).bit_length())
-    low = (1 << bits) - 1
-    keys = (hashes & ~low) | np.arange(n, dtype=np.int64)
-    keys.sort()
-    return keys & low
 
 
 @compiled_inline
