@@ -107,7 +107,7 @@ _INGEST_OPTIONS = (
      "TCP payload at a hole the capture missed: stop there, or skip it (close the gap, mark the join in "
      "*_payload_holes) and keep the bytes after it"),
     ("--reader", "reader", str, "auto", ("auto", "dpkt", "scapy"),
-     "capture decoder: auto (fast numpy path, dpkt fallback), dpkt, or scapy (slow cross-check)"),
+     "capture decoder: auto (compiled fast path, dpkt fallback), dpkt, or scapy (slow cross-check)"),
     ("--chunk-packets", "chunk_packets", int, 65536, "N",
      "packets decoded per chunk (memory holds one chunk plus the open flows)"),
 )

@@ -41,3 +41,20 @@ def test_classify_exports_the_functions_its_docstring_lists():
         assert name in promised
     missing = sorted(n for n in promised if not hasattr(classify, n) or n not in classify.__all__)
     assert not missing, f"pcapvision.classify promises but does not export {missing}"
+
+
+def test_cli_and_config_choices_mirror_the_ingest_constants():
+    # The CLI and the config schema spell the choices out (importing pcapvision.ingest would load
+    # pyarrow and numba for every command, even --help): they must not drift from ingest's own.
+    from pcapvision import cli, config
+    from pcapvision.ingest import IngestOptions
+    from pcapvision.ingest.assembler import ON_HOLE
+    from pcapvision.ingest.constants import READERS
+
+    cli_choices = {field: shape for _, field, _, _, shape, _ in cli._INGEST_OPTIONS if isinstance(shape, tuple)}
+    config_choices = {key.name: key.choices for key in config.SECTIONS["ingest"][1] if key.choices}
+    assert cli_choices == config_choices == {"reader": READERS, "on_hole": ON_HOLE}
+    defaults = IngestOptions()
+    assert {field: default for _, field, _, default, _, _ in cli._INGEST_OPTIONS} == {
+        field: getattr(defaults, field) for field in ("idle_timeout_s", "active_timeout_s", "max_bytes",
+                                                      "max_packets", "on_hole", "reader", "chunk_packets")}

@@ -10,12 +10,14 @@ Modules, by stage:
 * capture files -> record chunks: :mod:`.capture` (format detection, entry points), :mod:`.source`
   (plain or gzip bytes), :mod:`.pcap`, :mod:`.pcapng` (the walkers), :mod:`.records` (the chunk type);
 * record chunks -> packet batches (:mod:`.packets`): :mod:`.readers` (reader dispatch, chunk
-  decoding), :mod:`.fastpath` (vectorised decoder), :mod:`.dpkt_decode` (reference decoder),
+  decoding), :mod:`.fastpath` (compiled decoder), :mod:`.dpkt_decode` (reference decoder),
   :mod:`.scapy_reader` (cross-check), :mod:`.defrag` (IP fragments);
-* packet batches -> flows: :mod:`.assembler` (cutting flows), :mod:`.flowkey` (grouping by key),
-  :mod:`.flowtable` (per-flow state), :mod:`.flowbuffers` (packet lists), :mod:`.reassembly`
-  (payload), :mod:`.seqgaps` (TCP bytes the capture missed), :mod:`.emission` (columns),
-  :mod:`.flowschema` (the flows table's schema), with :mod:`.community_id` and :mod:`.tls`;
+* packet batches -> flows: :mod:`.assembler` (cutting flows), :mod:`.flowkey` (packet keys),
+  :mod:`.flowtable` (per-flow state, open flows), :mod:`.flowbuffers` (page pools: payload, packet
+  lists), :mod:`.reassembly` (payload placement), :mod:`.seqgaps` (TCP bytes the capture missed),
+  :mod:`.emission` (columns), :mod:`.flowschema` (the flows table's schema), with
+  :mod:`.community_id` and :mod:`.tls`;
+  the loops over packets and bytes are compiled with numba (:mod:`.jit`);
 * flows -> Parquet: :mod:`.pipeline` (:func:`ingest`: plan, run, in worker processes),
   :mod:`.discover` (input files), :mod:`.flowstream` (one capture's flows, labelled by
   :mod:`.labels`), :mod:`.flowid`, :mod:`.writer`, :mod:`.options`, :mod:`.summary`;

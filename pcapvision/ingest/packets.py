@@ -51,7 +51,7 @@ class PacketBatch:
     vlan_id: np.ndarray | None = None  # uint16, VLAN id of the outermost 802.1Q tag (0: untagged)
     skipped: Counter[str] = field(default_factory=Counter)  # packets not in the batch, by reason
     # Frames of the chunk by the decoder that judged them ("fast", "dpkt", "scapy"): proves the
-    # numpy fast path does the work and does not silently hand everything to dpkt.
+    # compiled fast path does the work and does not silently hand everything to dpkt.
     decoded_by: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:

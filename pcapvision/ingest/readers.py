@@ -3,7 +3,7 @@
 Three readers yield the same packets and the same skip counts:
 
 ``auto``
-    the container walker of :mod:`pcapvision.ingest.capture` and the vectorised decoder of
+    the container walker of :mod:`pcapvision.ingest.capture` and the compiled decoder of
     :mod:`pcapvision.ingest.fastpath`; frames the fast path does not handle go to dpkt
     (:mod:`pcapvision.ingest.dpkt_decode`).
 ``dpkt``
