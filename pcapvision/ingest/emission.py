@@ -199,6 +199,16 @@ class _Outputs(NamedTuple):
 
 
 @compiled_inline
+def _received_run(pages, mask, start, max_bytes):  # pragma: no cover - compiled
+    """[z, o): the next run of received bytes at or after ``start`` in a hole mask (z = -1: none)."""
+    z = find_mask(pages, mask, 1, start, max_bytes)
+    if z == -1:
+        return -1, -1
+    o = find_mask(pages, mask, 0, z, max_bytes)
+    return z, (max_bytes if o == -1 else o)
+
+
+@compiled_inline
 def _stream_size(state, tables, pages, s, d, skip, max_bytes):  # pragma: no cover - compiled
     """(bytes, holes) a direction emits: its contiguous prefix, and [its length] as the one hole
     when bytes after a hole are stranded; with ``skip``, every received byte (holes closed) and
@@ -211,17 +221,14 @@ def _stream_size(state, tables, pages, s, d, skip, max_bytes):  # pragma: no cov
         return end, (1 if find_mask(pages, mask, 1, end, max_bytes) != -1 else 0)
     total = 0
     joins = 0
-    i = 0
-    while True:
-        z = find_mask(pages, mask, 1, i, max_bytes)
-        if z == -1:
-            break
-        if z > i:
+    j = 0
+    z, o = _received_run(pages, mask, 0, max_bytes)
+    while z != -1:
+        if z > j:  # a gap before this run (also at offset 0)
             joins += 1
-        o = find_mask(pages, mask, 0, z, max_bytes)
-        o = max_bytes if o == -1 else o
         total += o - z
-        i = o
+        j = o
+        z, o = _received_run(pages, mask, o, max_bytes)
     return total, joins
 
 
@@ -290,18 +297,15 @@ def _fill(slots, init, S, P, skip, max_bytes, offsets, out, missed):  # pragma: 
                 mask = tables[s, T_MASK + d]
                 start = pos
                 j = 0
-                while True:
-                    z = find_mask(pages, mask, 1, j, max_bytes)
-                    if z == -1:
-                        break
-                    if z > j:
+                z, o = _received_run(pages, mask, 0, max_bytes)
+                while z != -1:
+                    if z > j:  # a gap before this run (also at offset 0): the join's offset
                         holes[hole_at] = pos - start
                         hole_at += 1
-                    o = find_mask(pages, mask, 0, z, max_bytes)
-                    o = max_bytes if o == -1 else o
                     read_bytes(pages, stream, z, o - z, column, pos)
                     pos += o - z
                     j = o
+                    z, o = _received_run(pages, mask, o, max_bytes)
             missed[i, d] = missed_bytes(gaps, gap_next, state, s, d)
         # The interleaved payload: runs cut from the streams just written, then (skip) the rest.
         pos = offsets[_PAYLOAD, i]

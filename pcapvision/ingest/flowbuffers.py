@@ -208,6 +208,29 @@ def release_table(free, free_count, table):  # pragma: no cover - compiled
 
 
 @compiled_inline
+def _tail_page(next_page, free, free_count, kind, per_page, state, s, head, tail, count):  # pragma: no cover
+    """The page for entry ``count`` of flow ``s``'s chain of pages (``state[s, head]`` ...
+    ``state[s, tail]``): the tail, or a new page appended when ``count`` starts one."""
+    if count % per_page == 0:
+        page = take(free, free_count, kind)
+        next_page[page] = NONE
+        if count == 0:
+            state[s, head] = page
+        else:
+            next_page[state[s, tail]] = page
+        state[s, tail] = page
+    return state[s, tail]
+
+
+@compiled_inline
+def _release_chain(next_page, free, free_count, kind, page):  # pragma: no cover - compiled
+    while page != NONE:
+        nxt = next_page[page]
+        give(free, free_count, kind, page)
+        page = nxt
+
+
+@compiled_inline
 def add_run(runs, run_next, free, free_count, state, s, d, length):  # pragma: no cover - compiled
     """The next ``length`` bytes of direction ``d`` join flow ``s``'s interleaved payload."""
     if length <= 0:
@@ -216,28 +239,17 @@ def add_run(runs, run_next, free, free_count, state, s, d, length):  # pragma: n
     if count:
         tail = state[s, F_RUN_TAIL]
         last = (count - 1) % RUN_PAGE
-        if runs[tail, last] & 1 == d:
+        if runs[tail, last] & 1 == d:  # the same direction again: the last run grows
             runs[tail, last] += length << 1
             return
-    if count % RUN_PAGE == 0:
-        page = take(free, free_count, RUNS)
-        run_next[page] = NONE
-        if count == 0:
-            state[s, F_RUN_HEAD] = page
-        else:
-            run_next[state[s, F_RUN_TAIL]] = page
-        state[s, F_RUN_TAIL] = page
-    runs[state[s, F_RUN_TAIL], count % RUN_PAGE] = (length << 1) | d
+    page = _tail_page(run_next, free, free_count, RUNS, RUN_PAGE, state, s, F_RUN_HEAD, F_RUN_TAIL, count)
+    runs[page, count % RUN_PAGE] = (length << 1) | d
     state[s, F_RUN_COUNT] = count + 1
 
 
 @compiled_inline
 def release_runs(run_next, free, free_count, state, s):  # pragma: no cover - compiled
-    page = state[s, F_RUN_HEAD]
-    while page != NONE:
-        nxt = run_next[page]
-        give(free, free_count, RUNS, page)
-        page = nxt
+    _release_chain(run_next, free, free_count, RUNS, state[s, F_RUN_HEAD])
     state[s, F_RUN_HEAD] = NONE
     state[s, F_RUN_TAIL] = NONE
     state[s, F_RUN_COUNT] = 0
@@ -248,15 +260,7 @@ def add_listed(list_time, list_bytes, list_lengths, list_next, free, free_count,
                ipb, flags):  # pragma: no cover - compiled
     """Append one packet to flow ``s``'s packet lists."""
     count = state[s, F_LISTED]
-    if count % LIST_PAGE == 0:
-        page = take(free, free_count, LISTS)
-        list_next[page] = NONE
-        if count == 0:
-            state[s, F_LIST_HEAD] = page
-        else:
-            list_next[state[s, F_LIST_TAIL]] = page
-        state[s, F_LIST_TAIL] = page
-    page = state[s, F_LIST_TAIL]
+    page = _tail_page(list_next, free, free_count, LISTS, LIST_PAGE, state, s, F_LIST_HEAD, F_LIST_TAIL, count)
     k = count % LIST_PAGE
     list_time[page, k] = time_ms
     list_bytes[page, k, 0] = d
@@ -268,10 +272,6 @@ def add_listed(list_time, list_bytes, list_lengths, list_next, free, free_count,
 
 @compiled_inline
 def release_list(list_next, free, free_count, state, s):  # pragma: no cover - compiled
-    page = state[s, F_LIST_HEAD]
-    while page != NONE:
-        nxt = list_next[page]
-        give(free, free_count, LISTS, page)
-        page = nxt
+    _release_chain(list_next, free, free_count, LISTS, state[s, F_LIST_HEAD])
     state[s, F_LIST_HEAD] = NONE
     state[s, F_LIST_TAIL] = NONE
