@@ -397,6 +397,9 @@ def main() -> None:
     parser.add_argument("--pcap", type=Path, help="measure this capture instead of generated ones")
     parser.add_argument("--sizes", default="500000,1000000,2000000",
                         help="packets of the generated captures, comma-separated (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of the walk, dpkt and ingest per capture, alternated; the median is kept "
+                             "(default: %(default)s)")
     parser.add_argument("--scapy-packets", type=int, default=20_000, help="scapy slice size (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="generator seed (default: %(default)s)")
     parser.add_argument("--profile", type=int, metavar="PACKETS", default=0,
@@ -450,9 +453,18 @@ def main() -> None:
 
     for path, info in captures:
         label = f"{path.name} ({info['packets']:,} pkts, {path.stat().st_size / 1e6:.0f} MB)"
-        add("raw record walk (floor)", label, measure_method("walk", path))
-        add("dpkt loop (baseline)", label, measure_method("dpkt", path))
-        add("pcapvision ingest --jobs 1", label, measure_ingest([path], 1, info["packets"]))
+        # Alternated, --repeat times: on a shared machine each row keeps the run of median CPU.
+        runs: dict[str, list[dict]] = {"raw record walk (floor)": [], "dpkt loop (baseline)": [],
+                                       "pcapvision ingest --jobs 1": []}
+        for _ in range(args.repeat):
+            runs["raw record walk (floor)"].append(measure_method("walk", path))
+            runs["dpkt loop (baseline)"].append(measure_method("dpkt", path))
+            runs["pcapvision ingest --jobs 1"].append(measure_ingest([path], 1, info["packets"]))
+        for name, results in runs.items():
+            add(name, label, sorted(results, key=lambda r: r["cpu"])[len(results) // 2])
+            if args.repeat > 1:
+                cpus = sorted(r["cpu"] for r in results)
+                print(f"{name} on {path.name}: CPU s of the {args.repeat} runs {', '.join(f'{c:.2f}' for c in cpus)}")
     if not args.pcap:
         total = sum(json.loads(p.with_suffix(".json").read_text())["packets"] for p in pair)
         label = f"2 files, {total:,} pkts"
