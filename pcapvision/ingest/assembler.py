@@ -105,7 +105,7 @@ _MAX_TIMEOUT_S = 1e9
 _MAX_BYTES_LIMIT = 1 << 30  # offsets are computed modulo 2**32 with a sign bit: keep far below
 ON_HOLE = ("stop", "skip")
 # Pool entries one packet may take at most: stream and mask pages, a run page, a list page, two
-# gap nodes. The compiled loop stops before a packet when a pool has less, to be grown.
+# gap nodes (and a slot). The compiled loop stops before a packet when a pool has less, to be grown.
 _NEED = {PAGES: 2 * PAGE_TABLE, RUNS: 1, LISTS: 1, GAPS: 2}
 _COUNTERS = {RETRANSMITTED: "retransmitted_segments", OVERLAPPING: "overlapping_segments",
              OUT_OF_ORDER: "out_of_order_segments"}
@@ -220,7 +220,11 @@ class FlowAssembler:
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int8)
         self.stats["packets"] += n
-        self._reserve(n)
+        # The table stays at most half full even if every packet starts a flow.
+        if 2 * (self.open_flows + n) > self.table.shape[0]:
+            table = new_table(4 * (self.open_flows + n))
+            rehash(self.table, table, self.slots.state)
+            self.table = table
         words, direction, hashes = packet_keys(batch)
         ended = np.empty(n, np.int64)
         ended_codes = np.empty(n, np.int8)
@@ -234,8 +238,11 @@ class FlowAssembler:
                 self.slots, self.pools, self.table, self._open_count, self._counters, ended, ended_codes, counts)
             if start == n:
                 break
-            for kind, need in _NEED.items():  # a pool ran short before packet ``start``: grow it
+            # A pool or the free slots ran short before packet ``start``: grow them (doubling).
+            for kind, need in _NEED.items():
                 self.pools = flowbuffers.reserve(self.pools, kind, max(need, 4096))
+            if self.slots.free_count[0] == 0:
+                self.slots = grow_slots(self.slots, 2 * self.slots.state.shape[0])
         self.stats["flows"] += int(counts[1])
         for index, name in _COUNTERS.items():
             self.stats[name] = int(self._counters[index])  # running totals kept by the compiled loop
@@ -253,17 +260,6 @@ class FlowAssembler:
             ended_codes = np.concatenate([ended_codes, np.full(len(expired), END_IDLE, np.int8)])
         return ended, ended_codes
 
-    def _reserve(self, n: int) -> None:
-        """Room for ``n`` more flows: free slots, and a hash table at most half full."""
-        free = int(self.slots.free_count[0])
-        if free < n:
-            size = self.slots.state.shape[0]
-            self.slots = grow_slots(self.slots, max(2 * size, size + n - free))
-        if 2 * (self.open_flows + n) > self.table.shape[0]:
-            table = new_table(4 * (self.open_flows + n))
-            rehash(self.table, table, self.slots.state)
-            self.table = table
-
     def _end_all(self) -> tuple[np.ndarray, np.ndarray]:
         slots = self.table[self.table != EMPTY]
         self.table[:] = EMPTY
@@ -276,7 +272,8 @@ def _assemble_packets(start, words, direction, hashes, ts, frame, flags, plen, i
                       idle, active, max_bytes, max_packets, S, P, table, open_count, counters, ended,
                       ended_codes, counts):  # pragma: no cover - compiled
     """Assemble packets ``start``... of a batch in capture order; return the index of the first
-    packet not assembled: ``len(ts)``, or earlier when a pool may run short for the next one."""
+    packet not assembled: ``len(ts)``, or earlier when a pool or the free slots may run short for
+    the next one."""
     # Plain arrays, not tuple fields, in the loop (each field access would update reference counts).
     state, keys, tables = S.state, S.words, S.tables
     slot_free, slot_free_count = S.free, S.free_count
@@ -286,7 +283,7 @@ def _assemble_packets(start, words, direction, hashes, ts, frame, flags, plen, i
     mask = table.shape[0] - 1
     for i in range(start, ts.shape[0]):
         if (free_count[PAGES] < 2 * PAGE_TABLE or free_count[RUNS] < 1 or free_count[LISTS] < 1
-                or free_count[GAPS] < 2):
+                or free_count[GAPS] < 2 or slot_free_count[0] < 1):
             return i
         t = ts[i]
         d = direction[i]
