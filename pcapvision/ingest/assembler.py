@@ -238,7 +238,7 @@ class FlowAssembler:
                 self.slots, self.pools, self.table, self._open_count, self._counters, ended, ended_codes, counts)
             if start == n:
                 break
-            # A pool or the free slots ran short before packet ``start``: grow them (doubling).
+            # A pool or the free slots ran short before packet ``start``: grow them.
             for kind, need in _NEED.items():
                 self.pools = flowbuffers.reserve(self.pools, kind, max(need, 4096))
             if self.slots.free_count[0] == 0:
