@@ -101,7 +101,7 @@ def _executor_options(group: argparse._ArgumentGroup) -> None:
 _INGEST_OPTIONS = (
     ("--idle-timeout", "idle_timeout_s", float, 120.0, "SECONDS", "a flow ends after this long without a packet"),
     ("--active-timeout", "active_timeout_s", float, 1800.0, "SECONDS", "a flow is split after lasting this long"),
-    ("--max-bytes", "max_bytes", int, 4096, "N", "payload bytes kept per flow (payload and each direction)"),
+    ("--max-bytes", "max_bytes", int, 4096, "N", "payload bytes kept per flow (payload and each direction; at most 1 MiB)"),
     ("--max-packets", "max_packets", int, 64, "N", "packets kept in the per-packet lists (packet_time_ms, ...)"),
     ("--on-hole", "on_hole", str, "stop", ("stop", "skip"),
      "TCP payload at a hole the capture missed: stop there, or skip it (close the gap, mark the join in "

@@ -83,7 +83,6 @@ from pcapvision.ingest.flowtable import (
     F_SEEN_HI,
     F_SYN_DIR,
     INT64_MAX,
-    PAGE_TABLE,
     Slots,
     grow_slots,
     new_slots,
@@ -102,11 +101,14 @@ log = logging.getLogger(__name__)
 __all__ = ["ON_HOLE", "FlowOptions", "FlowAssembler", "assemble_flows", "assemble_flow_batches"]
 
 _MAX_TIMEOUT_S = 1e9
-_MAX_BYTES_LIMIT = 1 << 30  # offsets are computed modulo 2**32 with a sign bit: keep far below
+# Payload bytes kept per column and flow at most: each open flow holds page tables sized by it
+# (16 bytes per 4 KiB), and one batch of flows must fit in a binary column (2 GiB).
+_MAX_BYTES_LIMIT = 1 << 20
 ON_HOLE = ("stop", "skip")
-# Pool entries one packet may take at most: stream and mask pages, a run page, a list page, two
-# gap nodes (and a slot). The compiled loop stops before a packet when a pool has less, to be grown.
-_NEED = {PAGES: 2 * PAGE_TABLE, RUNS: 1, LISTS: 1, GAPS: 2}
+# Pool entries one packet may take at most: a run page, a list page, two gap nodes, and stream and
+# mask pages (two page tables' worth), and a slot. The compiled loop stops before a packet when a
+# pool has less, to be grown.
+_NEED = {RUNS: 1, LISTS: 1, GAPS: 2}
 _COUNTERS = {RETRANSMITTED: "retransmitted_segments", OVERLAPPING: "overlapping_segments",
              OUT_OF_ORDER: "out_of_order_segments"}
 
@@ -155,8 +157,10 @@ class FlowAssembler:
         self._max_bytes = options.max_bytes
         self._max_packets = options.max_packets
         self._clock: int | None = None
-        self.slots: Slots = new_slots(1024)
-        self.pools: Pools = new_pools(flowbuffers.page_bytes(options.max_bytes))
+        page, table_pages = flowbuffers.page_layout(options.max_bytes)
+        self.slots: Slots = new_slots(1024, table_pages)
+        self.pools: Pools = new_pools(page, max(256, 2 * table_pages))
+        self._need = {PAGES: 2 * table_pages, **_NEED}
         self.table = new_table(2048)
         self._open_count = np.zeros(1, np.int64)
         self._counters = np.zeros(len(_COUNTERS), np.int64)
@@ -239,7 +243,7 @@ class FlowAssembler:
             if start == n:
                 break
             # A pool or the free slots ran short before packet ``start``: grow them.
-            for kind, need in _NEED.items():
+            for kind, need in self._need.items():
                 self.pools = flowbuffers.reserve(self.pools, kind, max(need, 4096))
             if self.slots.free_count[0] == 0:
                 self.slots = grow_slots(self.slots, 2 * self.slots.state.shape[0])
@@ -282,7 +286,7 @@ def _assemble_packets(start, words, direction, hashes, ts, frame, flags, plen, i
     gaps, gap_next = P.gaps, P.gap_next
     mask = table.shape[0] - 1
     for i in range(start, ts.shape[0]):
-        if (free_count[PAGES] < 2 * PAGE_TABLE or free_count[RUNS] < 1 or free_count[LISTS] < 1
+        if (free_count[PAGES] < 2 * tables.shape[2] or free_count[RUNS] < 1 or free_count[LISTS] < 1
                 or free_count[GAPS] < 2 or slot_free_count[0] < 1):
             return i
         t = ts[i]

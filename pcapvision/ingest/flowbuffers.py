@@ -6,10 +6,11 @@ compiled assembler can fill them without Python objects and a flow holds memory 
 to what it collected:
 
 * **streams and hole masks**: a direction's stream (up to ``max_bytes``) is addressed through a
-  page table of :data:`PAGE_TABLE` entries per (slot, direction); pages are taken when a byte
-  lands in them. The page size is the smallest power of two from 256 bytes that lets
-  :data:`PAGE_TABLE` pages hold ``max_bytes``. A TCP direction that receives a segment beyond its
-  contiguous prefix switches to hole mode: a second page table maps a mask of the bytes received.
+  page table per (slot, direction); pages are taken when a byte lands in them. Pages hold 256
+  bytes to 4 KiB (:func:`page_layout`: 16 pages hold ``max_bytes`` up to 64 KiB, more pages of
+  4 KiB beyond), so a flow wastes less than a page per direction. A TCP direction that receives
+  a segment beyond its contiguous prefix switches to hole mode: a second page table maps a mask
+  of the bytes received.
 * **runs**: the interleaved ``payload`` only ever takes a direction's next contiguous bytes, so a
   flow keeps runs (``length << 1 | direction``; consecutive pieces of one direction merged) in a
   linked list of pages, and the column is cut from the streams at emission.
@@ -37,11 +38,10 @@ from pcapvision.ingest.flowtable import (
     F_RUN_HEAD,
     F_RUN_TAIL,
     NONE,
-    PAGE_TABLE,
 )
 from pcapvision.ingest.jit import compiled_inline, copy_bytes
 
-__all__ = ["LIST_PAGE", "RUN_PAGE", "Pools", "new_pools", "page_bytes", "reserve"]
+__all__ = ["LIST_PAGE", "RUN_PAGE", "Pools", "new_pools", "page_layout", "reserve"]
 
 RUN_PAGE = 16  # runs per run page
 LIST_PAGE = 16  # packets per list page
@@ -70,12 +70,13 @@ _FIELDS = {PAGES: ("pages",), RUNS: ("runs", "run_next"),
            LISTS: ("list_time", "list_bytes", "list_lengths", "list_next"), GAPS: ("gaps", "gap_next")}
 
 
-def page_bytes(max_bytes: int) -> int:
-    """Page size for streams of ``max_bytes``: a power of two from 256, PAGE_TABLE pages hold them."""
+def page_layout(max_bytes: int) -> tuple[int, int]:
+    """(page bytes, pages per table) for streams of ``max_bytes``: the smallest power of two
+    from 256 bytes that lets 16 pages hold them, at most 4 KiB (then more pages per table)."""
     size = 256
-    while size * PAGE_TABLE < max_bytes:
+    while size * 16 < max_bytes and size < 4096:
         size *= 2
-    return size
+    return size, max(1, -(-max_bytes // size))
 
 
 def new_pools(page: int, capacity: int = 256) -> Pools:

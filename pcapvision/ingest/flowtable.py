@@ -17,13 +17,11 @@ import numpy as np
 
 from pcapvision.ingest.jit import compiled
 
-__all__ = ["INT64_MAX", "EMPTY", "NONE", "PAGE_TABLE", "Slots", "new_slots", "grow_slots", "new_table", "rehash",
-           "remove_open"]
+__all__ = ["INT64_MAX", "EMPTY", "NONE", "Slots", "new_slots", "grow_slots", "new_table", "rehash", "remove_open"]
 
 INT64_MAX = np.iinfo(np.int64).max
 EMPTY = -1  # a free hash-table entry
 NONE = -1  # "no page / no node" in page tables and linked pages
-PAGE_TABLE = 16  # pages a direction's stream (or hole mask) spans at most
 
 # Fields of a slot's state row; (2) marks a pair indexed by canonical direction (F_X + d).
 F_FIRST_TS = 0  # ns
@@ -59,7 +57,7 @@ T_STREAM, T_MASK = 0, 2
 class Slots(NamedTuple):
     state: np.ndarray  # (C, N_FIELDS) int64
     words: np.ndarray  # (C, 5) uint64 key
-    tables: np.ndarray  # (C, 4, PAGE_TABLE) int32 page tables (T_STREAM + d, T_MASK + d)
+    tables: np.ndarray  # (C, 4, K) int32 page tables (T_STREAM + d, T_MASK + d); K pages hold max_bytes
     free: np.ndarray  # (C,) int64 stack of free slots
     free_count: np.ndarray  # (1,) int64
 
@@ -72,16 +70,21 @@ def _initial_state(rows: int) -> np.ndarray:
     return state
 
 
-def new_slots(capacity: int) -> Slots:
-    return grow_slots(None, capacity)
+def new_slots(capacity: int, table_pages: int) -> Slots:
+    """Free slots whose page tables have ``table_pages`` entries."""
+    return _grown(None, capacity, table_pages)
 
 
-def grow_slots(slots: Slots | None, capacity: int) -> Slots:
+def grow_slots(slots: Slots, capacity: int) -> Slots:
     """``slots`` with room for ``capacity`` slots (the new ones free)."""
+    return _grown(slots, capacity, slots.tables.shape[2])
+
+
+def _grown(slots: Slots | None, capacity: int, table_pages: int) -> Slots:
     old = 0 if slots is None else slots.state.shape[0]
     state = _initial_state(capacity)
     words = np.zeros((capacity, 5), np.uint64)
-    tables = np.full((capacity, 4, PAGE_TABLE), NONE, np.int32)
+    tables = np.full((capacity, 4, table_pages), NONE, np.int32)
     free_count = 0
     kept = np.zeros(0, np.int64)
     if slots is not None:

@@ -485,7 +485,7 @@ def test_open_flow_table_deletes_without_losing_entries() -> None:
     from pcapvision.ingest.flowtable import EMPTY, F_HASH, new_slots, new_table, rehash, remove_open
 
     rng = np.random.default_rng(5)
-    state = new_slots(40).state
+    state = new_slots(40, 16).state
     hashes = state[:, F_HASH] = rng.integers(0, 6, 40)  # few home positions: long probe chains
     table = new_table(64)
     rehash(np.arange(40, dtype=np.int64), table, state)  # insert slots 0..39
@@ -675,6 +675,26 @@ def test_max_bytes_caps_every_payload_column() -> None:
     assert flow["src2dst_payload_bytes"] == 100
 
 
+@pytest.mark.parametrize("max_bytes", [300, 70_000, 1 << 20])
+def test_large_payload_windows_match_the_reference(max_bytes: int) -> None:
+    # Pages grow to 4 KiB and page tables beyond 16 pages for large max_bytes: a 90 KB exchange
+    # with reordering, a retransmission and a hole, against the per-packet reference.
+    rng = np.random.default_rng(max_bytes)
+    data = rng.bytes(90_000)
+    s = Session().add(0, True, SYN, seq=999).add(1, False, SYN | ACK, seq=4999).add(2, True, ACK, seq=1000)
+    pieces = [(1000 + k, data[k:k + 1400]) for k in range(0, 80_000, 1400)]
+    pieces[3], pieces[4] = pieces[4], pieces[3]  # reordered
+    pieces.insert(10, pieces[9])  # retransmitted
+    del pieces[30]  # a hole the capture missed
+    for i, (seq, chunk) in enumerate(pieces):
+        s.add(3 + i, True, ACK, seq=seq, data=chunk)
+    s.add(200, False, ACK, seq=5000, data=data[:20_000])
+    for on_hole in ("stop", "skip"):
+        options = FlowOptions(max_bytes=max_bytes, on_hole=on_hole)
+        got, want = _run_both([s.packets], options)
+        _assert_same(got, want)
+
+
 def test_max_packets_caps_the_packet_lists() -> None:
     s = Session(proto=17)
     for i in range(10):
@@ -795,7 +815,8 @@ def test_empty_batches_and_no_packets() -> None:
     [
         ({"idle_timeout_s": 0}, "The 'idle_timeout_s' parameter must be a positive number. Got 0 instead."),
         ({"active_timeout_s": -1.0}, "The 'active_timeout_s' parameter must be a positive number"),
-        ({"max_bytes": -1}, "The 'max_bytes' parameter must be an int in [0, 1073741824]. Got -1 instead."),
+        ({"max_bytes": -1}, "The 'max_bytes' parameter must be an int in [0, 1048576]. Got -1 instead."),
+        ({"max_bytes": 1 << 30}, "The 'max_bytes' parameter must be an int in [0, 1048576]. Got 1073741824 instead."),
         ({"max_packets": 2.5}, "The 'max_packets' parameter must be an int. Got 2.5 instead."),
         ({"on_hole": "fill"}, "The 'on_hole' parameter must be one of"),
     ],
