@@ -20,7 +20,7 @@ from pcapvision.ingest.constants import (
     RAW_LINKTYPES,
     VLAN_ETHERTYPES,
 )
-from pcapvision.ingest.jit import compiled
+from pcapvision.ingest.jit import compiled, compiled_inline
 from pcapvision.ingest.packets import PROTO_TCP, PROTO_UDP
 from pcapvision.ingest.records import RecordChunk
 
@@ -56,7 +56,7 @@ def classify_chunk(chunk: RecordChunk) -> FastDecode:
     return out
 
 
-@compiled
+@compiled_inline  # called per field: a call passing the buffer would update its reference count
 def _be16(buf: np.ndarray, at: int) -> int:
     return (np.int64(buf[at]) << 8) | np.int64(buf[at + 1])
 

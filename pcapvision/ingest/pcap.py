@@ -16,7 +16,7 @@ import numpy as np
 
 from pcapvision.errors import CaptureFormatError
 from pcapvision.ingest.constants import SUPPORTED_LINKTYPES
-from pcapvision.ingest.jit import compiled
+from pcapvision.ingest.jit import compiled, compiled_inline
 from pcapvision.ingest.records import (
     ABSURD_CAPLEN,
     CORRUPT,
@@ -112,7 +112,7 @@ class PcapWalker:
 STOP_MAX_RECORDS, STOP_CAPLEN, STOP_PAST_END = 0, 1, 2
 
 
-@compiled
+@compiled_inline  # called per field: a call passing the buffer would update its reference count
 def _u32(buf: np.ndarray, at: int, big_endian: bool) -> int:
     b0, b1, b2, b3 = np.int64(buf[at]), np.int64(buf[at + 1]), np.int64(buf[at + 2]), np.int64(buf[at + 3])
     if big_endian:
