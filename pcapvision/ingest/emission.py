@@ -53,7 +53,7 @@ from pcapvision.ingest.flowtable import (
 from pcapvision.ingest.jit import compiled, compiled_inline, copy_bytes
 from pcapvision.ingest.seqgaps import missed_bytes, release_gaps
 from pcapvision.ingest.packets import PROTO_TCP, format_address
-from pcapvision.ingest.tls import client_hello_metadata
+from pcapvision.ingest.tls import client_hello_metadata_many
 
 if TYPE_CHECKING:
     from pcapvision.ingest.assembler import FlowAssembler
@@ -167,8 +167,9 @@ def finish_flows(asm: FlowAssembler, slots: np.ndarray, codes: np.ndarray) -> di
     hello_rows = np.flatnonzero((cols["protocol"] == PROTO_TCP) & (sizes[:, _S2D] > 0))
     hello_rows = hello_rows[s2d[s2d_at[hello_rows]] == 0x16]
     hellos: list[tuple | None] = [None] * n
-    for i, a, b in zip(hello_rows.tolist(), s2d_at[hello_rows].tolist(), s2d_at[hello_rows + 1].tolist()):
-        hellos[i] = client_hello_metadata(s2d[a:b].tobytes())
+    found = client_hello_metadata_many(s2d, s2d_at[hello_rows], s2d_at[hello_rows + 1])
+    for i, hello in zip(hello_rows.tolist(), found):
+        hellos[i] = hello
     for k, name in enumerate(("tls_sni", "tls_version", "tls_ja3", "tls_ja3_hash")):
         cols[name] = [None if hello is None else hello[k] for hello in hellos]
     return cols

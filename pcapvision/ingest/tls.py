@@ -17,7 +17,12 @@ import struct
 from dataclasses import dataclass
 from struct import unpack_from
 
-__all__ = ["ClientHello", "parse_client_hello", "client_hello_metadata", "is_grease", "version_name"]
+import numpy as np
+
+from pcapvision.ingest.jit import compiled, compiled_inline
+
+__all__ = ["ClientHello", "parse_client_hello", "client_hello_metadata", "client_hello_metadata_many", "is_grease",
+           "version_name"]
 
 _RECORD_HANDSHAKE = 22
 _HANDSHAKE_CLIENT_HELLO = 1
@@ -227,3 +232,149 @@ def _server_name(
             name = hs[name_start:pos].decode("ascii", errors="replace")
             return name, (_data_offset(name_start, segments), _data_offset(pos - 1, segments) + 1)
     return None, None
+
+
+# --- many ClientHellos at once (flow emission) ---------------------------------------------------
+
+# Per-row results of _locate_fields: status, then [start, end) spans in the buffer (-1: none).
+_FAST, _NONE, _SLOW = 1, 0, -1
+_VERSION, _CIPHERS, _GROUPS, _POINT_FORMATS, _VERSIONS, _SNI, _EXTENSIONS = 0, 1, 3, 5, 7, 9, 11
+_FIELDS = 13
+
+
+def client_hello_metadata_many(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[tuple | None]:
+    """:func:`client_hello_metadata` of each ``buffer[starts[i]:ends[i]]``, the same results.
+
+    A compiled pass walks the hellos whose first TLS record holds the whole handshake message
+    (nearly all) and notes where the JA3 fields and the host name lie; Python only slices those
+    (the fingerprint is cached on them, as in :func:`client_hello_metadata`). Other streams (a hello
+    split over records, anything unusual) go to :func:`client_hello_metadata` itself.
+    """
+    n = starts.shape[0]
+    status = np.zeros(n, np.int8)
+    fields = np.zeros((n, _FIELDS), np.int64)
+    extension_types = np.zeros(int(((ends - starts) // 4 + 1).sum()) if n else 0, np.int64)
+    _locate_fields(buffer, starts.astype(np.int64), ends.astype(np.int64), status, fields, extension_types)
+    out: list[tuple | None] = []
+    for i, (state, row) in enumerate(zip(status.tolist(), fields.tolist())):
+        if state == _NONE:
+            out.append(None)
+        elif state == _SLOW:
+            out.append(client_hello_metadata(buffer[starts[i] : ends[i]].tobytes()))
+        else:
+            def span(k: int) -> bytes:
+                return buffer[row[k] : row[k + 1]].tobytes()
+
+            sni = None
+            if row[_SNI] >= 0:
+                sni = span(_SNI).decode("ascii", errors="replace")
+            extensions = tuple(extension_types[row[_EXTENSIONS] : row[_EXTENSIONS + 1]].tolist())
+            out.append((sni, *_fingerprint(row[_VERSION], span(_CIPHERS), extensions, span(_GROUPS),
+                                           span(_POINT_FORMATS), span(_VERSIONS))))
+    return out
+
+
+@compiled_inline
+def _be16(buf, at):  # pragma: no cover - compiled
+    return (np.int64(buf[at]) << 8) | np.int64(buf[at + 1])
+
+
+@compiled
+def _locate_fields(buf, starts, ends, status, fields, extension_types):  # pragma: no cover - compiled
+    """The walk of :func:`_parse` over each stream whose first record holds the whole handshake
+    message: same bounds checks, each failing one giving _NONE; other streams _SLOW."""
+    n_types = 0
+    for i in range(starts.shape[0]):
+        start, stop = starts[i], ends[i]
+        status[i] = _SLOW
+        if stop - start < 5 or buf[start] != _RECORD_HANDSHAKE or buf[start + 1] != 3:
+            continue
+        length = _be16(buf, start + 3)
+        hs = start + 5  # the handshake message: buf[hs : hs_stop]
+        hs_stop = min(hs + length, stop)
+        if not (0 < length <= _MAX_RECORD_LENGTH and hs_stop - hs >= 4):
+            continue
+        end = hs + 4 + ((np.int64(buf[hs + 1]) << 16) | _be16(buf, hs + 2))
+        if end > hs_stop:  # not all in the first record: joined by the Python parser
+            continue
+        status[i] = _NONE
+        if buf[hs] != _HANDSHAKE_CLIENT_HELLO or end < hs + 4 + 2 + 32 + 1:
+            continue
+        pos = hs + 4 + 2 + 32 + 1 + np.int64(buf[hs + 4 + 2 + 32])  # after the session id
+        if pos + 2 > end:
+            continue
+        ciphers_at, pos = pos + 2, pos + 2 + _be16(buf, pos)
+        if pos > end or pos + 1 > end:
+            continue
+        ciphers_end = pos
+        pos += 1 + np.int64(buf[pos])  # compression methods
+        if pos > end:
+            continue
+        first_type = n_types
+        groups = (0, 0)
+        point_formats = (0, 0)
+        versions = (0, 0)
+        sni = (-1, -1)
+        sni_seen = False
+        ok = True
+        if pos < end:  # extensions are optional
+            if pos + 2 > end or pos + 2 + _be16(buf, pos) > end:
+                continue
+            ext_end = pos + 2 + _be16(buf, pos)
+            pos += 2
+            while pos < ext_end:
+                if pos + 4 > ext_end:
+                    ok = False
+                    break
+                ext_type, size = _be16(buf, pos), _be16(buf, pos + 2)
+                body, pos = pos + 4, pos + 4 + size
+                if pos > ext_end:
+                    ok = False
+                    break
+                extension_types[n_types] = ext_type
+                n_types += 1
+                if ext_type == _EXT_SERVER_NAME:
+                    if not sni_seen:
+                        # the first host_name entry of the server_name list (a list cut short: none)
+                        if body + 2 > pos or body + 2 + _be16(buf, body) > pos:
+                            ok = False
+                            break
+                        at, list_end = body + 2, body + 2 + _be16(buf, body)
+                        while at < list_end:
+                            name_type = buf[at]
+                            if at + 3 > list_end or at + 3 + _be16(buf, at + 1) > list_end:
+                                ok = False
+                                break
+                            name_start, at = at + 3, at + 3 + _be16(buf, at + 1)
+                            if name_type == 0 and at > name_start:
+                                sni = (name_start, at)
+                                sni_seen = True
+                                break
+                        if not ok:
+                            break
+                elif ext_type == _EXT_SUPPORTED_GROUPS:
+                    if body + 2 > pos or body + 2 + _be16(buf, body) > pos:
+                        ok = False
+                        break
+                    groups = (body + 2, body + 2 + _be16(buf, body))
+                elif ext_type == _EXT_EC_POINT_FORMATS or ext_type == _EXT_SUPPORTED_VERSIONS:
+                    if body + 1 > pos or body + 1 + np.int64(buf[body]) > pos:
+                        ok = False
+                        break
+                    span = (body + 1, body + 1 + np.int64(buf[body]))
+                    if ext_type == _EXT_EC_POINT_FORMATS:
+                        point_formats = span
+                    else:
+                        versions = span
+        if not ok:
+            n_types = first_type
+            continue
+        status[i] = _FAST
+        row = fields[i]
+        row[_VERSION] = _be16(buf, hs + 4)
+        row[_CIPHERS], row[_CIPHERS + 1] = ciphers_at, ciphers_end
+        row[_GROUPS], row[_GROUPS + 1] = groups
+        row[_POINT_FORMATS], row[_POINT_FORMATS + 1] = point_formats
+        row[_VERSIONS], row[_VERSIONS + 1] = versions
+        row[_SNI], row[_SNI + 1] = sni
+        row[_EXTENSIONS], row[_EXTENSIONS + 1] = first_type, n_types

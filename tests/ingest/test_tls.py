@@ -172,3 +172,44 @@ def test_never_raises_on_garbage(noise: bytes, cut: int) -> None:
         data[pos] ^= int(rng.integers(1, 256))
     result = parse_client_hello(bytes(data[: cut or None]))
     assert result is None or isinstance(result, ClientHello)
+
+
+def _mutations(rng: np.random.Generator, hello: bytes, count: int) -> list[bytes]:
+    """``hello`` with bytes flipped, cut short, lengths inflated, or split over records."""
+    out = []
+    for _ in range(count):
+        data = bytearray(hello)
+        kind = rng.integers(5)
+        if kind == 0:
+            for at in rng.integers(0, len(data), rng.integers(1, 4)):
+                data[at] = rng.integers(256)
+        elif kind == 1:
+            del data[rng.integers(1, len(data)):]
+        elif kind == 2 and len(data) > 60:
+            at = rng.integers(40, len(data) - 2)
+            data[at] = 0xFF
+        elif kind == 3:
+            data = bytearray(records(bytes(hello[5:]), split_at=[int(rng.integers(1, len(hello) - 6))]))
+        out.append(bytes(data))
+    return out
+
+
+def test_many_hellos_at_once_equal_one_at_a_time() -> None:
+    # The compiled walk of client_hello_metadata_many against the Python parser, as the oracle, on
+    # well-formed, GREASEd, split, truncated and corrupted hellos (most corrupt ones must give None
+    # the same way).
+    from pcapvision.ingest.tls import client_hello_metadata, client_hello_metadata_many
+
+    rng = np.random.default_rng(0)
+    plain, grease = records(readme_hello()), records(readme_hello(grease=True))
+    streams = [plain, grease, readme_hello(), b"", b"\x16", b"\x17\x03\x03\x00\x05hello"]
+    two_names = [(0, _vec(b"\x01" + _vec(b"not-a-host", 2), 2)), ext_server_name(b"b.example"), ext_groups([29])]
+    streams += [records(client_hello_message(0x0303, [0x1301], two_names)),
+                records(client_hello_message(0x0301, [4, 5], None))]
+    streams += _mutations(rng, plain, 400) + _mutations(rng, grease, 400)
+    buffer = np.frombuffer(b"".join(streams), np.uint8)
+    ends = np.cumsum([len(s) for s in streams])
+    starts = ends - np.array([len(s) for s in streams])
+    got = client_hello_metadata_many(buffer, starts, ends)
+    assert got == [client_hello_metadata(s) for s in streams]
+    assert sum(g is not None for g in got) > 100 and sum(g is None for g in got) > 100
