@@ -239,11 +239,17 @@ def _taken_by_runs(runs, run_next, state, s):  # pragma: no cover - compiled
     taken = np.zeros(2, np.int64)
     page = state[s, F_RUN_HEAD]
     for r in range(state[s, F_RUN_COUNT]):
-        if r and r % RUN_PAGE == 0:
-            page = run_next[page]
-        run = runs[page, r % RUN_PAGE]
+        page, run = _run_at(runs, run_next, page, r)
         taken[run & 1] += run >> 1
     return taken
+
+
+@compiled_inline
+def _run_at(runs, run_next, page, r):  # pragma: no cover - compiled
+    """(page, run) of run ``r`` of a flow's chain, ``page`` holding run ``r - 1`` (or the head)."""
+    if r and r % RUN_PAGE == 0:
+        page = run_next[page]
+    return page, runs[page, r % RUN_PAGE]
 
 
 @compiled
@@ -313,9 +319,7 @@ def _fill(slots, init, S, P, skip, max_bytes, offsets, out, missed):  # pragma: 
         taken = np.zeros(2, np.int64)
         page = state[s, F_RUN_HEAD]
         for r in range(state[s, F_RUN_COUNT]):
-            if r and r % RUN_PAGE == 0:
-                page = run_next[page]
-            run = runs[page, r % RUN_PAGE]
+            page, run = _run_at(runs, run_next, page, r)
             d, length = run & 1, run >> 1
             column = s2d if d == src else d2s
             copy_bytes(payload, pos, column, at[d] + taken[d], length)

@@ -255,6 +255,9 @@ def client_hello_metadata_many(buffer: np.ndarray, starts: np.ndarray, ends: np.
     fields = np.zeros((n, _FIELDS), np.int64)
     extension_types = np.zeros(int(((ends - starts) // 4 + 1).sum()) if n else 0, np.int64)
     _locate_fields(buffer, starts.astype(np.int64), ends.astype(np.int64), status, fields, extension_types)
+    def span(row: list[int], k: int) -> bytes:
+        return buffer[row[k] : row[k + 1]].tobytes()
+
     out: list[tuple | None] = []
     for i, (state, row) in enumerate(zip(status.tolist(), fields.tolist())):
         if state == _NONE:
@@ -262,15 +265,10 @@ def client_hello_metadata_many(buffer: np.ndarray, starts: np.ndarray, ends: np.
         elif state == _SLOW:
             out.append(client_hello_metadata(buffer[starts[i] : ends[i]].tobytes()))
         else:
-            def span(k: int) -> bytes:
-                return buffer[row[k] : row[k + 1]].tobytes()
-
-            sni = None
-            if row[_SNI] >= 0:
-                sni = span(_SNI).decode("ascii", errors="replace")
+            sni = span(row, _SNI).decode("ascii", errors="replace") if row[_SNI] >= 0 else None
             extensions = tuple(extension_types[row[_EXTENSIONS] : row[_EXTENSIONS + 1]].tolist())
-            out.append((sni, *_fingerprint(row[_VERSION], span(_CIPHERS), extensions, span(_GROUPS),
-                                           span(_POINT_FORMATS), span(_VERSIONS))))
+            out.append((sni, *_fingerprint(row[_VERSION], span(row, _CIPHERS), extensions, span(row, _GROUPS),
+                                           span(row, _POINT_FORMATS), span(row, _VERSIONS))))
     return out
 
 
