@@ -12,9 +12,10 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pcapvision import __version__
+from pcapvision.choices import ARCHITECTURES, LABEL_FORMATS, ON_HOLE, READERS, REPRESENTATIONS
 from pcapvision.console import setup_logging
 from pcapvision.errors import ParameterError, PcapvisionError
 
@@ -31,6 +32,19 @@ EXIT_INTERNAL = 3
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show defaults in --help and keep the description's line breaks."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose description may be computed only when its help is shown."""
+
+    def __init__(self, *args: Any, describe: Callable[[], str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._describe = describe
+
+    def format_help(self) -> str:
+        if self._describe is not None:
+            self.description, self._describe = self._describe(), None
+        return super().format_help()
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -81,7 +95,7 @@ def _add_ingest(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                         help="with --labels: keep flows no rule matches (label null) or drop them")
     labels.add_argument("--default-label", metavar="NAME", help="with --labels: label of flows no rule matches")
     labels.add_argument("--default-family", metavar="NAME", help="with --default-label: their family")
-    labels.add_argument("--labels-format", default="rules", choices=("rules", *_label_formats()),
+    labels.add_argument("--labels-format", default="rules", choices=("rules", *LABEL_FORMATS),
                         help="format of --labels: a rules CSV, or ground truth to import (written as "
                              "OUT.rules.csv, match report OUT.rules.match.json; see 'pcapvision labels import')")
     _add_label_import_options(parser)
@@ -103,10 +117,10 @@ _INGEST_OPTIONS = (
     ("--active-timeout", "active_timeout_s", float, 1800.0, "SECONDS", "a flow is split after lasting this long"),
     ("--max-bytes", "max_bytes", int, 4096, "N", "payload bytes kept per flow (payload and each direction; at most 1 MiB)"),
     ("--max-packets", "max_packets", int, 64, "N", "packets kept in the per-packet lists (packet_time_ms, ...)"),
-    ("--on-hole", "on_hole", str, "stop", ("stop", "skip"),
+    ("--on-hole", "on_hole", str, "stop", ON_HOLE,
      "TCP payload at a hole the capture missed: stop there, or skip it (close the gap, mark the join in "
      "*_payload_holes) and keep the bytes after it"),
-    ("--reader", "reader", str, "auto", ("auto", "dpkt", "scapy"),
+    ("--reader", "reader", str, "auto", READERS,
      "capture decoder: auto (compiled fast path, dpkt fallback), dpkt, or scapy (slow cross-check)"),
     ("--chunk-packets", "chunk_packets", int, 65536, "N",
      "packets decoded per chunk (memory holds one chunk plus the open flows)"),
@@ -164,12 +178,6 @@ _SUBCOMMANDS.append(_add_ingest)
 
 
 # --- labels: ground-truth importers (pcapvision.ingest.importers) --------------------------------
-def _label_formats() -> tuple[str, ...]:
-    from pcapvision.ingest import LABEL_FORMATS
-
-    return LABEL_FORMATS
-
-
 _IMPORT_DEFAULTS = {"tz": "UTC", "time_slack": 1.0, "clock": "auto", "min_severity": None, "uid_labels": None,
                     "class_level": None, "class_regex": None, "class_map": None}
 
@@ -234,7 +242,7 @@ def _add_labels(subparsers: argparse._SubParsersAction, common: argparse.Argumen
                     "2 usage error.")
     importer.add_argument("sources", nargs="+", metavar="FILE",
                           help="ground-truth files or quoted glob patterns (for --format folders: the SRC directory)")
-    importer.add_argument("--format", required=True, choices=_label_formats(), dest="label_format",
+    importer.add_argument("--format", required=True, choices=LABEL_FORMATS, dest="label_format",
                           help="what the files are")
     importer.add_argument("-o", "--output", required=True, metavar="RULES.csv", help="rules CSV to write")
     importer.add_argument("--flows", metavar="FLOWS",
@@ -259,25 +267,29 @@ def _add_labels(subparsers: argparse._SubParsersAction, common: argparse.Argumen
 _SUBCOMMANDS.append(_add_labels)
 
 
-def _add_image(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from pcapvision.imaging import REPRESENTATIONS
+def _image_description() -> str:
+    # Imported only when the help is shown: pcapvision.imaging loads numpy, pyarrow and numba.
+    from pcapvision.imaging import REPRESENTATIONS as REGISTRY
 
     param_help = "\n".join(
         f"  {name}: {cls.summary}\n" + "".join(f"    {p.name} (default {p.default!r}): {p.help}\n" for p in cls.param_specs)
-        for name, cls in REPRESENTATIONS.items()
+        for name, cls in REGISTRY.items()
     )
+    return ("Render each flow of a flows table as a 28x28 image; write an images table (Parquet) and\n"
+            "IMAGES.summary.json (rows in/out, skipped by reason, duplicates, label conflicts, classes).\n\n"
+            f"Representations and their --param options:\n{param_help}\n"
+            "Images made by other tools (IDX, npz, PNG folders): 'pcapvision image import --help'.\n"
+            "Details in docs/imaging.md. Exit codes: 0 ok; 1 bad input; 2 usage error.")
+
+
+def _add_image(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "image", parents=[common], formatter_class=_Formatter,
-        help="flows table -> images table (28x28 uint8 per flow)",
-        description="Render each flow of a flows table as a 28x28 image; write an images table (Parquet) and\n"
-                    "IMAGES.summary.json (rows in/out, skipped by reason, duplicates, label conflicts, classes).\n\n"
-                    f"Representations and their --param options:\n{param_help}\n"
-                    "Images made by other tools (IDX, npz, PNG folders): 'pcapvision image import --help'.\n"
-                    "Details in docs/imaging.md. Exit codes: 0 ok; 1 bad input; 2 usage error.",
+        help="flows table -> images table (28x28 uint8 per flow)", describe=_image_description,
     )
     parser.add_argument("flows", metavar="FLOWS", help="flows table: Parquet file or dataset directory")
     parser.add_argument("-o", "--output", required=True, metavar="IMAGES", help="images table to write (*.parquet)")
-    parser.add_argument("--repr", dest="representation", choices=tuple(REPRESENTATIONS), default="payload",
+    parser.add_argument("--repr", dest="representation", choices=REPRESENTATIONS, default="payload",
                         help="what a pixel means (see above)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="a representation parameter (repeatable), e.g. --param max_bytes=1500")
@@ -295,6 +307,7 @@ def _add_image(subparsers: argparse._SubParsersAction, common: argparse.Argument
 
     def run(args: argparse.Namespace) -> int:
         from pcapvision.executor import image_captures
+        from pcapvision.imaging import REPRESENTATIONS as REGISTRY
 
         pairs: dict[str, str] = {}
         for item in args.param:
@@ -302,7 +315,7 @@ def _add_image(subparsers: argparse._SubParsersAction, common: argparse.Argument
             if not sep or not key:
                 raise ParameterError(f"The 'param' option must be KEY=VALUE. Got {item!r} instead.")
             pairs[key.strip()] = value.strip()
-        params = REPRESENTATIONS[args.representation].parse_params(pairs)
+        params = REGISTRY[args.representation].parse_params(pairs)
         summary = image_captures(args.flows, args.output, args.representation, params, executor=args.executor,
                                  scheduler=args.scheduler, jobs=args.jobs, dedup=args.dedup,
                                  mask_tls_sni=args.mask_tls_sni, group_by=args.group_by, preview=args.preview,
@@ -338,7 +351,7 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
     parser.add_argument("--target", choices=("label", "family"), default="label",
                         help="images tables: class column (label: binary malicious/normal; family: multi-class)")
     model = parser.add_argument_group("model and training")
-    model.add_argument("--arch", choices=("cnn", "mlp", "cnn-embed", "cnn1d"), default="cnn",
+    model.add_argument("--arch", choices=ARCHITECTURES, default="cnn",
                        help="cnn: Conv32-Pool-Conv64-Pool-Dense128, Adam; mlp: 784-128-64-n ReLU, SGD lr 0.01; "
                             "cnn-embed: the cnn after a learned 8-d embedding of each byte value; "
                             "cnn1d: Conv1D(32,25)-Pool3-Conv1D(64,25)-Pool3-Dense128 over the 784 bytes in order")
@@ -593,7 +606,7 @@ def _add_run(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         help="image representation (default: packets, the winner of 'pcapvision compare' on the "
                              "bundled sample; see 'pcapvision image --help')")
     parser.add_argument("--target", choices=("label", "family"), help="what the traffic model predicts (default: label)")
-    parser.add_argument("--arch", choices=("cnn", "mlp", "cnn-embed", "cnn1d"),
+    parser.add_argument("--arch", choices=ARCHITECTURES,
                         help="traffic model architecture (default: cnn1d; the MNIST model keeps the plain cnn)")
     parser.add_argument("--epochs", type=int, help="maximum epochs of the traffic model (default: 20)")
     parser.add_argument("--mnist-epochs", type=int, help="maximum epochs of the MNIST model (default: 5)")
@@ -676,7 +689,7 @@ _SUBCOMMANDS.append(_add_compare_and_import)
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pcapvision`` argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pcapvision",
         description="Turn packet captures into images and measure how far a CNN can be trusted on them.",
         formatter_class=_Formatter,

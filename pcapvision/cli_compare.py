@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pcapvision.choices import COMPARE_ARCHITECTURES, COMPARE_REPRESENTATIONS
+
 
 def add_compare(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser, formatter: Any) -> None:
-    from pcapvision.compare import DEFAULT_ARCHS, DEFAULT_REPRS
-
     parser = subparsers.add_parser(
         "compare", parents=[common], formatter_class=formatter,
         help="which representation x architecture wins, beside baselines and a statistics reference",
@@ -22,8 +22,8 @@ def add_compare(subparsers: argparse._SubParsersAction, common: argparse.Argumen
     parser.add_argument("source", metavar="IMAGES_OR_FLOWS",
                         help="a flows table (every --reprs is rendered from it) or an images table (its own representation)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
-    parser.add_argument("--reprs", nargs="+", default=list(DEFAULT_REPRS), metavar="NAME", help="representations")
-    parser.add_argument("--archs", nargs="+", default=list(DEFAULT_ARCHS), metavar="ARCH",
+    parser.add_argument("--reprs", nargs="+", default=list(COMPARE_REPRESENTATIONS), metavar="NAME", help="representations")
+    parser.add_argument("--archs", nargs="+", default=list(COMPARE_ARCHITECTURES), metavar="ARCH",
                         help="architectures (cnn, cnn-embed, cnn1d)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per entry (weights, shuffling; the split stays)")
     parser.add_argument("--epochs", type=int, default=12, help="maximum epochs (early stopping on validation loss)")

@@ -7,12 +7,11 @@ import json
 import sys
 from typing import Any
 
+from pcapvision.choices import ARCHITECTURES, LABEL_FORMATS
 from pcapvision.errors import LockedError, ParameterError, PcapvisionError
 
 
 def add_retrain(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser, formatter: Any) -> None:
-    from pcapvision.ingest import LABEL_FORMATS
-
     parser = subparsers.add_parser(
         "retrain", parents=[common], formatter_class=formatter,
         help="scheduled retraining: new captures -> challenger -> gates -> promote or keep the champion",
@@ -36,7 +35,7 @@ def add_retrain(subparsers: argparse._SubParsersAction, common: argparse.Argumen
     parser.add_argument("--config", metavar="retrain.toml", help="gates, holdout, drift and first-run training settings")
     training = parser.add_argument_group("training (override the champion's, or the config's on the first run)")
     training.add_argument("--target", choices=("label", "family"), default=None, help="class column")
-    training.add_argument("--arch", choices=("cnn", "mlp", "cnn-embed", "cnn1d"), default=None, help="network architecture")
+    training.add_argument("--arch", choices=ARCHITECTURES, default=None, help="network architecture")
     training.add_argument("--epochs", type=int, default=None, help="maximum epochs")
     training.add_argument("--patience", type=int, default=None, help="early-stopping patience")
     training.add_argument("--batch-size", type=int, default=None, help="images per batch")

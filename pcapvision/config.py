@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pcapvision.choices import ARCHITECTURES, ON_HOLE, READERS, REPRESENTATIONS
 from pcapvision.errors import ParameterError
 
 
@@ -70,14 +71,14 @@ SECTIONS: dict[str, tuple[str, tuple[Key, ...]]] = {
         Key("max_bytes", 4096, "payload bytes kept per flow", minimum=1),
         Key("max_packets", 64, "packets kept in the per-packet lists", minimum=1),
         Key("on_hole", "stop", "a TCP direction with missing bytes: stop its payload at the hole, or skip the "
-                               "gap", choices=("stop", "skip")),
-        Key("reader", "auto", "capture decoder", choices=("auto", "dpkt", "scapy")),
+                               "gap", choices=ON_HOLE),
+        Key("reader", "auto", "capture decoder", choices=READERS),
         Key("chunk_packets", 65536, "packets decoded per chunk", minimum=1),
     )),
     "image": ("flows table -> 28x28 images (docs/imaging.md)", (
         Key("representation", "packets", "what a pixel means (default: the winner of 'pcapvision compare' on the "
                                          "bundled sample, BENCHMARKS.md)",
-            choices=("payload", "byte-distribution", "flowpic", "packets")),
+            choices=REPRESENTATIONS),
         Key("params", {}, "representation parameters, e.g. { max_bytes = 1500 } (see 'pcapvision image --help')"),
         Key("dedup", True, "keep one row per distinct image; drop images seen with conflicting labels"),
         Key("mask_tls_sni", False, "zero TLS SNI and certificate-name bytes before rendering"),
@@ -88,7 +89,7 @@ SECTIONS: dict[str, tuple[str, tuple[Key, ...]]] = {
               "(docs/classify.md)", (
         Key("target", "label", "class column of the traffic model", choices=("label", "family")),
         Key("arch", "cnn1d", "traffic model architecture (default: the winner of 'pcapvision compare' on the "
-                             "bundled sample, BENCHMARKS.md)", choices=("cnn", "mlp", "cnn-embed", "cnn1d")),
+                             "bundled sample, BENCHMARKS.md)", choices=ARCHITECTURES),
         Key("epochs", 20, "maximum epochs of the traffic model (early stopping on validation loss)", minimum=1),
         Key("patience", 3, "epochs without validation-loss improvement before stopping (both models)", minimum=0),
         Key("batch_size", 128, "images per training batch (both models)", minimum=1),
@@ -106,7 +107,7 @@ SECTIONS: dict[str, tuple[str, tuple[Key, ...]]] = {
                         "bundled with pcapvision"),
         Key("epochs", 5, "maximum epochs of the MNIST model", minimum=1),
         Key("arch", "cnn", "MNIST model architecture (the proof of concept's plain CNN)",
-            choices=("cnn", "mlp", "cnn-embed", "cnn1d")),
+            choices=ARCHITECTURES),
     )),
     "robustness": ("where each model breaks (docs/robustness.md)", (
         Key("suite", "quick", "robustness suite of both models, or none", choices=("quick", "full", "none")),

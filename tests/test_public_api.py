@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,14 +45,21 @@ def test_classify_exports_the_functions_its_docstring_lists():
     assert not missing, f"pcapvision.classify promises but does not export {missing}"
 
 
-def test_cli_and_config_choices_mirror_the_ingest_constants():
-    # The CLI and the config schema spell the choices out (importing pcapvision.ingest would load
-    # pyarrow and numba for every command, even --help): they must not drift from ingest's own.
-    from pcapvision import cli, config
-    from pcapvision.ingest import IngestOptions
+def test_the_spelled_out_choices_equal_the_stages_own():
+    # pcapvision.choices spells them out (importing a stage would load numpy, pyarrow and numba for
+    # every command, even --help): they must not drift from the stages' definitions.
+    from pcapvision import choices, cli, config
+    from pcapvision.classify import ARCHITECTURES
+    from pcapvision.compare import DEFAULT_ARCHS, DEFAULT_REPRS
+    from pcapvision.imaging import REPRESENTATIONS
+    from pcapvision.ingest import LABEL_FORMATS, IngestOptions
     from pcapvision.ingest.assembler import ON_HOLE
     from pcapvision.ingest.constants import READERS
 
+    assert (choices.READERS, choices.ON_HOLE, choices.LABEL_FORMATS) == (READERS, ON_HOLE, LABEL_FORMATS)
+    assert choices.REPRESENTATIONS == tuple(REPRESENTATIONS)
+    assert choices.ARCHITECTURES == ARCHITECTURES
+    assert (choices.COMPARE_REPRESENTATIONS, choices.COMPARE_ARCHITECTURES) == (DEFAULT_REPRS, DEFAULT_ARCHS)
     cli_choices = {field: shape for _, field, _, _, shape, _ in cli._INGEST_OPTIONS if isinstance(shape, tuple)}
     config_choices = {key.name: key.choices for key in config.SECTIONS["ingest"][1] if key.choices}
     assert cli_choices == config_choices == {"reader": READERS, "on_hole": ON_HOLE}
@@ -58,3 +67,14 @@ def test_cli_and_config_choices_mirror_the_ingest_constants():
     assert {field: default for _, field, _, default, _, _ in cli._INGEST_OPTIONS} == {
         field: getattr(defaults, field) for field in ("idle_timeout_s", "active_timeout_s", "max_bytes",
                                                       "max_packets", "on_hole", "reader", "chunk_packets")}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["ingest", "--help"], ["train", "--help"], ["run", "--help"],
+                                  ["retrain", "--help"], ["compare", "--help"]])
+def test_parsing_a_command_line_loads_no_heavy_library(argv):
+    # Every command builds the whole parser: a stage imported there costs each command ~1.5 CPU s.
+    probe = ("import sys\nfrom pcapvision.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
+             "    pass\nprint(sorted(set(sys.modules) & {'numpy', 'pandas', 'pyarrow', 'numba', 'scipy', "
+             "'tensorflow', 'keras', 'sklearn', 'dpkt', 'scapy'}))")
+    out = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[]", f"pcapvision {' '.join(argv)} loaded {out.splitlines()[-1]}"
