@@ -145,11 +145,14 @@ def make_metadata(stage: str, params: Mapping[str, Any], **extra: Any) -> dict[s
     return meta
 
 
+def encode_metadata(metadata: Mapping[str, Any]) -> dict[str, bytes]:
+    """The schema metadata entry holding ``metadata``: JSON under the key ``pcapvision``."""
+    return {METADATA_KEY: json.dumps(metadata, default=_json_default, sort_keys=True).encode("utf-8")}
+
+
 def with_metadata(table: pa.Table, metadata: Mapping[str, Any]) -> pa.Table:
     """Return ``table`` with ``metadata`` stored as JSON under the schema key ``pcapvision``."""
-    existing = dict(table.schema.metadata or {})
-    existing[METADATA_KEY] = json.dumps(metadata, default=_json_default, sort_keys=True).encode("utf-8")
-    return table.replace_schema_metadata(existing)
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **encode_metadata(metadata)})
 
 
 def write_parquet_atomic(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from pcapvision.ingest.arrays import numeric_array, string_array
 from pcapvision.ingest.community_id import community_ids
 from pcapvision.ingest.flowbuffers import (
     LIST_PAGE,
@@ -148,8 +149,8 @@ def finish_flows(asm: FlowAssembler, slots: np.ndarray, codes: np.ndarray) -> di
             cols[name] = pa.Array.from_buffers(arrow_type, n, [None, pa.py_buffer(offsets[k].astype(np.int32)),
                                                                pa.py_buffer(values)])
         else:
-            cols[name] = pa.ListArray.from_arrays(pa.array(offsets[k].astype(np.int32)),
-                                                  pa.array(values, type=arrow_type.value_type))
+            cols[name] = pa.ListArray.from_arrays(numeric_array(offsets[k], pa.int32()),
+                                                  numeric_array(values, arrow_type.value_type))
     holed = (sizes[:, _HOLES_S2D] > 0) | (sizes[:, _HOLES_D2S] > 0)
     asm.stats["flows_with_payload_hole"] += int(np.count_nonzero(holed))
 
@@ -378,6 +379,7 @@ def to_records(cols: dict[str, Any]) -> list[dict[str, Any]]:
 
 def to_record_batch(cols: dict[str, Any]) -> pa.RecordBatch:
     """An Arrow record batch of :data:`FLOW_SCHEMA` from :func:`finish_flows` columns."""
-    arrays = [value if isinstance(value := cols[field.name], pa.Array) else pa.array(value, type=field.type)
+    arrays = [value if isinstance(value := cols[field.name], pa.Array)
+              else numeric_array(value, field.type) if isinstance(value, np.ndarray) else string_array(value)
               for field in FLOW_SCHEMA_FIELDS]
     return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)

@@ -13,9 +13,10 @@ import gc
 import os
 from collections.abc import Callable, Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from pcapvision.ingest.arrays import repeated_string_array, string_array, to_numpy
 from pcapvision.ingest.assembler import assemble_flow_batches
 from pcapvision.ingest.flowid import flow_ids
 from pcapvision.ingest.flowschema import FLOWS_SCHEMA, STAGE
@@ -39,9 +40,9 @@ def _to_flows_schema(flows: pa.RecordBatch, source_file: str, source_sha256: str
     """Add the pipeline's columns (ids, source, labels) to a batch of the assembler's flows."""
     n = flows.num_rows
     added = {
-        "flow_id": pa.array(flow_ids(flows, source_sha256), pa.string()),
-        "source_file": pa.array([source_file] * n, pa.string()),
-        "source_sha256": pa.array([source_sha256] * n, pa.string()),
+        "flow_id": string_array(flow_ids(flows, source_sha256)),
+        "source_file": repeated_string_array(source_file, n),
+        "source_sha256": repeated_string_array(source_sha256, n),
         "label": pa.nulls(n, pa.string()),
         "family": pa.nulls(n, pa.string()),
         "label_source": pa.nulls(n, pa.string()),
@@ -88,9 +89,9 @@ def iter_flow_tables(
     flows_stream = assemble_flow_batches(counted(packets), options.flow_options(),
                                          flush_flows=OUTPUT_BATCH_FLOWS, flush_bytes=OUTPUT_BATCH_BYTES)
     for flows in flows_stream:  # already bounded: OUTPUT_BATCH_FLOWS flows, ~OUTPUT_BATCH_BYTES
-        missed = pc.add(flows.column("src2dst_missed_bytes"), flows.column("dst2src_missed_bytes"))
-        stats.tcp_flows_with_holes += pc.sum(pc.greater(missed, 0)).as_py() or 0
-        stats.tcp_missed_bytes += pc.sum(missed).as_py() or 0
+        missed = to_numpy(flows.column("src2dst_missed_bytes")) + to_numpy(flows.column("dst2src_missed_bytes"))
+        stats.tcp_flows_with_holes += int(np.count_nonzero(missed))
+        stats.tcp_missed_bytes += int(missed.sum())
         batch = _to_flows_schema(flows, source_file, source_sha256, labeler)
         stats.flows += batch.num_rows
         yield batch

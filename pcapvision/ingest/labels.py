@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from pcapvision.errors import InputNotFoundError, ParameterError
+from pcapvision.ingest.arrays import repeated_string_array, string_array, to_numpy
 from pcapvision.io import sha256_file
 from pcapvision.validation import check_choice
 
@@ -117,7 +118,7 @@ class _FlowView:
 
     def column(self, name: str) -> np.ndarray:
         if name not in self._cache:
-            self._cache[name] = self.batch.column(name).to_numpy(zero_copy_only=False)
+            self._cache[name] = to_numpy(self.batch.column(name))
         return self._cache[name]
 
     def address(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -267,15 +268,15 @@ class Labeler:
         """The label, family and label_source string arrays for the rows of ``batch``."""
         n = batch.num_rows
         if self.label is not None:
-            return (pa.array([self.label] * n, pa.string()), pa.array([self.family] * n, pa.string()),
-                    pa.array([SOURCE_LABEL] * n, pa.string()))
+            return (repeated_string_array(self.label, n), string_array([self.family] * n),
+                    repeated_string_array(SOURCE_LABEL, n))
         best = self._first_matching_rule(batch, source_file)
         labels = np.array([r.label for r in self.rules] + [self.default_label], dtype=object)
         families = np.array([r.family for r in self.rules] + [self.default_family], dtype=object)
         sources = np.array([r.source for r in self.rules] + [SOURCE_DEFAULT if self.default_label else None],
                            dtype=object)
-        return (pa.array(labels[best], pa.string()), pa.array(families[best], pa.string()),
-                pa.array(sources[best], pa.string()))
+        return (string_array(labels[best].tolist()), string_array(families[best].tolist()),
+                string_array(sources[best].tolist()))
 
     def _rules_for_file(self, source_file: str) -> tuple[list[int], set[int]]:
         # File globs are constant over a capture: evaluate them once per file.

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from pcapvision.errors import OutputWriteError
 from pcapvision.ingest.flowschema import FLOWS_SCHEMA
-from pcapvision.io import PARQUET_COMPRESSION, temp_path_beside, with_metadata, write_error
+from pcapvision.io import PARQUET_COMPRESSION, encode_metadata, temp_path_beside, write_error
 
 __all__ = ["FlowsWriter", "row_groups"]
 
@@ -105,8 +105,7 @@ class FlowsWriter:
         with self._writing():
             if self._writer is None:
                 self._open()
-            encoded = with_metadata(FLOWS_SCHEMA.empty_table(), metadata).schema.metadata
-            self._writer.add_key_value_metadata(encoded)
+            self._writer.add_key_value_metadata(encode_metadata(metadata))
             self._writer.close()
             self._writer = None
             os.replace(self._tmp, self.path)
