@@ -522,8 +522,6 @@ def profile(path: Path) -> None:
     import cProfile
     import pstats
 
-    import pyarrow as pa
-
     sys.path.insert(0, str(REPO))  # run from a checkout, installed or not
     from pcapvision.ingest import ingest
 
