@@ -25,7 +25,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from pcapvision.classify import load_model, train_mnist
-    from pcapvision.robustness.suite import QUICK, _defence_study, load_eval_data
+    from pcapvision.robustness.studies import defence_study
+    from pcapvision.robustness.suite import QUICK, load_eval_data
 
     if args.train:
         train_mnist(args.model_dir, mnist_file="../shared/datasets/mnist-10k.npz", epochs=6, seed=0, allow_download=False)
@@ -34,7 +35,7 @@ def main() -> None:
     idx = np.sort(np.random.default_rng(0).permutation(len(ev.y))[:200])
     cfg = replace(QUICK, defences=("fgsm_rs", "gaussian"), defence_epochs=2, defence_train_n=8000)
     started = time.perf_counter()
-    out = _defence_study(model, ev, ev.x[idx], ev.y[idx], cfg, None, seed=0)
+    out = defence_study(model, ev, ev.x[idx], ev.y[idx], cfg, None, seed=0)
     print(json.dumps({k: out[k] for k in ("eps", "table", "selection", "n_reported")}, indent=1))
     print("per-epoch checks on the validation slice:", [run["history"] for run in out["training"]])
     print(f"{time.perf_counter() - started:.0f} s")

@@ -111,7 +111,7 @@ def reference(args: argparse.Namespace) -> None:
     from pcapvision.classify import load_model, reload_mnist
     from pcapvision.robustness.attacks import AttackSpec, predict_proba, run_attack
     from pcapvision.robustness.defences import adversarial_training
-    from pcapvision.robustness.suite import selection_split
+    from pcapvision.robustness.studies import selection_split
 
     keras.utils.set_random_seed(0)
     model, metadata = load_model(args.reference)

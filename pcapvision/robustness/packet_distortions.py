@@ -106,7 +106,7 @@ def packet_level_sweep(model: Any, rows: list[dict[str, Any]], labels: dict[str,
     """
     from pcapvision.ingest import IngestOptions, read_flows
     from pcapvision.robustness.attacks import decide, predict_proba
-    from pcapvision.robustness.realizable import _flow_packets
+    from pcapvision.robustness.capture_rewrite import flow_packets
     from pcapvision.robustness.traffic_distortions import render_for_model
 
     options = IngestOptions(**{k: v for k, v in (ingest_params or {}).items()
@@ -114,7 +114,7 @@ def packet_level_sweep(model: Any, rows: list[dict[str, Any]], labels: dict[str,
     flows, keys, unreadable = [], [], []
     for row in rows:
         try:
-            packets = _flow_packets(row["source_file"], row, 0)
+            packets = flow_packets(row["source_file"], row, 0)
         except (DataContractError, OSError) as exc:  # capture moved, or scapy finds no TCP packet of it
             unreadable.append(" ".join(str(exc).split()))
             continue

@@ -5,15 +5,14 @@ import pytest
 
 from pcapvision.errors import DataContractError
 from tests.robustness.pcaps import write_tls_flow
+from pcapvision.robustness.capture_rewrite import append_record_to_flow, rewrite_client_hello
 from pcapvision.robustness.realizable import (
     TLS_HEADER_BYTES,
-    append_record_to_flow,
     appended_bytes,
     client_hello_fields,
     client_hello_mask,
     realizable_attack,
     record_header,
-    rewrite_client_hello,
     round_trip,
     with_record_headers,
 )
@@ -117,7 +116,8 @@ def test_client_hello_attack_rewrites_the_serverhello_echo_and_checks_the_handsh
     from scapy.utils import rdpcap
 
     from pcapvision.ingest import read_flows
-    from pcapvision.robustness.realizable import _tls_layer, check_handshake, session_id_echo
+    from pcapvision.robustness.capture_rewrite import check_handshake, tls_layer
+    from pcapvision.robustness.realizable import session_id_echo
     from pcapvision.robustness.traffic_distortions import render_for_model
 
     path = tmp_path / "hello.pcap"
@@ -144,7 +144,7 @@ def test_client_hello_attack_rewrites_the_serverhello_echo_and_checks_the_handsh
     out = rewrite_client_hello(path, row, {fields[1][0]: b"\xaa" * 32}, tmp_path / "r.pcap",
                                echo=(payload[fields[1][0]:fields[1][1]], b"\xaa" * 32))
     firsts = [bytes(p[TCP].payload) for p in rdpcap(str(out)) if TCP in p and bytes(p[TCP].payload)][:2]
-    client, server = (_tls_layer()(b).msg[0] for b in firsts)
+    client, server = (tls_layer()(b).msg[0] for b in firsts)
     assert client.sid == server.sid == b"\xaa" * 32
     stale = rewrite_client_hello(path, row, {fields[1][0]: b"\xaa" * 32}, tmp_path / "stale.pcap")  # no echo
     ok, found = check_handshake(stale, row)
@@ -194,8 +194,8 @@ def test_the_first_capture_read_in_a_fresh_process_is_dissected(crafted):
     flows, _, _ = crafted
     row = {k: v for k, v in flows.to_pylist()[0].items() if isinstance(v, (str, int, float)) or v is None}
     code = ("import json, sys\n"
-            "from pcapvision.robustness.realizable import _flow_packets\n"
-            "print(len(_flow_packets(sys.argv[1], json.loads(sys.argv[2]), 0)))\n")
+            "from pcapvision.robustness.capture_rewrite import flow_packets\n"
+            "print(len(flow_packets(sys.argv[1], json.loads(sys.argv[2]), 0)))\n")
     done = subprocess.run([sys.executable, "-c", code, row["source_file"], json.dumps(row)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -99,7 +99,8 @@ def test_cli_help_documents_every_option(capsys):
 def test_defences_select_their_epoch_on_training_data_and_report_unseen_test_images(tiny_model, tiny_data, monkeypatch):
     """The epoch check of a defence never sees the images its table reports (the old check used x_att)."""
     from pcapvision.robustness import defences
-    from pcapvision.robustness.suite import EvalData, _defence_study, selection_split
+    from pcapvision.robustness.studies import defence_study, selection_split
+    from pcapvision.robustness.suite import EvalData
 
     x, y = tiny_data
     x_train, y_train, x_att, y_att = x[:72], y[:72], x[72:], y[72:]
@@ -113,7 +114,7 @@ def test_defences_select_their_epoch_on_training_data_and_report_unseen_test_ima
     monkeypatch.setattr(defences, "adversarial_training", spy)
     ev = EvalData(x_att, y_att, ["a", "b"], {}, x_train=x_train, y_train=y_train)
     cfg = SuiteConfig(defences=("fgsm_rs",), defence_epochs=1, defence_steps=1, pgd_steps=2, defence_eps=0.1)
-    out = _defence_study(tiny_model, ev, x_att, y_att, cfg, None, seed=0)
+    out = defence_study(tiny_model, ev, x_att, y_att, cfg, None, seed=0)
 
     def rows_of(images, pool):
         return {int(np.flatnonzero((pool == img).all(axis=(1, 2, 3)))[0]) for img in images}
