@@ -25,18 +25,23 @@ def numeric_array(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
 def string_array(values: Sequence[str | None]) -> pa.StringArray:
     """An Arrow string array of ``values`` (None is null)."""
     n = len(values)
-    has_null = None in values
-    encoded = [b"" if v is None else v.encode() for v in values] if has_null else [v.encode() for v in values]
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(np.fromiter(map(len, encoded), np.int64, n), out=offsets[1:])
-    if offsets[-1] > np.iinfo(np.int32).max:
-        raise ValueError(f"{offsets[-1]:,} bytes of text: more than an Arrow string array holds (2 GiB)")
     validity = None
-    if has_null:
+    if None in values:
         valid = np.fromiter((v is not None for v in values), bool, n)
         validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(pa.string(), n, [validity, pa.py_buffer(offsets.astype(np.int32)),
-                                                  pa.py_buffer(b"".join(encoded))])
+        values = [v if v is not None else "" for v in values]
+    joined = "".join(values)
+    data = joined.encode()
+    if len(data) == len(joined):  # ASCII (addresses, ids, names): byte lengths are the text lengths
+        lengths = np.fromiter(map(len, values), np.int64, n)
+    else:
+        encoded = [v.encode() for v in values]
+        lengths = np.fromiter(map(len, encoded), np.int64, n)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] > np.iinfo(np.int32).max:
+        raise ValueError(f"{offsets[-1]:,} bytes of text: more than an Arrow string array holds (2 GiB)")
+    return pa.Array.from_buffers(pa.string(), n, [validity, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)])
 
 
 def repeated_string_array(value: str, n: int) -> pa.StringArray:
