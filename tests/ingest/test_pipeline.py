@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import re
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
@@ -25,7 +28,7 @@ from pcapvision.ingest import (
     iter_flow_tables,
     read_flows,
 )
-from pcapvision.ingest.flowid import flow_id
+from pcapvision.ingest.flowid import flow_id, flow_ids
 from pcapvision.ingest.summary import CaptureStats
 from pcapvision.io import metadata_from_schema, sha256_file
 
@@ -161,6 +164,28 @@ def test_flow_id_is_direction_free_and_deterministic() -> None:
     # Endpoints order by address bytes, not text: 10.0.0.10 sorts after 10.0.0.9.
     text = f"{'ab' * 32}|17|10.0.0.9|1|10.0.0.10|2|5"
     assert flow_id("ab" * 32, "10.0.0.10", 2, "10.0.0.9", 1, 17, 5) == hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_ADDRESSES = st.one_of(st.integers(0, 2**32 - 1).map(lambda i: str(ipaddress.IPv4Address(i))),
+                       st.integers(0, 2**128 - 1).map(lambda i: str(ipaddress.IPv6Address(i))),
+                       st.sampled_from(["10.0.0.1", "10.0.0.2", "::1", "::ffff:10.0.0.1"]))
+_ENDPOINT_PAIRS = st.one_of(st.tuples(_ADDRESSES, _ADDRESSES), _ADDRESSES.map(lambda a: (a, a)))
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.lists(st.tuples(_ENDPOINT_PAIRS, st.integers(0, 65535), st.integers(0, 65535), st.integers(0, 255),
+                          st.integers(-2**62, 2**62), st.sampled_from([0, 0, 1, 4094])),
+                min_size=1, max_size=30))
+def test_flow_ids_of_a_batch_equal_flow_id_of_each_row(rows) -> None:
+    columns = {"src_ip": [r[0][0] for r in rows], "dst_ip": [r[0][1] for r in rows],
+               "src_port": pa.array([r[1] for r in rows], pa.uint16()), "dst_port": pa.array([r[2] for r in rows], pa.uint16()),
+               "protocol": pa.array([r[3] for r in rows], pa.uint8()), "first_seen_ns": pa.array([r[4] for r in rows], pa.int64()),
+               "vlan_id": pa.array([r[5] for r in rows], pa.uint16())}
+    batch = pa.RecordBatch.from_pydict(columns).slice(0)  # the batch function reads Arrow buffers
+    expected = [flow_id("ab" * 32, r[0][0], r[1], r[0][1], r[2], r[3], r[4], r[5]) for r in rows]
+    assert flow_ids(batch, "ab" * 32) == expected
+    if len(rows) > 1:  # a slice starts at an offset into the buffers
+        assert flow_ids(batch.slice(1), "ab" * 32) == expected[1:]
 
 
 def test_streaming_batches_are_bounded(captures: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
