@@ -13,18 +13,13 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["bool_array", "numeric_array", "repeated_string_array", "string_array", "to_numpy"]
+__all__ = ["numeric_array", "repeated_string_array", "string_array", "to_numpy"]
 
 
 def numeric_array(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
     """A null-free Arrow array of a fixed-width ``arrow_type`` holding ``values`` (cast as needed)."""
     values = np.ascontiguousarray(values, dtype=np.dtype(arrow_type.to_pandas_dtype()))
     return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
-
-
-def bool_array(values: np.ndarray) -> pa.BooleanArray:
-    """A null-free Arrow boolean array of ``values``."""
-    return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(np.packbits(values, bitorder="little"))])
 
 
 def string_array(values: Sequence[str | None]) -> pa.StringArray:
