@@ -97,7 +97,7 @@ def ingest_captures(
 ) -> Any:
     """Ingest ``paths`` into ``output`` with the local executor (``jobs`` processes) or on Dask
     (one task per capture; ``output`` must be a dataset directory). Returns an ``IngestSummary``."""
-    from pcapvision.ingest import discover_captures, ingest, output_guard
+    from pcapvision.ingest import find_captures, ingest, input_failures, output_guard
 
     check_choice("executor", executor, EXECUTORS)
     if executor == "local":
@@ -108,7 +108,8 @@ def ingest_captures(
         raise ParameterError(f"{os.fspath(output)}: with --executor dask the output must be a dataset directory "
                              "(one part per capture), not a single .parquet file")
     started = time.perf_counter()
-    captures = [os.fspath(c) for c in discover_captures(paths)]
+    found, unreadable = find_captures(paths)
+    captures = [os.fspath(c) for c in found]
     Path(output).mkdir(parents=True, exist_ok=True)
     import dask.bag as db
 
@@ -120,6 +121,7 @@ def ingest_captures(
     summary = _merge(os.fspath(output), parts)
     for path, reason in summary.files_failed:
         log.error("%s: %s", path, reason)
+    summary.files_failed[:0] = input_failures(unreadable)
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -189,3 +189,18 @@ def test_an_mnist_model_given_an_images_table_is_told_so(broken_tables, tmp_path
         dataset={"name": "mnist", "source": "bundled", "seed": 0, "data_sha256": "0" * 64}))
     with pytest.raises(ModelFormatError, match=r"mnist-model: an MNIST model cannot be evaluated on the images table .*good"):
         evaluate(model_dir, broken_tables / "good.parquet")
+
+
+def test_a_missing_capture_among_others_is_reported_and_the_rest_ingested(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from tests.ingest.crafted import PacketSpec, Record, ethernet, write_pcap
+
+    pcap = write_pcap(tmp_path / "a.pcap", [Record(1_700_000_000_000_000_000, ethernet(
+        PacketSpec("10.0.0.1", "10.0.0.2", 40000, 443, payload=b"x" * 64).ip_packet()))])
+    gone, out = tmp_path / "gone.pcap", tmp_path / "flows.parquet"
+    assert main(["ingest", str(pcap), str(gone), "-o", str(out), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert f"failed: {gone}: no such file or directory" in captured.out
+    assert captured.err.strip() == f"{gone}: no such file or directory" and "Traceback" not in captured.err
+    assert pq.read_table(out).num_rows == 1

@@ -15,8 +15,8 @@ Modules, by stage:
 * packet batches -> flows: :mod:`.assembler` (cutting flows), :mod:`.flowkey` (packet keys),
   :mod:`.flowtable` (per-flow state, open flows), :mod:`.flowbuffers` (page pools: payload, packet
   lists), :mod:`.reassembly` (payload placement), :mod:`.seqgaps` (TCP bytes the capture missed),
-  :mod:`.emission` (columns), :mod:`.flowschema` (the flows table's schema), with
-  :mod:`.community_id` and :mod:`.tls`;
+  :mod:`.emission` (columns), :mod:`.arrays` (Arrow columns through their buffers),
+  :mod:`.flowschema` (the flows table's schema), with :mod:`.community_id` and :mod:`.tls`;
   the loops over packets and bytes are compiled with numba (:mod:`.jit`);
 * flows -> Parquet: :mod:`.pipeline` (:func:`ingest`: plan, run, in worker processes),
   :mod:`.discover` (input files), :mod:`.flowstream` (one capture's flows, labelled by
@@ -28,7 +28,7 @@ Modules, by stage:
 from pcapvision.ingest.assembler import FlowAssembler, FlowOptions, assemble_flows
 from pcapvision.ingest.labels import Labeler, LabelRulesError
 from pcapvision.ingest.packets import Packet, PacketBatch
-from pcapvision.ingest.discover import discover_captures
+from pcapvision.ingest.discover import discover_captures, find_captures, input_failures
 from pcapvision.ingest.flowschema import FLOWS_SCHEMA
 from pcapvision.ingest.flowstream import iter_flow_tables, read_flows
 from pcapvision.ingest.options import IngestOptions
@@ -60,7 +60,9 @@ __all__ = [
     "PacketBatch",
     "assemble_flows",
     "discover_captures",
+    "find_captures",
     "import_labels",
+    "input_failures",
     "ingest",
     "output_guard",
     "iter_flow_tables",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from pcapvision.errors import CaptureFormatError, InputNotFoundError
+from pcapvision.errors import CaptureFormatError, InputNotFoundError, PcapvisionError
 
-__all__ = ["CAPTURE_SUFFIXES", "discover_captures", "is_capture_name"]
+__all__ = ["CAPTURE_SUFFIXES", "discover_captures", "find_captures", "input_failures", "is_capture_name"]
+
+log = logging.getLogger(__name__)
 
 # Suffixes picked up when a directory is given (explicitly named files are read whatever their name).
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz")
@@ -28,29 +31,24 @@ def discover_captures(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     Raises :class:`InputNotFoundError` for a path or pattern that matches nothing, so a typo is
     never silently an empty run. Each file appears once, at its first mention.
     """
+    found, problems = find_captures(paths)
+    if problems:
+        raise problems[0][1]
+    return found
+
+
+def find_captures(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[tuple[str, PcapvisionError]]]:
+    """:func:`discover_captures` that carries on past an input yielding nothing: the captures found,
+    and (input, error) for each path, pattern or directory that gave none (a batch then reads the
+    others and reports these). Raises only when no input gives a capture."""
+    paths = [os.fspath(p) for p in paths]
     found: list[Path] = []
-    for raw in paths:
-        text = os.fspath(raw)
-        path = Path(text)
-        if path.is_file():
-            found.append(path)
-        elif path.is_dir():
-            found.extend(_captures_under(path))
-        elif path.exists():  # a FIFO, socket or device: reading it could block or never end
-            raise CaptureFormatError(f"{text}: not a regular file or directory ({_file_kind(path)}); give a capture file")
-        elif _GLOB_CHARS & set(text):
-            # Shells that do not expand globs (Windows, quoted arguments) pass them through.
-            matches = sorted(glob.glob(text, recursive=True))
-            if not matches:
-                raise InputNotFoundError(f"{text}: no file matches this pattern")
-            for match in matches:
-                m = Path(match)
-                if m.is_dir():
-                    found.extend(_captures_under(m, required=False))
-                elif m.is_file():
-                    found.append(m)
-        else:
-            raise InputNotFoundError(f"{text}: no such file or directory")
+    problems: list[tuple[str, PcapvisionError]] = []
+    for text in paths:
+        try:
+            found.extend(_expand(text))
+        except (InputNotFoundError, CaptureFormatError) as exc:
+            problems.append((text, exc))
     seen: set[Path] = set()
     unique = []
     for path in found:
@@ -59,8 +57,44 @@ def discover_captures(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
             seen.add(key)
             unique.append(path)
     if not unique:
-        raise InputNotFoundError(f"{', '.join(map(os.fspath, paths))}: no capture files found")
-    return unique
+        if problems:
+            raise problems[0][1]
+        raise InputNotFoundError(f"{', '.join(paths)}: no capture files found")
+    return unique, problems
+
+
+def input_failures(problems: list[tuple[str, PcapvisionError]]) -> list[tuple[str, str]]:
+    """(input, reason) of each :func:`find_captures` problem, as a batch summary lists failed files;
+    each is logged as an error."""
+    failures = []
+    for text, exc in problems:
+        log.error("%s", exc)
+        failures.append((text, str(exc).removeprefix(f"{text}: ")))
+    return failures
+
+
+def _expand(text: str) -> list[Path]:
+    path = Path(text)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return _captures_under(path)
+    if path.exists():  # a FIFO, socket or device: reading it could block or never end
+        raise CaptureFormatError(f"{text}: not a regular file or directory ({_file_kind(path)}); give a capture file")
+    if _GLOB_CHARS & set(text):
+        # Shells that do not expand globs (Windows, quoted arguments) pass them through.
+        matches = sorted(glob.glob(text, recursive=True))
+        if not matches:
+            raise InputNotFoundError(f"{text}: no file matches this pattern")
+        found: list[Path] = []
+        for match in matches:
+            m = Path(match)
+            if m.is_dir():
+                found.extend(_captures_under(m, required=False))
+            elif m.is_file():
+                found.append(m)
+        return found
+    raise InputNotFoundError(f"{text}: no such file or directory")
 
 
 def _file_kind(path: Path) -> str:

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from pcapvision.console import progress
 from pcapvision.errors import OutputWriteError, ParameterError, PcapvisionError
-from pcapvision.ingest.discover import discover_captures
+from pcapvision.ingest.discover import find_captures, input_failures
 from pcapvision.ingest.flowschema import STAGE
 from pcapvision.ingest.flowstream import iter_flow_tables, untraced_heap
 from pcapvision.ingest.labels import Labeler
@@ -183,8 +183,9 @@ def _ingest(
         raise ParameterError(f"{output}: output exists and is not a file")
     if dataset and output.exists() and not output.is_dir():
         raise ParameterError(f"{output}: output is neither a directory nor a *.parquet file")
-    captures = discover_captures(paths)
+    captures, unreadable = find_captures(paths)
     summary = IngestSummary(output=str(output))
+    summary.files_failed.extend(input_failures(unreadable))
     params = ingest_params(options, labeler)
     parallel = jobs > 1 and len(captures) > 1
     # Workers' shares of a single output file: uncompressed temporary parts, merged in input order.

@@ -24,6 +24,7 @@ from pcapvision.ingest import (
     FLOWS_SCHEMA,
     IngestOptions,
     discover_captures,
+    find_captures,
     ingest,
     iter_flow_tables,
     read_flows,
@@ -130,6 +131,18 @@ def test_discover_nothing_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputNotFoundError, match=r"empty: directory holds no capture files"):
         discover_captures([tmp_path / "empty"])
+
+
+def test_a_missing_input_among_others_fails_alone(captures: dict[str, Path], tmp_path: Path) -> None:
+    # A batch reads every input it can and lists the others as failed files (exit code 1 in the CLI).
+    gone, pattern = tmp_path / "gone.pcap", str(tmp_path / "*.pcapng")
+    found, problems = find_captures([captures["tcp"], gone, pattern])
+    assert found == [captures["tcp"]] and [text for text, _ in problems] == [str(gone), pattern]
+    summary = ingest([captures["tcp"], gone, pattern], tmp_path / "flows.parquet")
+    assert summary.files_ok == 1 and pq.read_table(tmp_path / "flows.parquet").num_rows == 1
+    assert summary.files_failed == [(str(gone), "no such file or directory"),
+                                    (pattern, "no file matches this pattern")]
+    assert f"failed: {gone}: no such file or directory" in summary.format()
 
 
 # --- one capture -----------------------------------------------------------------------------------
