@@ -7,6 +7,7 @@ be rebuilt later from a model's metadata (:func:`mnist_test_split`, :func:`split
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -127,6 +128,13 @@ def _mnist_arrays(source: str, path: str | None) -> tuple[dict[str, np.ndarray],
     return _read_mnist_file(Path(path or ""))
 
 
+@functools.cache
+def _warn_bundled_sample(path: str) -> None:
+    # Once per process: `pcapvision run` loads MNIST for training, evaluation and robustness.
+    log.warning("using the real-MNIST SAMPLE bundled with pcapvision (%s), not full MNIST: accuracy on it is not "
+                "comparable with full-MNIST results; pass --mnist-file for the full set", path)
+
+
 def load_mnist(
     mnist_file: str | os.PathLike[str] | None = None,
     seed: int = 0,
@@ -155,11 +163,7 @@ def load_mnist(
             except Exception as exc:  # offline: URLError, HTTP errors, SSL errors, a broken cache...
                 log.warning("could not load MNIST with keras.datasets.mnist.load_data (%s)", " ".join(str(exc).split())[:200])
         if source == "bundled-sample":
-            log.warning(
-                "using the real-MNIST SAMPLE bundled with pcapvision (%s), not full MNIST: "
-                "accuracy on it is not comparable with full-MNIST results; pass --mnist-file for the full set",
-                path,
-            )
+            _warn_bundled_sample(path)
             arrays, fmt = _read_mnist_file(Path(path))
     info = _split_mnist_info(arrays, fmt, source, path, seed)
     x_train, y_train, x_test, y_test = _apply_mnist_split(arrays, info)
