@@ -27,17 +27,21 @@ from tests.retrain.nights import add_night
 
 EPOCHS = 6
 # The holdout here has ~90 rows, so one row moves a figure by more than a point and the default
-# tolerances (0.5, 0.2 and 2 points) would judge noise; these are wide enough for noise and far
-# narrower than what flipped labels do (a gate figure down by 0.2 or more). On corpora this small the CNN does not
-# beat every trivial baseline either (test_policy covers that gate). The story is the life cycle.
+# tolerances (0.5, 0.2 and 2 points) would judge noise. Every image also changes from run to run
+# (synth's TLS key material is random), and so do the models: night 2's FGSM robust accuracy was
+# 0.78 in one run against the champion's 0.95, where other runs passed a 0.08 tolerance. These
+# tolerances are wide enough for that swing and far narrower than what flipped labels do (night 3:
+# malicious F1 0.17 vs 0.90, false positive rate 1.0 vs 0.0, FGSM 0.09 vs 0.91). On corpora this
+# small the CNN does not beat every trivial baseline either (test_policy covers the gates on fixed
+# figures). The story is the life cycle.
 CONFIG = f"""
 [training]
 epochs = {EPOCHS}
 seed = 0
 [gates]
-max_f1_drop = 0.08
-max_fpr_rise = 0.05
-max_robust_accuracy_drop = 0.08
+max_f1_drop = 0.15
+max_fpr_rise = 0.15
+max_robust_accuracy_drop = 0.3
 beat_baselines = false
 """
 
